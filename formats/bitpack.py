@@ -1,0 +1,111 @@
+"""Dense bit packing of small unsigned codes, and base-3 packing of trits.
+
+Bit order (the one place it is defined; every codec uses it):
+    The codes form one little-endian bit stream. Code ``i`` of width ``b`` occupies stream bits
+    ``[i*b, (i+1)*b)``, its least significant bit first. Stream bit ``j`` is bit ``j % 8``
+    (value ``1 << (j % 8)``) of byte ``j // 8``. The final byte is zero-padded in its high bits.
+    For b = 4, code 0 is the low nibble of byte 0 and code 1 its high nibble.
+    No bits are wasted: ``n`` codes take exactly ``ceil(n * b / 8)`` bytes.
+
+Trit order: five trits ``t0..t4`` (each 0, 1 or 2) make one byte ``t0 + 3*t1 + 9*t2 + 27*t3 + 81*t4``;
+trit ``i`` of the stream goes to byte ``i // 5``. The last byte is padded with trit 0.
+
+Everything is vectorized in torch; no Python loop runs per element.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import CodecError
+
+MAX_BITS = 16
+TRITS_PER_BYTE = 5
+_POW3 = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int32)
+
+
+def packed_nbytes(count: int, bits: int) -> int:
+    """Bytes taken by ``count`` codes of ``bits`` bits each."""
+    return (count * bits + 7) // 8
+
+
+def trit_nbytes(count: int) -> int:
+    return math.ceil(count / TRITS_PER_BYTE)
+
+
+def _check_bits(bits: int) -> None:
+    if not 1 <= bits <= MAX_BITS:
+        raise CodecError(f"bit width must be 1..{MAX_BITS}, got {bits}")
+
+
+def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack non-negative integer codes (< 2**bits) into a uint8 tensor; see the module doc for order."""
+    _check_bits(bits)
+    flat = codes.reshape(-1).to(torch.int32)
+    n = flat.numel()
+    if n and (int(flat.min()) < 0 or int(flat.max()) >= (1 << bits)):
+        raise CodecError(f"codes out of range for {bits}-bit packing")
+    nbytes = packed_nbytes(n, bits)
+    if 8 % bits == 0:
+        # Whole codes per byte: pad to full bytes and fold each row of codes into one byte.
+        per_byte = 8 // bits
+        padded = torch.zeros(nbytes * per_byte, dtype=torch.int32)
+        padded[:n] = flat
+        shifts = torch.arange(per_byte, dtype=torch.int32) * bits
+        return (padded.view(nbytes, per_byte) << shifts).sum(dim=1).to(torch.uint8)
+    # General widths: each code, shifted to its bit offset, spans at most 3 bytes (bits <= 16).
+    # Bits of distinct codes never overlap, so adding the byte contributions equals OR-ing them.
+    offsets = torch.arange(n, dtype=torch.int64) * bits
+    first_byte = offsets // 8
+    shifted = flat.to(torch.int64) << (offsets % 8)
+    acc = torch.zeros(nbytes + 2, dtype=torch.int64)
+    for k in range(3):
+        acc.index_add_(0, first_byte + k, (shifted >> (8 * k)) & 0xFF)
+    return acc[:nbytes].to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: the first ``count`` codes as int32."""
+    _check_bits(bits)
+    need = packed_nbytes(count, bits)
+    if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != need:
+        raise CodecError(
+            f"packed codes must be a 1-D uint8 tensor of {need} bytes for {count} x {bits}-bit codes, "
+            f"got {tuple(packed.shape)} {packed.dtype}"
+        )
+    data = packed.to(torch.int32)
+    mask = (1 << bits) - 1
+    if 8 % bits == 0:
+        per_byte = 8 // bits
+        shifts = torch.arange(per_byte, dtype=torch.int32) * bits
+        return ((data.unsqueeze(1) >> shifts) & mask).reshape(-1)[:count]
+    offsets = torch.arange(count, dtype=torch.int64) * bits
+    first_byte = offsets // 8
+    window = torch.cat([data, torch.zeros(2, dtype=torch.int32)])
+    word = window[first_byte] | (window[first_byte + 1] << 8) | (window[first_byte + 2] << 16)
+    return (word >> (offsets % 8).to(torch.int32)) & mask
+
+
+def pack_trits(trits: torch.Tensor) -> torch.Tensor:
+    """Pack values in {0, 1, 2} five to a byte; see the module doc for order."""
+    flat = trits.reshape(-1).to(torch.int32)
+    n = flat.numel()
+    if n and (int(flat.min()) < 0 or int(flat.max()) > 2):
+        raise CodecError("trits must be 0, 1 or 2")
+    nbytes = trit_nbytes(n)
+    padded = torch.zeros(nbytes * TRITS_PER_BYTE, dtype=torch.int32)
+    padded[:n] = flat
+    return (padded.view(nbytes, TRITS_PER_BYTE) * _POW3).sum(dim=1).to(torch.uint8)
+
+
+def unpack_trits(packed: torch.Tensor, count: int) -> torch.Tensor:
+    """Inverse of :func:`pack_trits`: the first ``count`` trits as int32."""
+    need = trit_nbytes(count)
+    if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != need:
+        raise CodecError(f"packed trits must be a 1-D uint8 tensor of {need} bytes, got {tuple(packed.shape)}")
+    data = packed.to(torch.int32)
+    if packed.numel() and int(data.max()) >= 3**TRITS_PER_BYTE:
+        raise CodecError("packed trit byte out of range (>= 243)")
+    return ((data.unsqueeze(1) // _POW3) % 3).reshape(-1)[:count]

@@ -1,0 +1,112 @@
+"""Helpers every codec shares: the 2-D view of a weight, row groups, dtypes, tensor layouts.
+
+A weight of any shape is seen as a matrix of `shape[0]` rows (output channels) and
+`prod(shape[1:])` columns; a 1-D tensor is one row. Groups run along a row; a row whose
+length is not a multiple of the group size ends with a shorter group, which is zero-padded
+while its statistics are computed and never stored."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import CodecError
+
+Shape = tuple[int, ...]
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """Shape and dtype of one stored tensor; `nbytes` is what it costs on disk."""
+
+    shape: Shape
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def matrix_shape(shape: Shape) -> tuple[int, int]:
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return 1, shape[0]
+    return shape[0], math.prod(shape[1:])
+
+
+def as_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """The weight as a float32 (rows, cols) matrix, after checking it can be encoded."""
+    if weight.numel() == 0:
+        raise CodecError("cannot encode an empty tensor")
+    if not weight.is_floating_point():
+        raise CodecError(f"only floating-point weights can be encoded, got {weight.dtype}")
+    w = weight.detach().to(torch.float32).reshape(matrix_shape(tuple(weight.shape)))
+    if not torch.isfinite(w).all():
+        raise CodecError("weight contains NaN or infinity")
+    return w
+
+
+def group_count(cols: int, group_size: int | None) -> tuple[int, int]:
+    """(group size actually used, groups per row); None means one group per row."""
+    g = cols if group_size is None else group_size
+    return g, math.ceil(cols / g)
+
+
+def to_groups(w: torch.Tensor, group_size: int | None) -> torch.Tensor:
+    """(rows, cols) -> (rows, groups, g), zero-padding the last group of each row."""
+    rows, cols = w.shape
+    g, n = group_count(cols, group_size)
+    return F.pad(w, (0, n * g - cols)).view(rows, n, g)
+
+
+def from_groups(x: torch.Tensor, cols: int) -> torch.Tensor:
+    rows = x.shape[0]
+    return x.reshape(rows, -1)[:, :cols]
+
+
+def group_sizes(cols: int, group_size: int | None) -> torch.Tensor:
+    """Number of real (unpadded) elements in each group of a row, shape (groups,)."""
+    g, n = group_count(cols, group_size)
+    sizes = torch.full((n,), g, dtype=torch.float32)
+    sizes[-1] = cols - (n - 1) * g
+    return sizes
+
+
+def round_to_dtype(values: torch.Tensor, dtype_name: str) -> torch.Tensor:
+    """Round scales or centroids to their storage dtype, refusing values that overflow it."""
+    stored = values.to(DTYPES[dtype_name])
+    if not torch.isfinite(stored).all():
+        raise CodecError(
+            f"a scale does not fit in {dtype_name} (weights too large)",
+            hint="use scale_dtype: float32 in the recipe",
+        )
+    return stored
+
+
+def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if not prefix:
+        return tensors
+    return {f"{prefix}_{k}": v for k, v in tensors.items()}
+
+
+def layout_with_prefix(layout: dict[str, TensorLayout], prefix: str) -> dict[str, TensorLayout]:
+    if not prefix:
+        return layout
+    return {f"{prefix}_{k}": v for k, v in layout.items()}
+
+
+def strip_prefix(tensors, prefix: str) -> dict[str, torch.Tensor]:
+    if not prefix:
+        return dict(tensors)
+    start = prefix + "_"
+    return {k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}

@@ -1,0 +1,46 @@
+"""Binary codec: one sign bit per weight and one scale per group.
+
+Stored tensors:
+    packed  uint8 (ceil(numel/8),)  bit 1 = +alpha (w >= 0, -0.0 included), 0 = -alpha; bitpack order
+    scale   float16 (rows, groups)  alpha = mean |w| over the group's real elements
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..bitpack import pack_bits, packed_nbytes, unpack_bits
+from ..spec import BinarySpec
+from .base import (
+    DTYPES,
+    TensorLayout,
+    as_matrix,
+    from_groups,
+    group_count,
+    group_sizes,
+    matrix_shape,
+    to_groups,
+    round_to_dtype,
+)
+
+
+def encode(weight: torch.Tensor, spec: BinarySpec) -> dict[str, torch.Tensor]:
+    w = as_matrix(weight)
+    alpha = to_groups(w, spec.group_size).abs().sum(dim=-1) / group_sizes(w.shape[1], spec.group_size)
+    return {"packed": pack_bits((w >= 0).to(torch.int32), 1), "scale": round_to_dtype(alpha, spec.scale_dtype)}
+
+
+def decode(tensors, spec: BinarySpec, shape) -> torch.Tensor:
+    rows, cols = matrix_shape(shape)
+    signs = unpack_bits(tensors["packed"], 1, rows * cols).view(rows, cols).to(torch.float32) * 2 - 1
+    alpha = tensors["scale"].to(torch.float32).unsqueeze(-1)
+    return from_groups(to_groups(signs, spec.group_size) * alpha, cols).reshape(shape)
+
+
+def layout(shape, spec: BinarySpec) -> dict[str, TensorLayout]:
+    rows, cols = matrix_shape(shape)
+    _, n = group_count(cols, spec.group_size)
+    return {
+        "packed": TensorLayout((packed_nbytes(rows * cols, 1),), torch.uint8),
+        "scale": TensorLayout((rows, n), DTYPES[spec.scale_dtype]),
+    }

@@ -1,0 +1,117 @@
+"""Codebook (k-means) codec: 2^bits centroids per codebook plus a bits-wide index per weight.
+
+Stored tensors:
+    codebook  float16 (codebooks, 2^bits)  ascending centroids; codebook j serves rows
+              [j*group_rows, (j+1)*group_rows) (one codebook for the whole tensor by default)
+    indices   uint8 (ceil(numel*bits/8),)  row-major indices, bitpack order
+
+Centroids come from 1-D Lloyd iterations started at evenly spaced quantiles; a codebook whose
+values have at most 2^bits distinct values gets exactly those values (so weights already drawn
+from a codebook are stored exactly, up to the centroid dtype). After rounding the centroids to
+their storage dtype every weight takes the index of its nearest stored centroid (ties: lower).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..bitpack import pack_bits, packed_nbytes, unpack_bits
+from ..spec import CodebookSpec
+from .base import DTYPES, TensorLayout, as_matrix, matrix_shape, round_to_dtype
+
+
+def _codebook_count(rows: int, spec: CodebookSpec) -> tuple[int, int]:
+    per = rows if spec.group_rows is None else min(spec.group_rows, rows)
+    return per, math.ceil(rows / per)
+
+
+def _distinct_or_none(sorted_x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of sorted values: the distinct values padded with the largest, and whether they fit in k."""
+    new = torch.ones_like(sorted_x, dtype=torch.bool)
+    new[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
+    slot = new.cumsum(dim=1) - 1
+    fits = slot[:, -1] < k
+    table = sorted_x[:, -1:].expand(-1, k).clone()
+    table.scatter_(1, slot.clamp(max=k - 1), sorted_x)
+    return table, fits
+
+
+def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> torch.Tensor:
+    """Batched 1-D k-means: `values` (batch, n) -> ascending centroids (batch, k), float32.
+
+    In one dimension the nearest centroid is found by binary search against the midpoints of
+    the sorted centroids, so each iteration costs O(n log k) with no (n, k) distance matrix."""
+    x = values.to(torch.float32).sort(dim=1).values
+    batch, n = x.shape
+    exact, fits = _distinct_or_none(x, k)
+    pick = ((torch.arange(k, dtype=torch.float64) + 0.5) / k * n).long().clamp(max=n - 1)
+    centroids = x[:, pick].contiguous()
+    ones = torch.ones_like(x)
+    for _ in range(iterations):
+        bounds = ((centroids[:, 1:] + centroids[:, :-1]) / 2).contiguous()
+        assign = torch.searchsorted(bounds, x)
+        sums = torch.zeros_like(centroids).scatter_add_(1, assign, x)
+        counts = torch.zeros_like(centroids).scatter_add_(1, assign, ones)
+        updated = torch.where(counts > 0, sums / counts.clamp(min=1), centroids).sort(dim=1).values
+        if torch.equal(updated, centroids):
+            break
+        centroids = updated
+    return torch.where(fits.unsqueeze(1), exact, centroids)
+
+
+def nearest(values: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest centroid (ties to the lower index) for each value; both batched by row."""
+    c = centroids.to(torch.float32).contiguous()
+    k = c.shape[1]
+    above = torch.searchsorted(c, values.contiguous(), right=True)
+    lo = (above - 1).clamp(0, k - 1)
+    hi = above.clamp(0, k - 1)
+    d_lo = (values - c.gather(1, lo)).abs()
+    d_hi = (values - c.gather(1, hi)).abs()
+    return torch.where(d_hi < d_lo, hi, lo)
+
+
+def _row_blocks(w: torch.Tensor, per: int):
+    """(start_row, block) for full blocks of `per` rows at once, then the shorter tail block."""
+    rows = w.shape[0]
+    full = rows // per
+    if full:
+        yield 0, w[: full * per].reshape(full, -1)
+    if full * per < rows:
+        yield full * per, w[full * per :].reshape(1, -1)
+
+
+def encode(weight: torch.Tensor, spec: CodebookSpec) -> dict[str, torch.Tensor]:
+    w = as_matrix(weight)
+    rows, cols = w.shape
+    per, _ = _codebook_count(rows, spec)
+    k = 1 << spec.bits
+    books, indices = [], []
+    for _, block in _row_blocks(w, per):
+        book = round_to_dtype(kmeans_1d(block, k, spec.iterations), spec.centroid_dtype)
+        books.append(book)
+        indices.append(nearest(block, book).reshape(-1))
+    return {
+        "codebook": torch.cat(books),
+        "indices": pack_bits(torch.cat(indices).to(torch.int32), spec.bits),
+    }
+
+
+def decode(tensors, spec: CodebookSpec, shape) -> torch.Tensor:
+    rows, cols = matrix_shape(shape)
+    per, _ = _codebook_count(rows, spec)
+    idx = unpack_bits(tensors["indices"], spec.bits, rows * cols).view(rows, cols).long()
+    book = tensors["codebook"].to(torch.float32)
+    which = (torch.arange(rows) // per).unsqueeze(1)
+    return book[which, idx].reshape(shape)
+
+
+def layout(shape, spec: CodebookSpec) -> dict[str, TensorLayout]:
+    rows, cols = matrix_shape(shape)
+    _, books = _codebook_count(rows, spec)
+    return {
+        "codebook": TensorLayout((books, 1 << spec.bits), DTYPES[spec.centroid_dtype]),
+        "indices": TensorLayout((packed_nbytes(rows * cols, spec.bits),), torch.uint8),
+    }

@@ -1,0 +1,25 @@
+"""Dense codec: the values themselves in a float dtype.
+
+Stored tensors:
+    values  (the weight's shape) in `dtype`
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..spec import DenseSpec
+from .base import DTYPES, TensorLayout, as_matrix
+
+
+def encode(weight: torch.Tensor, spec: DenseSpec) -> dict[str, torch.Tensor]:
+    as_matrix(weight)  # same checks as every codec: non-empty, floating point, finite
+    return {"values": weight.detach().to(DTYPES[spec.dtype]).contiguous()}
+
+
+def decode(tensors, spec: DenseSpec, shape) -> torch.Tensor:
+    return tensors["values"].to(torch.float32).reshape(shape)
+
+
+def layout(shape, spec: DenseSpec) -> dict[str, TensorLayout]:
+    return {"values": TensorLayout(tuple(shape), DTYPES[spec.dtype])}

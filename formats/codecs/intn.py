@@ -1,0 +1,98 @@
+"""int-N codec, N = 1..8 (see `IntSpec` for the three grids).
+
+Stored tensors:
+    packed      uint8 (ceil(numel*N/8),)  unsigned codes u, row-major, bit order of `bitpack`
+    scale       float16 (rows, groups)    one per group of a row
+    zero_point  uint8 packed, asymmetric only: one N-bit integer z per group, same bit order
+
+Unsigned codes: symmetric grids store u = q + 2^(N-1); asymmetric stores u directly.
+Decoded value (float32 arithmetic, scale first rounded to its storage dtype):
+    symmetric, zero-preserving:  (u - 2^(N-1)) * s          (u = 0 is never produced)
+    symmetric mid-rise:          (u - 2^(N-1) + 0.5) * s
+    asymmetric:                  (u - z) * s
+Scales come from the group's range (absmax, or min/max with 0 forced inside), round-to-nearest,
+ties to even. A group of zeros gets scale 0 and decodes to zeros.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..bitpack import pack_bits, packed_nbytes, unpack_bits
+from ..spec import IntSpec
+from .base import (
+    DTYPES,
+    TensorLayout,
+    as_matrix,
+    from_groups,
+    group_count,
+    matrix_shape,
+    to_groups,
+    round_to_dtype,
+)
+
+
+def _offset(spec: IntSpec) -> int:
+    return 1 << (spec.bits - 1)
+
+
+def _safe(scale: torch.Tensor) -> torch.Tensor:
+    s = scale.to(torch.float32).unsqueeze(-1)
+    return torch.where(s == 0, torch.ones_like(s), s)
+
+
+def encode(weight: torch.Tensor, spec: IntSpec) -> dict[str, torch.Tensor]:
+    w = as_matrix(weight)
+    cols = w.shape[1]
+    x = to_groups(w, spec.group_size)
+    levels = (1 << spec.bits) - 1
+    out: dict[str, torch.Tensor] = {}
+    if spec.symmetric:
+        half = _offset(spec)
+        absmax = x.abs().amax(dim=-1)
+        if spec.zero_preserving:
+            scale = round_to_dtype(absmax / (half - 1), spec.scale_dtype)
+            q = torch.round(x / _safe(scale)).clamp(-(half - 1), half - 1)
+        else:
+            scale = round_to_dtype(absmax / (half - 0.5), spec.scale_dtype)
+            q = torch.floor(x / _safe(scale)).clamp(-half, half - 1)
+        codes = q + half
+    else:
+        lo = x.amin(dim=-1).clamp(max=0.0)
+        hi = x.amax(dim=-1).clamp(min=0.0)
+        scale = round_to_dtype((hi - lo) / levels, spec.scale_dtype)
+        s = _safe(scale)
+        zero = torch.round(-lo.unsqueeze(-1) / s).clamp(0, levels)
+        codes = (torch.round(x / s) + zero).clamp(0, levels)
+        out["zero_point"] = pack_bits(zero.reshape(-1).to(torch.int32), spec.bits)
+    out["packed"] = pack_bits(from_groups(codes, cols).to(torch.int32), spec.bits)
+    out["scale"] = scale
+    return dict(sorted(out.items()))
+
+
+def decode(tensors, spec: IntSpec, shape) -> torch.Tensor:
+    rows, cols = matrix_shape(shape)
+    g, n = group_count(cols, spec.group_size)
+    codes = unpack_bits(tensors["packed"], spec.bits, rows * cols).view(rows, cols).to(torch.float32)
+    x = to_groups(codes, spec.group_size)
+    s = tensors["scale"].to(torch.float32).unsqueeze(-1)
+    if spec.symmetric:
+        q = x - _offset(spec)
+        if not spec.zero_preserving:
+            q = q + 0.5
+    else:
+        zero = unpack_bits(tensors["zero_point"], spec.bits, rows * n).view(rows, n, 1).to(torch.float32)
+        q = x - zero
+    return from_groups(q * s, cols).reshape(shape)
+
+
+def layout(shape, spec: IntSpec) -> dict[str, TensorLayout]:
+    rows, cols = matrix_shape(shape)
+    _, n = group_count(cols, spec.group_size)
+    out = {
+        "packed": TensorLayout((packed_nbytes(rows * cols, spec.bits),), torch.uint8),
+        "scale": TensorLayout((rows, n), DTYPES[spec.scale_dtype]),
+    }
+    if not spec.symmetric:
+        out["zero_point"] = TensorLayout((packed_nbytes(rows * n, spec.bits),), torch.uint8)
+    return dict(sorted(out.items()))

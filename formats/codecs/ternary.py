@@ -1,0 +1,54 @@
+"""Ternary codec: w ~ alpha * t with t in {-1, 0, +1}, trits packed five to a byte.
+
+Stored tensors:
+    packed  uint8 (ceil(numel/5),)  trit t+1 (0: -alpha, 1: zero, 2: +alpha); order of `bitpack.pack_trits`
+    scale   float16 (rows, groups)  alpha per group
+
+Per group (real elements only): delta = threshold * mean|w|; t = +1 where w > delta, -1 where
+w < -delta, else 0; alpha = mean |w| over the nonzero t (0 when there are none). Zero stays zero.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..bitpack import pack_trits, trit_nbytes, unpack_trits
+from ..spec import TernarySpec
+from .base import (
+    DTYPES,
+    TensorLayout,
+    as_matrix,
+    from_groups,
+    group_count,
+    group_sizes,
+    matrix_shape,
+    to_groups,
+    round_to_dtype,
+)
+
+
+def encode(weight: torch.Tensor, spec: TernarySpec) -> dict[str, torch.Tensor]:
+    w = as_matrix(weight)
+    x = to_groups(w, spec.group_size)
+    mag = x.abs()
+    delta = (spec.threshold * mag.sum(dim=-1) / group_sizes(w.shape[1], spec.group_size)).unsqueeze(-1)
+    t = (x > delta).to(torch.int32) - (x < -delta).to(torch.int32)
+    kept = t != 0
+    alpha = (mag * kept).sum(dim=-1) / kept.sum(dim=-1).clamp(min=1)
+    return {"packed": pack_trits(from_groups(t + 1, w.shape[1])), "scale": round_to_dtype(alpha, spec.scale_dtype)}
+
+
+def decode(tensors, spec: TernarySpec, shape) -> torch.Tensor:
+    rows, cols = matrix_shape(shape)
+    t = unpack_trits(tensors["packed"], rows * cols).view(rows, cols).to(torch.float32) - 1
+    alpha = tensors["scale"].to(torch.float32).unsqueeze(-1)
+    return from_groups(to_groups(t, spec.group_size) * alpha, cols).reshape(shape)
+
+
+def layout(shape, spec: TernarySpec) -> dict[str, TensorLayout]:
+    rows, cols = matrix_shape(shape)
+    _, n = group_count(cols, spec.group_size)
+    return {
+        "packed": TensorLayout((trit_nbytes(rows * cols),), torch.uint8),
+        "scale": TensorLayout((rows, n), DTYPES[spec.scale_dtype]),
+    }
