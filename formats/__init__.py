@@ -1,0 +1,60 @@
+"""zoo's compact checkpoint format: codecs, manifest, reader and writer.
+
+Pure: depends on torch, safetensors and pydantic only (never on transformers or the rest of zoo).
+"""
+
+from . import codecs
+from .errors import ChecksumError, CodecError, FormatError, ManifestError, OutputExistsError, PatternError, ZooError
+from .fit import check_fits
+from .manifest import (
+    FORMAT_VERSION,
+    BaseModelInfo,
+    EvalResult,
+    FileInfo,
+    Manifest,
+    ModuleEntry,
+    RecipeRecord,
+    SizeReport,
+    module_entry,
+    shard_metadata,
+)
+from .reader import Checkpoint, read_config, tensor_name
+from .safetensors_dir import SafetensorsDir, companion_files
+from .spec import BinarySpec, CodebookSpec, CodecSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
+from .writer import CheckpointWriter
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BaseModelInfo",
+    "BinarySpec",
+    "Checkpoint",
+    "CheckpointWriter",
+    "ChecksumError",
+    "CodebookSpec",
+    "CodecError",
+    "CodecSpec",
+    "DenseSpec",
+    "EvalResult",
+    "FileInfo",
+    "FormatError",
+    "IntSpec",
+    "KroneckerSpec",
+    "Manifest",
+    "ManifestError",
+    "ModuleEntry",
+    "module_entry",
+    "shard_metadata",
+    "NMSpec",
+    "OutputExistsError",
+    "PatternError",
+    "RecipeRecord",
+    "SafetensorsDir",
+    "SizeReport",
+    "TernarySpec",
+    "ZooError",
+    "check_fits",
+    "codecs",
+    "companion_files",
+    "read_config",
+    "tensor_name",
+]

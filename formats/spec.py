@@ -92,7 +92,7 @@ class CodebookSpec(_Spec):
     centroid_dtype: FloatDType = "float16"
 
     def describe(self) -> str:
-        where = "per-tensor" if self.group_rows is None else f"per-{self.group_rows}-rows"
+        where = {None: "per-tensor", 1: "per-row"}.get(self.group_rows, f"per-{self.group_rows}-rows")
         return f"kmeans {1 << self.bits} centroids {where}"
 
 

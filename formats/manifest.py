@@ -1,0 +1,161 @@
+"""The manifest: what a zoo checkpoint holds and how it was made (pydantic v2, extra="forbid").
+
+It lives in config.json as `quantization_config`, next to `quant_method: "zoo"`, so transformers
+dispatches to zoo's loader. Each safetensors file's `__metadata__` carries `zoo.format_version` and
+`zoo.manifest_sha256`, the sha256 of the canonical JSON of the manifest's tensor-describing part
+(`format_version` and `modules`), so a lone shard names the manifest it belongs to.
+
+`files` records the sha256 of every file of the checkpoint except config.json itself (which holds
+the manifest) and README.md (the model card, regenerated as results arrive).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .codecs import nbytes as codec_nbytes
+from .errors import ManifestError
+from .spec import CODEC_NAMES, CodecSpec, FloatDType
+
+FORMAT_VERSION = 1
+QUANT_METHOD = "zoo"
+META_FORMAT_VERSION = "zoo.format_version"
+META_MANIFEST_SHA256 = "zoo.manifest_sha256"
+
+ModuleKind = Literal["linear", "embedding", "conv", "other"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModuleEntry(_Model):
+    """One compressed module: `<name>.weight` was replaced by `<name>.weight_<key>` tensors."""
+
+    kind: ModuleKind
+    encoder_linear: bool = Field(description="a linear layer of a repeated transformer block (encoder or decoder)")
+    shape: list[int]
+    dtype: FloatDType = Field(description="dtype of the original weight")
+    codec: CodecSpec
+    nbytes: int = Field(description="bytes of the stored tensors")
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+class FileInfo(_Model):
+    sha256: str
+    nbytes: int
+
+
+class BaseModelInfo(_Model):
+    id: str = Field(description="hub id or local path the model was compressed from")
+    revision: str | None = None
+    source: Literal["local", "hub", "packaged"]
+    weights_sha256: dict[str, str] = Field(description="sha256 of each source weight file")
+    weights_nbytes: int
+
+
+class RecipeRecord(_Model):
+    name: str
+    spec: dict[str, Any] = Field(description="the resolved recipe, as data")
+
+
+class SizeReport(_Model):
+    checkpoint_nbytes: int = Field(description="bytes of this checkpoint's weight files")
+    source_nbytes: int = Field(description="bytes of the source checkpoint's weight files")
+    checkpoint_ratio: float
+    encoder_linear_nbytes: int = Field(description="stored bytes of the transformer blocks' linear weights")
+    encoder_linear_fp32_nbytes: int = Field(description="the same weights at 4 bytes per parameter")
+    encoder_linear_ratio: float
+
+
+class EvalResult(_Model):
+    role: Literal["teacher", "compressed"]
+    task: str
+    dataset: str
+    split: str
+    metric: str
+    value: float
+    n_examples: int
+
+
+class Manifest(_Model):
+    format_version: int = FORMAT_VERSION
+    zoo_version: str
+    recipe: RecipeRecord
+    base_model: BaseModelInfo
+    modules: dict[str, ModuleEntry]
+    sizes: SizeReport
+    files: dict[str, FileInfo] = Field(default_factory=dict)
+    evaluation: list[EvalResult] = Field(default_factory=list)
+
+    def content_sha256(self) -> str:
+        """Hash of what describes the tensors; stored in every shard's metadata."""
+        return content_sha256(self.modules, self.format_version)
+
+    def to_quantization_config(self) -> dict[str, Any]:
+        return {"quant_method": QUANT_METHOD, **self.model_dump(mode="json")}
+
+    @classmethod
+    def from_quantization_config(cls, data: Any, *, where: str = "config.json") -> Manifest:
+        if not isinstance(data, dict):
+            raise ManifestError(f"{where} has no zoo quantization_config", hint="is this a zoo checkpoint?")
+        data = dict(data)
+        method = data.pop("quant_method", None)
+        if method != QUANT_METHOD:
+            raise ManifestError(f"{where}: quant_method is {method!r}, not 'zoo'", hint="is this a zoo checkpoint?")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ManifestError(
+                f"{where}: unsupported zoo format_version {version!r} (this zoo reads {FORMAT_VERSION})",
+                hint="upgrade zoo-compress: pip install -U zoo-compress",
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ManifestError(f"{where}: invalid manifest: {_first_problem(exc)}") from None
+
+
+def content_sha256(modules: dict[str, ModuleEntry], format_version: int = FORMAT_VERSION) -> str:
+    """sha256 of the canonical JSON of {format_version, modules}; known before any tensor is written."""
+    core = {
+        "format_version": format_version,
+        "modules": {name: entry.model_dump(mode="json") for name, entry in modules.items()},
+    }
+    return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def shard_metadata(modules: dict[str, ModuleEntry]) -> dict[str, str]:
+    """The safetensors __metadata__ every shard of a zoo checkpoint carries."""
+    return {META_FORMAT_VERSION: str(FORMAT_VERSION), META_MANIFEST_SHA256: content_sha256(modules)}
+
+
+def _first_problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "union_tag_invalid":
+        tag = err.get("ctx", {}).get("tag")
+        return f"{loc}: unknown codec {tag!r} (known: {', '.join(CODEC_NAMES)})"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {err['msg']}{more}"
+
+
+def module_entry(kind: ModuleKind, encoder_linear: bool, shape, dtype: str, codec: CodecSpec) -> ModuleEntry:
+    """Entry for a module about to be encoded; its byte count comes from the codec's layout."""
+    return ModuleEntry(
+        kind=kind,
+        encoder_linear=encoder_linear,
+        shape=list(shape),
+        dtype=dtype,
+        codec=codec,
+        nbytes=codec_nbytes(tuple(shape), codec),
+    )

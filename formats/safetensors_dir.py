@@ -1,0 +1,125 @@
+"""The safetensors weight files of a checkpoint directory: one `model.safetensors`, or shards
+listed by `model.safetensors.index.json` (the Hugging Face convention). Tensors are read lazily
+through safetensors' memory-mapped handles; pickle files are never read."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .errors import FormatError
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# files that are weights (ours or other frameworks'), or that a converted checkpoint writes anew
+_NOT_COMPANIONS = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ot", ".gguf", ".ckpt")
+_REWRITTEN = ("config.json", "README.md", INDEX_FILE, "pytorch_model.bin.index.json", "tf_model.h5.index.json")
+
+
+def companion_files(directory: Path) -> list[Path]:
+    """Top-level files that travel with the weights: tokenizer, processor, generation config..."""
+    return sorted(
+        p
+        for p in Path(directory).iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.name not in _REWRITTEN
+        and not p.name.endswith(_NOT_COMPANIONS)
+    )
+
+# safetensors dtype codes -> torch dtype names (the float ones are the only ones codecs take)
+DTYPE_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+class SafetensorsDir:
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self._handles: dict[str, object] = {}
+        self.weight_map = self._weight_map()
+        keys = {file: set(self._open(file).keys()) for file in self.files}
+        for name, file in self.weight_map.items():
+            if name not in keys[file]:
+                raise FormatError(f"{INDEX_FILE} places '{name}' in {file}, which does not hold it")
+
+    def _weight_map(self) -> dict[str, str]:
+        d = self.directory
+        if (d / INDEX_FILE).is_file():
+            try:
+                index = json.loads((d / INDEX_FILE).read_text())
+                weight_map = dict(index["weight_map"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise FormatError(f"{d / INDEX_FILE} is not a valid safetensors index: {exc}") from None
+            for file in set(weight_map.values()):
+                if Path(file).name != file:
+                    raise FormatError(f"{INDEX_FILE} names a file outside the checkpoint: {file!r}")
+            return weight_map
+        if (d / SINGLE_FILE).is_file():
+            return {name: SINGLE_FILE for name in self._open(SINGLE_FILE).keys()}
+        hint = None
+        if any((d / p).exists() for p in PICKLE_FILES):
+            hint = "zoo reads only safetensors (never pickle); convert with transformers: save_pretrained(..., safe_serialization=True)"
+        raise FormatError(f"no {SINGLE_FILE} or {INDEX_FILE} in {d}", hint=hint)
+
+    def _open(self, file: str):
+        if file in self._handles:
+            return self._handles[file]
+        path = self.directory / file
+        if not path.is_file():
+            raise FormatError(f"weight file {file} is missing from {self.directory}")
+        try:
+            self._handles[file] = safe_open(str(path), framework="pt")
+        except (SafetensorError, OSError) as exc:
+            raise FormatError(f"{path} is not a valid safetensors file ({exc})",
+                              hint="the file is truncated or corrupt; download or write it again") from None
+        return self._handles[file]
+
+    @property
+    def files(self) -> list[str]:
+        return sorted(set(self.weight_map.values()))
+
+    def names(self) -> list[str]:
+        return list(self.weight_map)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.weight_map
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._handles[self.weight_map[name]].get_slice(name).get_shape())
+
+    def dtype(self, name: str) -> str:
+        code = self._handles[self.weight_map[name]].get_slice(name).get_dtype()
+        return DTYPE_NAMES.get(code, code)
+
+    def numel(self, name: str) -> int:
+        return math.prod(self.shape(name))
+
+    def nbytes(self, name: str) -> int:
+        return self.numel(name) * getattr(torch, self.dtype(name)).itemsize
+
+    def get(self, name: str) -> torch.Tensor:
+        try:
+            return self._handles[self.weight_map[name]].get_tensor(name)
+        except SafetensorError as exc:
+            raise FormatError(f"cannot read tensor '{name}' from {self.weight_map[name]}: {exc}") from None
+
+    def metadata(self, file: str) -> dict[str, str]:
+        return self._handles[file].metadata() or {}
+
+    def file_nbytes(self) -> int:
+        return sum((self.directory / f).stat().st_size for f in self.files)

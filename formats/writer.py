@@ -1,0 +1,165 @@
+"""Atomic, sharded checkpoint writing.
+
+Everything goes into a hidden sibling directory first (`.NAME.partial-XXXX`) and becomes the
+output only in `commit()`, by rename on the same file system; an error or Ctrl-C before that
+removes the partial directory, so a failed run never leaves a half-written model behind.
+
+Tensors stream in one at a time and are flushed to a shard once the shard would exceed
+`max_shard_bytes` (a single larger tensor gets a shard of its own). One shard is written as
+`model.safetensors`; several as `model-0000i-of-0000n.safetensors` plus
+`model.safetensors.index.json`, as transformers names them. Never pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from .errors import OutputExistsError
+from .manifest import FileInfo
+from .safetensors_dir import INDEX_FILE, SINGLE_FILE
+
+DEFAULT_MAX_SHARD_BYTES = 2 * 1024**3
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def file_info(path: Path) -> FileInfo:
+    return FileInfo(sha256=sha256_file(path), nbytes=path.stat().st_size)
+
+
+def ensure_writable(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse early (before any work) to replace an existing output without --overwrite."""
+    if Path(out_dir).exists() and not overwrite:
+        raise OutputExistsError(f"output {out_dir} already exists", hint="pass --overwrite to replace it")
+
+
+class CheckpointWriter:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        overwrite: bool = False,
+        max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+        metadata: dict[str, str] | None = None,
+    ):
+        ensure_writable(out_dir, overwrite)
+        self.out_dir = Path(out_dir)
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+        self.tmp_dir.mkdir()
+        self.max_shard_bytes = max_shard_bytes
+        self.metadata = {"format": "pt", **(metadata or {})}
+        self._pending: dict[str, torch.Tensor] = {}
+        self._pending_bytes = 0
+        self._shards: list[list[str]] = []
+        self._tensor_bytes = 0
+        self._weights: dict[str, FileInfo] | None = None
+        self._files: dict[str, FileInfo] = {}
+
+    # -- tensors ---------------------------------------------------------------------------
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        if self._weights is not None:
+            raise RuntimeError("weights already closed")
+        size = tensor.numel() * tensor.element_size()
+        if self._pending and self._pending_bytes + size > self.max_shard_bytes:
+            self._flush()
+        self._pending[name] = tensor.detach().contiguous()
+        self._pending_bytes += size
+        self._tensor_bytes += size
+
+    def _shard_tmp_name(self, i: int) -> str:
+        return f"shard-{i:05d}.safetensors"
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        save_file(self._pending, str(self.tmp_dir / self._shard_tmp_name(len(self._shards))), metadata=self.metadata)
+        self._shards.append(list(self._pending))
+        self._pending, self._pending_bytes = {}, 0
+
+    def close_weights(self) -> dict[str, FileInfo]:
+        """Write the last shard, give shards their final names; returns their sizes and hashes."""
+        if self._weights is not None:
+            return self._weights
+        self._flush()
+        n = len(self._shards)
+        if n == 0:
+            save_file({}, str(self.tmp_dir / SINGLE_FILE), metadata=self.metadata)
+            names = [SINGLE_FILE]
+        elif n == 1:
+            os.replace(self.tmp_dir / self._shard_tmp_name(0), self.tmp_dir / SINGLE_FILE)
+            names = [SINGLE_FILE]
+        else:
+            names = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+            for i, name in enumerate(names):
+                os.replace(self.tmp_dir / self._shard_tmp_name(i), self.tmp_dir / name)
+            weight_map = {t: names[i] for i, shard in enumerate(self._shards) for t in shard}
+            index = {"metadata": {"total_size": self._tensor_bytes, **self.metadata}, "weight_map": weight_map}
+            self.write_json(INDEX_FILE, index, record=False)
+            names.append(INDEX_FILE)
+        mode = _default_file_mode()  # safetensors creates files 0600; give them the umask's mode like the rest
+        for name in names:
+            os.chmod(self.tmp_dir / name, mode)
+        self._weights = {name: file_info(self.tmp_dir / name) for name in names}
+        self._files.update(self._weights)
+        return self._weights
+
+    # -- other files ------------------------------------------------------------------------
+    def write_json(self, name: str, data: Any, *, record: bool = True) -> None:
+        path = self.tmp_dir / name
+        path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        if record:
+            self._files[name] = file_info(path)
+
+    def copy_file(self, src: Path, name: str | None = None) -> None:
+        name = name or src.name
+        shutil.copyfile(src, self.tmp_dir / name)
+        self._files[name] = file_info(self.tmp_dir / name)
+
+    @property
+    def files(self) -> dict[str, FileInfo]:
+        """Every file written so far with its hash."""
+        return dict(sorted(self._files.items()))
+
+    # -- commit / abort -------------------------------------------------------------------
+    def commit(self) -> Path:
+        self.close_weights()
+        if self.out_dir.exists():
+            old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.out_dir, old)
+            os.replace(self.tmp_dir, self.out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp_dir, self.out_dir)
+        return self.out_dir
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()

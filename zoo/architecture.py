@@ -1,0 +1,60 @@
+"""What kind of layer each weight belongs to, read off the model's own class.
+
+The architecture named in config.json is built on the meta device (no memory, no weights) and
+its modules are classified by type, so recipes can say "linear layers" and mean exactly
+nn.Linear (and transformers' Conv1D), whatever the model calls them."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from .errors import UnsupportedModelError
+
+
+def _kind(module: torch.nn.Module) -> str | None:
+    from transformers.pytorch_utils import Conv1D
+
+    if isinstance(module, (torch.nn.Linear, Conv1D)):
+        return "linear"
+    if isinstance(module, torch.nn.Embedding):
+        return "embedding"
+    if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+        return "conv"
+    return None
+
+
+def _meta_model(model_dir: Path):
+    import transformers
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(model_dir)
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if cls is not None:
+            return cls(config)
+        return AutoModel.from_config(config)
+
+
+def module_kinds(model_dir: Path, module_names: list[str]) -> dict[str, str]:
+    """Kind ('linear', 'embedding', 'conv', 'other') of each named module of the checkpoint."""
+    try:
+        model = _meta_model(model_dir)
+    except (ValueError, KeyError, OSError, TypeError, ImportError) as exc:
+        raise UnsupportedModelError(
+            f"transformers cannot build the architecture in {model_dir / 'config.json'}: {str(exc).splitlines()[0]}",
+            hint="zoo reads the model class to tell linear layers from others; upgrade transformers or check config.json",
+        ) from None
+    kinds = {name: _kind(m) for name, m in model.named_modules()}
+    prefix = getattr(model, "base_model_prefix", "")
+    out = {}
+    for name in module_names:
+        candidates = [name, f"{prefix}.{name}"]
+        if prefix and name.startswith(prefix + "."):
+            candidates.append(name[len(prefix) + 1 :])
+        out[name] = next((kinds[c] for c in candidates if kinds.get(c)), "other")
+    return out

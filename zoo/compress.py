@@ -1,0 +1,190 @@
+"""Post-training compression and packing: source checkpoint -> compact zoo checkpoint.
+
+Both run as one stream: the plan (which module gets which codec) is made from the safetensors
+headers alone, then tensors are read one at a time from the memory-mapped source, encoded, and
+handed to the writer, which flushes shard by shard. Peak memory stays near the largest tensor
+plus one output shard, so a model larger than RAM compresses.
+
+`compress` quantizes/prunes (round to nearest, magnitude N:M, k-means, sign/ternary thresholds);
+`pack` only stores weights that already have the claimed structure and refuses the rest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from formats import (
+    BaseModelInfo,
+    CheckpointWriter,
+    Manifest,
+    ModuleEntry,
+    RecipeRecord,
+    SafetensorsDir,
+    SizeReport,
+    check_fits,
+    codecs,
+    companion_files,
+    module_entry,
+    read_config,
+    shard_metadata,
+    tensor_name,
+)
+from formats.codecs.base import DTYPES
+from formats.writer import DEFAULT_MAX_SHARD_BYTES, ensure_writable, sha256_file
+
+from . import __version__
+from .architecture import module_kinds
+from .errors import CodecError, RecipeError, UnsupportedModelError
+from .recipes import Recipe, is_encoder_linear
+from .resolve import ResolvedModel
+
+ProgressFn = Callable[[str, int], None]
+"""Called after each source tensor with its name and its size in bytes."""
+
+WEIGHT_SUFFIX = ".weight"
+
+
+@dataclass(frozen=True)
+class Plan:
+    kinds: dict[str, str]  # every module with a floating-point .weight -> its kind
+    modules: dict[str, ModuleEntry]  # the ones the recipe compresses
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    path: Path
+    manifest: Manifest
+    seconds: float
+
+
+def _weight_modules(source: SafetensorsDir) -> list[str]:
+    return [
+        name[: -len(WEIGHT_SUFFIX)]
+        for name in source.names()
+        if name.endswith(WEIGHT_SUFFIX) and source.dtype(name) in DTYPES
+    ]
+
+
+def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe) -> Plan:
+    """Decide every module's codec from the headers, failing before any tensor is read."""
+    names = _weight_modules(source)
+    kinds = module_kinds(model_dir, names)
+    modules = {}
+    for module in names:
+        spec = recipe.codec_for(module, kinds[module])
+        if spec is None:
+            continue
+        weight = module + WEIGHT_SUFFIX
+        shape = source.shape(weight)
+        try:
+            modules[module] = module_entry(
+                kinds[module], is_encoder_linear(module, kinds[module]), shape, source.dtype(weight), spec
+            )
+        except CodecError as exc:
+            raise RecipeError(f"recipe {recipe.name}: module {module} {list(shape)}: {exc}", hint=exc.hint) from None
+    if not modules:
+        raise RecipeError(
+            f"recipe {recipe.name} matches no module of {model_dir}",
+            hint="check the recipe's targets/kinds against the names `zoo info` or the model's safetensors show",
+        )
+    return Plan(kinds=kinds, modules=modules)
+
+
+def _dense(tensor: torch.Tensor, dense_dtype: str) -> torch.Tensor:
+    if dense_dtype == "keep" or not tensor.is_floating_point():
+        return tensor
+    return tensor.to(DTYPES[dense_dtype])
+
+
+def _size_report(source: SafetensorsDir, plan: Plan, weights: dict, dense_dtype: str) -> SizeReport:
+    checkpoint = sum(info.nbytes for name, info in weights.items() if name.endswith(".safetensors"))
+    source_bytes = source.file_nbytes()
+    fp32 = stored = 0
+    for module, kind in plan.kinds.items():
+        if not is_encoder_linear(module, kind):
+            continue
+        name = module + WEIGHT_SUFFIX
+        fp32 += 4 * source.numel(name)
+        if module in plan.modules:
+            stored += plan.modules[module].nbytes
+        elif dense_dtype == "keep":
+            stored += source.nbytes(name)
+        else:
+            stored += source.numel(name) * DTYPES[dense_dtype].itemsize
+    return SizeReport(
+        checkpoint_nbytes=checkpoint,
+        source_nbytes=source_bytes,
+        checkpoint_ratio=round(source_bytes / checkpoint, 4),
+        encoder_linear_nbytes=stored,
+        encoder_linear_fp32_nbytes=fp32,
+        encoder_linear_ratio=round(fp32 / stored, 4) if stored else 0.0,
+    )
+
+
+def write_compact(
+    model: ResolvedModel,
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    pack: bool = False,
+    overwrite: bool = False,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    progress: ProgressFn | None = None,
+) -> CompressResult:
+    """Compress (or, with pack=True, only pack) `model` with `recipe` into the directory `out`."""
+    start = time.perf_counter()
+    ensure_writable(out, overwrite)
+    config = read_config(model.path)
+    if isinstance(config.get("quantization_config"), dict):
+        method = config["quantization_config"].get("quant_method", "unknown")
+        raise UnsupportedModelError(
+            f"{model.path} is already quantized (quant_method {method!r})",
+            hint="compress a dense checkpoint (`zoo unpack` turns a zoo checkpoint back into one)",
+        )
+    source = SafetensorsDir(model.path)
+    plan = make_plan(source, model.path, recipe)
+    with CheckpointWriter(
+        out, overwrite=overwrite, max_shard_bytes=max_shard_bytes, metadata=shard_metadata(plan.modules)
+    ) as writer:
+        for name in source.names():
+            tensor = source.get(name)
+            entry = plan.modules.get(name[: -len(WEIGHT_SUFFIX)]) if name.endswith(WEIGHT_SUFFIX) else None
+            if entry is None:
+                writer.add(name, _dense(tensor, recipe.dense_dtype))
+            else:
+                module = name[: -len(WEIGHT_SUFFIX)]
+                try:
+                    if pack:
+                        check_fits(tensor, entry.codec)
+                    encoded = codecs.encode(tensor, entry.codec)
+                except CodecError as exc:  # PatternError included: keep the type, name the module
+                    raise type(exc)(f"module {module}: {exc}", hint=exc.hint) from None
+                for key, value in encoded.items():
+                    writer.add(tensor_name(module, key), value)
+            if progress is not None:
+                progress(name, source.nbytes(name))
+        weights = writer.close_weights()
+        for path in companion_files(model.path):
+            writer.copy_file(path)
+        manifest = Manifest(
+            zoo_version=__version__,
+            recipe=RecipeRecord(name=recipe.name, spec=recipe.model_dump(mode="json")),
+            base_model=BaseModelInfo(
+                id=model.id,
+                revision=model.revision,
+                source=model.source,
+                weights_sha256={f: sha256_file(model.path / f) for f in source.files},
+                weights_nbytes=source.file_nbytes(),
+            ),
+            modules=plan.modules,
+            sizes=_size_report(source, plan, weights, recipe.dense_dtype),
+            files=writer.files,
+        )
+        config["quantization_config"] = manifest.to_quantization_config()
+        writer.write_json("config.json", config, record=False)
+        path = writer.commit()
+    return CompressResult(path=path, manifest=manifest, seconds=time.perf_counter() - start)

@@ -1,0 +1,123 @@
+"""Recipes: which modules to compress and how, as YAML validated by pydantic.
+
+A recipe is a list of rules; the first rule whose `targets` regexes match a module's name
+(re.search), whose `ignore` regexes do not, and whose `kinds` include the module's kind
+(linear, embedding, conv) decides the module's codec. Modules no rule takes stay dense
+(cast to `dense_dtype` unless it is `keep`). Built-in recipes are YAML files next to this
+module; `--recipe path/to/file.yaml` works the same way."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from formats.spec import CodecSpec
+
+from ..errors import RecipeError
+
+# Linear layers inside the repeated blocks of a transformer: BERT/ViT `encoder.layer.N.`,
+# wav2vec2/Marian `layers.N.`, T5 `block.N.`, GPT-style `h.N.`.
+BLOCK_PATTERN = r"(^|\.)(layer|layers|block|h)\.\d+\."
+_BLOCK = re.compile(BLOCK_PATTERN)
+
+Kind = Literal["linear", "embedding", "conv"]
+
+
+def is_encoder_linear(module: str, kind: str) -> bool:
+    return kind == "linear" and _BLOCK.search(module) is not None
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[str] = Field(default_factory=lambda: [BLOCK_PATTERN], min_length=1)
+    ignore: list[str] = Field(default_factory=list)
+    kinds: list[Kind] = Field(default_factory=lambda: ["linear"], min_length=1)
+    codec: CodecSpec
+
+    @field_validator("targets", "ignore")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {p!r}: {exc}") from None
+        return patterns
+
+    def matches(self, module: str, kind: str) -> bool:
+        return (
+            kind in self.kinds
+            and any(re.search(p, module) for p in self.targets)
+            and not any(re.search(p, module) for p in self.ignore)
+        )
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str
+    rules: list[Rule] = Field(min_length=1)
+    dense_dtype: Literal["keep", "float16", "bfloat16"] = "keep"
+
+    def codec_for(self, module: str, kind: str) -> CodecSpec | None:
+        for rule in self.rules:
+            if rule.matches(module, kind):
+                return rule.codec
+        return None
+
+    @cached_property
+    def summary(self) -> str:
+        return "; ".join(rule.codec.describe() for rule in self.rules)
+
+
+def _builtin_dir():
+    return resources.files(__package__).joinpath("builtin")
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in _builtin_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def builtin_text(name: str) -> str:
+    return _builtin_dir().joinpath(f"{name}.yaml").read_text()
+
+
+def parse_recipe(text: str, source: str) -> Recipe:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{source} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source} must be a YAML mapping with name, description and rules")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise RecipeError(f"{source}: {loc}: {err['msg']}") from None
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A built-in recipe by name, or a YAML file by path."""
+    text = str(name_or_path)
+    if text in builtin_names():
+        return parse_recipe(builtin_text(text), f"built-in recipe {text}")
+    path = Path(text).expanduser()
+    if path.is_file():
+        return parse_recipe(path.read_text(), str(path))
+    if path.suffix in (".yaml", ".yml") or "/" in text:
+        raise RecipeError(f"recipe file {path} does not exist")
+    close = difflib.get_close_matches(text, builtin_names(), n=3)
+    raise RecipeError(
+        f"unknown recipe {text!r}" + (f"; did you mean {', '.join(close)}?" if close else ""),
+        hint="`zoo recipes` lists the built-in recipes; a path to a YAML file works too",
+    )
