@@ -43,10 +43,13 @@ def _check_bits(bits: int) -> None:
 def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack non-negative integer codes (< 2**bits) into a uint8 tensor; see the module doc for order."""
     _check_bits(bits)
-    flat = codes.reshape(-1).to(torch.int32)
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise CodecError(f"codes must be integers, got {codes.dtype}")
+    flat = codes.reshape(-1)
     n = flat.numel()
     if n and (int(flat.min()) < 0 or int(flat.max()) >= (1 << bits)):
         raise CodecError(f"codes out of range for {bits}-bit packing")
+    flat = flat.to(torch.int32)
     nbytes = packed_nbytes(n, bits)
     if 8 % bits == 0:
         # Whole codes per byte: pad to full bytes and fold each row of codes into one byte.
@@ -90,10 +93,13 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
 
 def pack_trits(trits: torch.Tensor) -> torch.Tensor:
     """Pack values in {0, 1, 2} five to a byte; see the module doc for order."""
-    flat = trits.reshape(-1).to(torch.int32)
+    if trits.is_floating_point():
+        raise CodecError(f"trits must be integers, got {trits.dtype}")
+    flat = trits.reshape(-1)
     n = flat.numel()
     if n and (int(flat.min()) < 0 or int(flat.max()) > 2):
         raise CodecError("trits must be 0, 1 or 2")
+    flat = flat.to(torch.int32)
     nbytes = trit_nbytes(n)
     padded = torch.zeros(nbytes * TRITS_PER_BYTE, dtype=torch.int32)
     padded[:n] = flat

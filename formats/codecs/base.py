@@ -57,8 +57,8 @@ def as_matrix(weight: torch.Tensor) -> torch.Tensor:
 
 
 def group_count(cols: int, group_size: int | None) -> tuple[int, int]:
-    """(group size actually used, groups per row); None means one group per row."""
-    g = cols if group_size is None else group_size
+    """(group size actually used, groups per row); None, or a size beyond the row, means one group per row."""
+    g = cols if group_size is None else min(group_size, cols)
     return g, math.ceil(cols / g)
 
 
@@ -83,12 +83,12 @@ def group_sizes(cols: int, group_size: int | None) -> torch.Tensor:
 
 
 def round_to_dtype(values: torch.Tensor, dtype_name: str) -> torch.Tensor:
-    """Round scales or centroids to their storage dtype, refusing values that overflow it."""
+    """Round values, scales or centroids to their storage dtype, refusing any that overflow it."""
     stored = values.to(DTYPES[dtype_name])
     if not torch.isfinite(stored).all():
         raise CodecError(
-            f"a scale does not fit in {dtype_name} (weights too large)",
-            hint="use scale_dtype: float32 in the recipe",
+            f"a value does not fit in {dtype_name} (weights too large)",
+            hint="store it in float32 (the codec's dtype / scale_dtype / centroid_dtype in the recipe)",
         )
     return stored
 

@@ -70,7 +70,8 @@ def nearest(values: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     hi = above.clamp(0, k - 1)
     d_lo = (values - c.gather(1, lo)).abs()
     d_hi = (values - c.gather(1, hi)).abs()
-    return torch.where(d_hi < d_lo, hi, lo)
+    chosen = c.gather(1, torch.where(d_hi < d_lo, hi, lo))
+    return torch.searchsorted(c, chosen.contiguous())  # first of equal centroids: ties go to the lower index
 
 
 def _row_blocks(w: torch.Tensor, per: int):

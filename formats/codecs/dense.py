@@ -9,12 +9,13 @@ from __future__ import annotations
 import torch
 
 from ..spec import DenseSpec
-from .base import DTYPES, TensorLayout, as_matrix
+from .base import DTYPES, TensorLayout, as_matrix, round_to_dtype
 
 
 def encode(weight: torch.Tensor, spec: DenseSpec) -> dict[str, torch.Tensor]:
     as_matrix(weight)  # same checks as every codec: non-empty, floating point, finite
-    return {"values": weight.detach().to(DTYPES[spec.dtype]).contiguous()}
+    # a copy (never a view of the caller's tensor), refusing values the dtype cannot hold
+    return {"values": round_to_dtype(weight.detach(), spec.dtype).clone(memory_format=torch.contiguous_format)}
 
 
 def decode(tensors, spec: DenseSpec, shape) -> torch.Tensor:

@@ -10,8 +10,9 @@ Decoded value (float32 arithmetic, scale first rounded to its storage dtype):
     symmetric, zero-preserving:  (u - 2^(N-1)) * s          (u = 0 is never produced)
     symmetric mid-rise:          (u - 2^(N-1) + 0.5) * s
     asymmetric:                  (u - z) * s
-Scales come from the group's range (absmax, or min/max with 0 forced inside), round-to-nearest,
-ties to even. A group of zeros gets scale 0 and decodes to zeros.
+Scales come from the group's range (absmax, or min/max with 0 forced inside). Codes: round to
+nearest, ties to even (mid-tread and asymmetric); q = floor(w/s) for mid-rise, whose levels sit
+halfway between integers (so 0.0 goes to +s/2). A group of zeros gets scale 0 and decodes to zeros.
 """
 
 from __future__ import annotations
