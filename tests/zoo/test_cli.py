@@ -1,0 +1,182 @@
+"""The zoo CLI as a user meets it: help, success output, and bad input that fails with one
+clear line, a non-zero exit and no partial output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+
+import pytest
+
+from tests.conftest import leftovers
+
+
+@pytest.fixture(scope="module")
+def compressed(tiny_bert_dir, tmp_path_factory):
+    from zoo.compress import write_compact
+    from zoo.recipes import load_recipe
+    from zoo.resolve import resolve_model
+
+    out = tmp_path_factory.mktemp("cli") / "tiny-4bit-2of4"
+    write_compact(resolve_model(str(tiny_bert_dir)), load_recipe("4bit-2of4"), out)
+    return out
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 1, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_help_teaches(run_cli):
+    result = run_cli("--help")
+    assert result.exit_code == 0
+    for command in ("compress", "pack", "unpack", "info", "recipes"):
+        assert command in result.stdout
+    compress_help = run_cli("compress", "--help").stdout
+    assert "zoo compress minilm --recipe 4bit-2of4" in compress_help
+    assert "--recipe" in compress_help and "--out" in compress_help
+
+
+def test_version(run_cli):
+    from zoo import __version__
+
+    result = run_cli("--version")
+    assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_recipes_lists_one_line_each(run_cli):
+    from zoo.recipes import builtin_names
+
+    result = run_cli("recipes")
+    assert result.exit_code == 0
+    rows = [line for line in result.stdout.splitlines() if line.split() and line.split()[0] in builtin_names()]
+    assert [r.split()[0] for r in rows] == builtin_names()
+
+
+def test_recipes_shows_yaml(run_cli):
+    result = run_cli("recipes", "4bit-2of4")
+    assert result.exit_code == 0 and "codec: nm" in result.stdout
+
+
+def test_compress_prints_sizes_and_writes_a_checkpoint(run_cli, tiny_bert_dir, tmp_path):
+    result = run_cli("compress", tiny_bert_dir, "--recipe", "int8", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.stderr
+    assert "Compressed" in result.stdout and "encoder linear" in result.stdout
+    assert (tmp_path / "o" / "model.safetensors").is_file()
+
+
+def test_compress_default_output_name(run_cli, tiny_bert_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("compress", tiny_bert_dir, "--recipe", "binary")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / f"{tiny_bert_dir.name}-binary" / "config.json").is_file()
+
+
+def test_info_table_and_json(run_cli, compressed):
+    table = run_cli("info", compressed)
+    assert table.exit_code == 0
+    assert "encoder.layer.0.attention.self.query" in table.stdout and "2:4 + int4 g128 sym" in table.stdout
+    assert "evaluation      none recorded" in table.stdout
+    as_json = run_cli("info", compressed, "--json")
+    data = json.loads(as_json.stdout)
+    config = json.loads((compressed / "config.json").read_text())["quantization_config"]
+    assert data == {k: v for k, v in config.items() if k != "quant_method"}
+
+
+def test_unpack_then_pack_round_trip(run_cli, compressed, tmp_path):
+    assert run_cli("unpack", compressed, "--out", tmp_path / "dense").exit_code == 0
+    result = run_cli("pack", tmp_path / "dense", "--recipe", "4bit-2of4", "--out", tmp_path / "packed")
+    assert result.exit_code == 0, result.stderr
+    assert "Packed" in result.stdout
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def copy_of(compressed, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(compressed, target)
+    return target
+
+
+def test_truncated_safetensors(run_cli, compressed, tmp_path):
+    bad = copy_of(compressed, tmp_path)
+    f = bad / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:-1000])
+    assert_one_line_error(run_cli("info", bad), "not a valid safetensors file")
+    assert_one_line_error(run_cli("unpack", bad, "--out", tmp_path / "u"), "not a valid safetensors file")
+    assert not (tmp_path / "u").exists() and leftovers(tmp_path) == []
+
+
+def test_flipped_header_byte(run_cli, compressed, tmp_path):
+    bad = copy_of(compressed, tmp_path)
+    f = bad / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    (n,) = struct.unpack("<Q", data[:8])
+    data[8 + n // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    assert_one_line_error(run_cli("info", bad))
+
+
+def test_manifest_names_a_missing_tensor(run_cli, compressed, tmp_path):
+    bad = copy_of(compressed, tmp_path)
+    config = json.loads((bad / "config.json").read_text())
+    modules = config["quantization_config"]["modules"]
+    modules["encoder.layer.7.ghost"] = modules["encoder.layer.0.output.dense"]
+    (bad / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(run_cli("info", bad), "encoder.layer.7.ghost", "missing")
+
+
+def test_manifest_with_a_wrong_shape(run_cli, compressed, tmp_path):
+    bad = copy_of(compressed, tmp_path)
+    config = json.loads((bad / "config.json").read_text())
+    config["quantization_config"]["modules"]["encoder.layer.0.output.dense"]["shape"] = [64, 128]
+    (bad / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(run_cli("unpack", bad, "--out", tmp_path / "u"), "encoder.layer.0.output.dense", "needs")
+    assert not (tmp_path / "u").exists()
+
+
+def test_unknown_format_version(run_cli, compressed, tmp_path):
+    bad = copy_of(compressed, tmp_path)
+    config = json.loads((bad / "config.json").read_text())
+    config["quantization_config"]["format_version"] = 2
+    (bad / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(run_cli("info", bad), "unsupported zoo format_version 2", "hint: upgrade")
+
+
+def test_unknown_codec(run_cli, compressed, tmp_path):
+    bad = copy_of(compressed, tmp_path)
+    config = json.loads((bad / "config.json").read_text())
+    config["quantization_config"]["modules"]["encoder.layer.0.output.dense"]["codec"]["codec"] = "vq"
+    (bad / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(run_cli("info", bad), "unknown codec 'vq'")
+
+
+def test_pattern_that_is_not_nm(run_cli, tiny_bert_dir, tmp_path):
+    result = run_cli("pack", tiny_bert_dir, "--recipe", "2of4", "--out", tmp_path / "p")
+    assert_one_line_error(result, "not 2:4 sparse")
+    assert not (tmp_path / "p").exists() and leftovers(tmp_path) == []
+
+
+def test_unknown_recipe_and_model(run_cli, tiny_bert_dir, tmp_path):
+    assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "4bits", "--out", tmp_path / "o"), "did you mean")
+    assert_one_line_error(run_cli("compress", "acme/no-such-model", "--recipe", "4bit"), "cannot find model")
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_output(run_cli, tiny_bert_dir, tmp_path):
+    (tmp_path / "o").mkdir()
+    assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "4bit", "--out", tmp_path / "o"), "--overwrite")
+    result = run_cli("compress", tiny_bert_dir, "--recipe", "4bit", "--out", tmp_path / "o", "--overwrite")
+    assert result.exit_code == 0
+
+
+def test_bad_shard_size_is_a_usage_error(run_cli, tiny_bert_dir, tmp_path):
+    result = run_cli("compress", tiny_bert_dir, "--recipe", "4bit", "--out", tmp_path / "o", "--max-shard-size", "lots")
+    assert result.exit_code == 2 and "500MB" in result.stderr
