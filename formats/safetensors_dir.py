@@ -48,6 +48,8 @@ DTYPE_NAMES = {
 
 
 class SafetensorsDir:
+    """Headers stay open (cheap metadata lookups); tensor data is read on demand."""
+
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self._handles: dict[str, object] = {}
@@ -113,10 +115,14 @@ class SafetensorsDir:
         return self.numel(name) * getattr(torch, self.dtype(name)).itemsize
 
     def get(self, name: str) -> torch.Tensor:
+        """A copy of the tensor, read through a short-lived memory map: the pages it touched are
+        unmapped at once, so streaming a whole checkpoint does not keep it resident."""
+        file = self.weight_map[name]
         try:
-            return self._handles[self.weight_map[name]].get_tensor(name)
+            with safe_open(str(self.directory / file), framework="pt") as handle:
+                return handle.get_tensor(name)
         except SafetensorError as exc:
-            raise FormatError(f"cannot read tensor '{name}' from {self.weight_map[name]}: {exc}") from None
+            raise FormatError(f"cannot read tensor '{name}' from {file}: {exc}") from None
 
     def metadata(self, file: str) -> dict[str, str]:
         return self._handles[file].metadata() or {}

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 from .errors import OutputExistsError
 from .manifest import FileInfo
+from .memory import release_freed_memory
 from .safetensors_dir import INDEX_FILE, SINGLE_FILE
 
 DEFAULT_MAX_SHARD_BYTES = 2 * 1024**3
@@ -97,6 +98,7 @@ class CheckpointWriter:
         save_file(self._pending, str(self.tmp_dir / self._shard_tmp_name(len(self._shards))), metadata=self.metadata)
         self._shards.append(list(self._pending))
         self._pending, self._pending_bytes = {}, 0
+        release_freed_memory()
 
     def close_weights(self) -> dict[str, FileInfo]:
         """Write the last shard, give shards their final names; returns their sizes and hashes."""

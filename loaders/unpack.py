@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from formats import Checkpoint, CheckpointWriter, companion_files
+from formats.memory import release_freed_memory
 from formats.writer import DEFAULT_MAX_SHARD_BYTES
 
 
@@ -17,6 +18,7 @@ def unpack(
     with CheckpointWriter(out, overwrite=overwrite, max_shard_bytes=max_shard_bytes) as writer:
         for name, tensor in ckpt.dense_tensors():
             writer.add(name, tensor)
+            release_freed_memory()
         writer.close_weights()
         for path in companion_files(ckpt.path):
             writer.copy_file(path)

@@ -85,7 +85,7 @@ def _progress() -> Progress:
         DownloadColumn(),
         TimeElapsedColumn(),
         console=err,
-        transient=False,
+        transient=True,  # the summary replaces the bar; an error stays the only line
     )
 
 
@@ -228,7 +228,9 @@ def info(
     from formats.codecs.base import DTYPES
 
     table = Table(show_edge=False, header_style="bold")
-    for col in ("module", "kind", "codec", "shape", "bytes", "ratio"):
+    # module names are what people grep for: never elide them, fold them if the terminal is narrow
+    table.add_column("module", overflow="fold", min_width=max(map(len, m.modules)))
+    for col in ("kind", "codec", "shape", "bytes", "ratio"):
         table.add_column(col, justify="right" if col in ("bytes", "ratio") else "left")
     for name, e in m.modules.items():
         original = e.numel * DTYPES[e.dtype].itemsize

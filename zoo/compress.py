@@ -34,6 +34,7 @@ from formats import (
     tensor_name,
 )
 from formats.codecs.base import DTYPES
+from formats.memory import release_freed_memory
 from formats.writer import DEFAULT_MAX_SHARD_BYTES, ensure_writable, sha256_file
 
 from . import __version__
@@ -100,6 +101,15 @@ def _dense(tensor: torch.Tensor, dense_dtype: str) -> torch.Tensor:
     return tensor.to(DTYPES[dense_dtype])
 
 
+def _encode(weight: torch.Tensor, module: str, entry: ModuleEntry, pack: bool) -> dict[str, torch.Tensor]:
+    try:
+        if pack:
+            check_fits(weight, entry.codec)
+        return codecs.encode(weight, entry.codec)
+    except CodecError as exc:  # PatternError included: keep the type, name the module
+        raise type(exc)(f"module {module}: {exc}", hint=exc.hint) from None
+
+
 def _size_report(source: SafetensorsDir, plan: Plan, weights: dict, dense_dtype: str) -> SizeReport:
     checkpoint = sum(info.nbytes for name, info in weights.items() if name.endswith(".safetensors"))
     source_bytes = source.file_nbytes()
@@ -151,20 +161,14 @@ def write_compact(
         out, overwrite=overwrite, max_shard_bytes=max_shard_bytes, metadata=shard_metadata(plan.modules)
     ) as writer:
         for name in source.names():
-            tensor = source.get(name)
-            entry = plan.modules.get(name[: -len(WEIGHT_SUFFIX)]) if name.endswith(WEIGHT_SUFFIX) else None
+            module = name.removesuffix(WEIGHT_SUFFIX)
+            entry = plan.modules.get(module) if name.endswith(WEIGHT_SUFFIX) else None
             if entry is None:
-                writer.add(name, _dense(tensor, recipe.dense_dtype))
+                writer.add(name, _dense(source.get(name), recipe.dense_dtype))
             else:
-                module = name[: -len(WEIGHT_SUFFIX)]
-                try:
-                    if pack:
-                        check_fits(tensor, entry.codec)
-                    encoded = codecs.encode(tensor, entry.codec)
-                except CodecError as exc:  # PatternError included: keep the type, name the module
-                    raise type(exc)(f"module {module}: {exc}", hint=exc.hint) from None
-                for key, value in encoded.items():
+                for key, value in _encode(source.get(name), module, entry, pack).items():
                     writer.add(tensor_name(module, key), value)
+                release_freed_memory()
             if progress is not None:
                 progress(name, source.nbytes(name))
         weights = writer.close_weights()

@@ -1,0 +1,28 @@
+"""What every benchmark report shares: the machine it ran on, and where results go."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+
+def machine_header(title: str) -> str:
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"## {title}\n\n"
+        f"Measured {datetime.date.today().isoformat()} on {platform.machine()} with {cores} CPU cores "
+        f"({platform.processor() or platform.platform()}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}."
+    )
+
+
+def write_report(out_dir: Path, name: str, markdown: str, data: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.md").write_text(markdown)
+    (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    print(markdown)
