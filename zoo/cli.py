@@ -71,7 +71,10 @@ def _parse_size(text: str) -> int:
     if not match:
         raise typer.BadParameter(f"{text!r} is not a size like 500MB or 2GB")
     unit = (match.group(2) or "B").upper()
-    return int(float(match.group(1)) * {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}[unit])
+    size = int(float(match.group(1)) * {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}[unit])
+    if size <= 0:
+        raise typer.BadParameter("the shard size must be positive, like 500MB or 2GB")
+    return size
 
 
 def _mb(nbytes: int) -> str:
@@ -114,7 +117,10 @@ ShardOpt = Annotated[
 ]
 
 
-def _run_compact(model: str, recipe: str, out_dir: Optional[Path], revision, overwrite, max_shard_size, *, pack):
+def _run_compact(
+    model: str, recipe: str, out_dir: Optional[Path], revision: Optional[str], overwrite: bool, max_shard_size: str,
+    *, pack: bool,
+) -> None:
     from formats import SafetensorsDir
 
     from .compress import write_compact
@@ -125,7 +131,8 @@ def _run_compact(model: str, recipe: str, out_dir: Optional[Path], revision, ove
     target = out_dir or Path(f"{Path(model.rstrip('/')).name}-{spec.name}")
     shard_bytes = _parse_size(max_shard_size)
     resolved = resolve_model(model, revision)
-    total = SafetensorsDir(resolved.path).file_nbytes()
+    source = SafetensorsDir(resolved.path)
+    total = sum(source.nbytes(name) for name in source.names())
     with _progress() as bar:
         task = bar.add_task("packing" if pack else "compressing", total=total)
         result = write_compact(

@@ -74,6 +74,12 @@ def from_groups(x: torch.Tensor, cols: int) -> torch.Tensor:
     return x.reshape(rows, -1)[:, :cols]
 
 
+def scale_layout(shape: Shape, group_size: int | None, dtype_name: str) -> TensorLayout:
+    """One scale per group of each row."""
+    rows, cols = matrix_shape(shape)
+    return TensorLayout((rows, group_count(cols, group_size)[1]), DTYPES[dtype_name])
+
+
 def group_sizes(cols: int, group_size: int | None) -> torch.Tensor:
     """Number of real (unpadded) elements in each group of a row, shape (groups,)."""
     g, n = group_count(cols, group_size)

@@ -12,15 +12,14 @@ import torch
 from ..bitpack import pack_bits, packed_nbytes, unpack_bits
 from ..spec import BinarySpec
 from .base import (
-    DTYPES,
     TensorLayout,
     as_matrix,
     from_groups,
-    group_count,
     group_sizes,
     matrix_shape,
     to_groups,
     round_to_dtype,
+    scale_layout,
 )
 
 
@@ -39,8 +38,7 @@ def decode(tensors, spec: BinarySpec, shape) -> torch.Tensor:
 
 def layout(shape, spec: BinarySpec) -> dict[str, TensorLayout]:
     rows, cols = matrix_shape(shape)
-    _, n = group_count(cols, spec.group_size)
     return {
         "packed": TensorLayout((packed_nbytes(rows * cols, 1),), torch.uint8),
-        "scale": TensorLayout((rows, n), DTYPES[spec.scale_dtype]),
+        "scale": scale_layout(shape, spec.group_size, spec.scale_dtype),
     }

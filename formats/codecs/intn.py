@@ -22,7 +22,6 @@ import torch
 from ..bitpack import pack_bits, packed_nbytes, unpack_bits
 from ..spec import IntSpec
 from .base import (
-    DTYPES,
     TensorLayout,
     as_matrix,
     from_groups,
@@ -30,6 +29,7 @@ from .base import (
     matrix_shape,
     to_groups,
     round_to_dtype,
+    scale_layout,
 )
 
 
@@ -73,7 +73,7 @@ def encode(weight: torch.Tensor, spec: IntSpec) -> dict[str, torch.Tensor]:
 
 def decode(tensors, spec: IntSpec, shape) -> torch.Tensor:
     rows, cols = matrix_shape(shape)
-    g, n = group_count(cols, spec.group_size)
+    _, n = group_count(cols, spec.group_size)
     codes = unpack_bits(tensors["packed"], spec.bits, rows * cols).view(rows, cols).to(torch.float32)
     x = to_groups(codes, spec.group_size)
     s = tensors["scale"].to(torch.float32).unsqueeze(-1)
@@ -92,7 +92,7 @@ def layout(shape, spec: IntSpec) -> dict[str, TensorLayout]:
     _, n = group_count(cols, spec.group_size)
     out = {
         "packed": TensorLayout((packed_nbytes(rows * cols, spec.bits),), torch.uint8),
-        "scale": TensorLayout((rows, n), DTYPES[spec.scale_dtype]),
+        "scale": scale_layout(shape, spec.group_size, spec.scale_dtype),
     }
     if not spec.symmetric:
         out["zero_point"] = TensorLayout((packed_nbytes(rows * n, spec.bits),), torch.uint8)

@@ -53,7 +53,7 @@ def kron_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     _, m1, n1 = a.shape
     _, m2, n2 = b.shape
     out = torch.zeros(m1 * m2, n1 * n2, dtype=torch.float32)
-    for a_r, b_r in zip(a, b):  # over the rank, not over elements
+    for a_r, b_r in zip(a, b, strict=True):  # over the rank, not over elements
         out += torch.einsum("ac,bd->abcd", a_r, b_r).reshape(m1 * m2, n1 * n2)
     return out
 

@@ -15,15 +15,14 @@ import torch
 from ..bitpack import pack_trits, trit_nbytes, unpack_trits
 from ..spec import TernarySpec
 from .base import (
-    DTYPES,
     TensorLayout,
     as_matrix,
     from_groups,
-    group_count,
     group_sizes,
     matrix_shape,
     to_groups,
     round_to_dtype,
+    scale_layout,
 )
 
 
@@ -47,8 +46,7 @@ def decode(tensors, spec: TernarySpec, shape) -> torch.Tensor:
 
 def layout(shape, spec: TernarySpec) -> dict[str, TensorLayout]:
     rows, cols = matrix_shape(shape)
-    _, n = group_count(cols, spec.group_size)
     return {
         "packed": TensorLayout((trit_nbytes(rows * cols),), torch.uint8),
-        "scale": TensorLayout((rows, n), DTYPES[spec.scale_dtype]),
+        "scale": scale_layout(shape, spec.group_size, spec.scale_dtype),
     }
