@@ -10,7 +10,8 @@ Bit order (the one place it is defined; every codec uses it):
 Trit order: five trits ``t0..t4`` (each 0, 1 or 2) make one byte ``t0 + 3*t1 + 9*t2 + 27*t3 + 81*t4``;
 trit ``i`` of the stream goes to byte ``i // 5``. The last byte is padded with trit 0.
 
-Everything is vectorized in torch; no Python loop runs per element.
+Everything is vectorized in torch; no Python loop runs per element, and results stay on the
+input's device.
 """
 
 from __future__ import annotations
@@ -54,16 +55,16 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     if 8 % bits == 0:
         # Whole codes per byte: pad to full bytes and fold each row of codes into one byte.
         per_byte = 8 // bits
-        padded = torch.zeros(nbytes * per_byte, dtype=torch.int32)
+        padded = torch.zeros(nbytes * per_byte, dtype=torch.int32, device=flat.device)
         padded[:n] = flat
-        shifts = torch.arange(per_byte, dtype=torch.int32) * bits
+        shifts = torch.arange(per_byte, dtype=torch.int32, device=flat.device) * bits
         return (padded.view(nbytes, per_byte) << shifts).sum(dim=1).to(torch.uint8)
     # General widths: each code, shifted to its bit offset, spans at most 3 bytes (bits <= 16).
     # Bits of distinct codes never overlap, so adding the byte contributions equals OR-ing them.
-    offsets = torch.arange(n, dtype=torch.int64) * bits
+    offsets = torch.arange(n, dtype=torch.int64, device=flat.device) * bits
     first_byte = offsets // 8
     shifted = flat.to(torch.int64) << (offsets % 8)
-    acc = torch.zeros(nbytes + 2, dtype=torch.int64)
+    acc = torch.zeros(nbytes + 2, dtype=torch.int64, device=flat.device)
     for k in range(3):
         acc.index_add_(0, first_byte + k, (shifted >> (8 * k)) & 0xFF)
     return acc[:nbytes].to(torch.uint8)
@@ -82,11 +83,11 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     mask = (1 << bits) - 1
     if 8 % bits == 0:
         per_byte = 8 // bits
-        shifts = torch.arange(per_byte, dtype=torch.int32) * bits
+        shifts = torch.arange(per_byte, dtype=torch.int32, device=data.device) * bits
         return ((data.unsqueeze(1) >> shifts) & mask).reshape(-1)[:count]
-    offsets = torch.arange(count, dtype=torch.int64) * bits
+    offsets = torch.arange(count, dtype=torch.int64, device=data.device) * bits
     first_byte = offsets // 8
-    window = torch.cat([data, torch.zeros(2, dtype=torch.int32)])
+    window = torch.cat([data, torch.zeros(2, dtype=torch.int32, device=data.device)])
     word = window[first_byte] | (window[first_byte + 1] << 8) | (window[first_byte + 2] << 16)
     return (word >> (offsets % 8).to(torch.int32)) & mask
 
@@ -101,9 +102,9 @@ def pack_trits(trits: torch.Tensor) -> torch.Tensor:
         raise CodecError("trits must be 0, 1 or 2")
     flat = flat.to(torch.int32)
     nbytes = trit_nbytes(n)
-    padded = torch.zeros(nbytes * TRITS_PER_BYTE, dtype=torch.int32)
+    padded = torch.zeros(nbytes * TRITS_PER_BYTE, dtype=torch.int32, device=flat.device)
     padded[:n] = flat
-    return (padded.view(nbytes, TRITS_PER_BYTE) * _POW3).sum(dim=1).to(torch.uint8)
+    return (padded.view(nbytes, TRITS_PER_BYTE) * _POW3.to(flat.device)).sum(dim=1).to(torch.uint8)
 
 
 def unpack_trits(packed: torch.Tensor, count: int) -> torch.Tensor:
@@ -114,4 +115,4 @@ def unpack_trits(packed: torch.Tensor, count: int) -> torch.Tensor:
     data = packed.to(torch.int32)
     if packed.numel() and int(data.max()) >= 3**TRITS_PER_BYTE:
         raise CodecError("packed trit byte out of range (>= 243)")
-    return ((data.unsqueeze(1) // _POW3) % 3).reshape(-1)[:count]
+    return ((data.unsqueeze(1) // _POW3.to(data.device)) % 3).reshape(-1)[:count]

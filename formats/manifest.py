@@ -6,7 +6,8 @@ dispatches to zoo's loader. Each safetensors file's `__metadata__` carries `zoo.
 (`format_version` and `modules`), so a lone shard names the manifest it belongs to.
 
 `files` records the sha256 of every file of the checkpoint except config.json itself (which holds
-the manifest) and README.md (the model card, regenerated as results arrive).
+the manifest) and README.md (the model card, regenerated as results arrive). It is empty for a
+model re-saved by transformers' save_pretrained, which writes its files after config.json.
 """
 
 from __future__ import annotations

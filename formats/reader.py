@@ -5,10 +5,11 @@ Order of checks, each with its own message:
  2. every weight file's safetensors header parses (truncated or corrupt files fail here);
  3. every module's tensors exist with the shapes and dtypes its codec's layout gives, and their
     bytes add up to the recorded count; the dense weight they replace is absent;
- 4. every shard's metadata names this manifest (format version and manifest sha256), which
-    catches any other edit of the manifest's modules;
+ 4. every shard that carries zoo metadata names this manifest (format version and manifest
+    sha256), which catches any other edit of the manifest's modules (shards re-saved by
+    transformers' save_pretrained carry only {"format": "pt"});
  5. (verify=True) every file the manifest lists exists with its recorded size and sha256, and no
-    weight file is unlisted.
+    weight file is unlisted (a manifest re-saved by transformers lists no files: nothing to check).
 Tensors are read lazily through memory-mapped safetensors handles.
 """
 
@@ -75,6 +76,8 @@ class Checkpoint:
         want = self.manifest.content_sha256()
         for file in self.weights.files:
             meta = self.weights.metadata(file)
+            if META_FORMAT_VERSION not in meta and META_MANIFEST_SHA256 not in meta:
+                continue
             if meta.get(META_FORMAT_VERSION) != str(FORMAT_VERSION):
                 raise FormatError(
                     f"{file}: metadata format version {meta.get(META_FORMAT_VERSION)!r}, "
@@ -112,6 +115,8 @@ class Checkpoint:
 
     def verify_files(self) -> None:
         recorded = self.manifest.files
+        if not recorded:
+            return
         for file in self.weights.files:
             if file not in recorded:
                 raise ChecksumError(f"weight file {file} is not listed in the manifest")

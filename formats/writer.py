@@ -8,6 +8,10 @@ Tensors stream in one at a time and are flushed to a shard once the shard would 
 `max_shard_bytes` (a single larger tensor gets a shard of its own). One shard is written as
 `model.safetensors`; several as `model-0000i-of-0000n.safetensors` plus
 `model.safetensors.index.json`, as transformers names them. Never pickle.
+
+Output is reproducible: safetensors 0.8 writes `__metadata__` keys in a random order (a Rust
+HashMap; safetensors issue #584), so each shard's header is rewritten in canonical form (keys
+sorted, same length) right after it is saved.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from .errors import OutputExistsError
+from .errors import FormatError, OutputExistsError
 from .manifest import FileInfo
 from .memory import release_freed_memory
 from .safetensors_dir import INDEX_FILE, SINGLE_FILE
@@ -53,6 +58,24 @@ def ensure_writable(out_dir: str | Path, overwrite: bool) -> None:
     """Refuse early (before any work) to replace an existing output without --overwrite."""
     if Path(out_dir).exists() and not overwrite:
         raise OutputExistsError(f"output {out_dir} already exists", hint="pass --overwrite to replace it")
+
+
+def canonicalize_header(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata keys sorted; the length does not change."""
+    with open(path, "r+b") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(size)
+        header = json.loads(raw)
+        meta = header.pop("__metadata__", None)
+        if meta is None:
+            return
+        canonical = json.dumps(
+            {"__metadata__": dict(sorted(meta.items())), **header}, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+        if len(canonical) != len(raw.rstrip(b" ")):  # same strings, reordered: same length, or a bug
+            raise FormatError(f"cannot canonicalize the safetensors header of {path.name}")
+        f.seek(8)
+        f.write(canonical.ljust(size, b" "))
 
 
 class CheckpointWriter:
@@ -95,7 +118,9 @@ class CheckpointWriter:
     def _flush(self) -> None:
         if not self._pending:
             return
-        save_file(self._pending, str(self.tmp_dir / self._shard_tmp_name(len(self._shards))), metadata=self.metadata)
+        path = self.tmp_dir / self._shard_tmp_name(len(self._shards))
+        save_file(self._pending, str(path), metadata=self.metadata)
+        canonicalize_header(path)
         self._shards.append(list(self._pending))
         self._pending, self._pending_bytes = {}, 0
         release_freed_memory()
@@ -108,6 +133,7 @@ class CheckpointWriter:
         n = len(self._shards)
         if n == 0:
             save_file({}, str(self.tmp_dir / SINGLE_FILE), metadata=self.metadata)
+            canonicalize_header(self.tmp_dir / SINGLE_FILE)
             names = [SINGLE_FILE]
         elif n == 1:
             os.replace(self.tmp_dir / self._shard_tmp_name(0), self.tmp_dir / SINGLE_FILE)

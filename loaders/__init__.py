@@ -1,6 +1,26 @@
-"""Loading zoo checkpoints: dense conversion now; runtime modules and the transformers
-quantizer arrive with the loader work (issue 3). Imports formats only, never zoo or cards."""
+"""Loading zoo checkpoints: the transformers quantization method "zoo" (registered when this
+package is imported), runtime modules with three execution modes, and dense conversion.
+Imports formats only, never zoo or cards."""
 
+from .auto import TASKS, load
+from .quantizer import ZooConfig, ZooHfQuantizer, dense_module, register
+from .runtime import DEFAULT_MODE, MODES, ModeError, ZooEmbedding, ZooLinear, ZooModule
 from .unpack import unpack
 
-__all__ = ["unpack"]
+register()
+
+__all__ = [
+    "DEFAULT_MODE",
+    "MODES",
+    "TASKS",
+    "ModeError",
+    "ZooConfig",
+    "ZooEmbedding",
+    "ZooHfQuantizer",
+    "ZooLinear",
+    "ZooModule",
+    "dense_module",
+    "load",
+    "register",
+    "unpack",
+]

@@ -1,4 +1,12 @@
-"""zoo: a model zoo and checkpoint registry for deeply compressed transformers."""
+"""zoo: a model zoo and checkpoint registry for deeply compressed transformers.
+
+    import zoo
+    model = zoo.from_pretrained("minilm-4bit-2of4")                # the architecture in config.json
+    model = zoo.from_pretrained("minilm-4bit-2of4", task="text-classification", mode="packed")
+
+`import zoo` also teaches plain transformers the "zoo" quantization method, so
+`AutoModel.from_pretrained(DIR)` rebuilds compressed layers instead of leaving them random.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
@@ -7,6 +15,24 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+source"
 
+from ._register import register_with_transformers  # noqa: E402
 from .errors import ZooError  # noqa: E402
 
-__all__ = ["ZooError", "__version__"]
+register_with_transformers()
+
+
+def from_pretrained(path_or_id, *, task: str | None = None, mode: str = "materialize", **kwargs):
+    """Load a zoo checkpoint (a directory or a Hugging Face id) with the right transformers class.
+
+    task: None picks the architecture named in config.json; otherwise one of loaders.TASKS
+        ("text-classification", "image-classification", "translation", ...).
+    mode: "materialize" (decode once: dense speed), "packed" (decode per forward: least memory),
+        "kernel" (int8 matmuls / Kronecker products where the codec allows; see README).
+    Other keyword arguments go to transformers' from_pretrained (revision, token, dtype, device_map...).
+    """
+    from loaders import load
+
+    return load(path_or_id, task=task, mode=mode, **kwargs)
+
+
+__all__ = ["ZooError", "__version__", "from_pretrained"]

@@ -2,7 +2,7 @@
 
 The architecture named in config.json is built on the meta device (no memory, no weights) and
 its modules are classified by type, so recipes can say "linear layers" and mean exactly
-nn.Linear (and transformers' Conv1D), whatever the model calls them."""
+nn.Linear, whatever the model calls them."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from .errors import UnsupportedModelError
 
 
 def _kind(module: torch.nn.Module) -> str | None:
-    from transformers.pytorch_utils import Conv1D
-
-    if isinstance(module, (torch.nn.Linear, Conv1D)):
+    # exact types: subclasses (quantized or LoRA layers) and transformers' transposed Conv1D are not
+    # what zoo's runtime modules rebuild
+    if type(module) is torch.nn.Linear:
         return "linear"
-    if isinstance(module, torch.nn.Embedding):
+    if type(module) is torch.nn.Embedding:
         return "embedding"
     if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
         return "conv"

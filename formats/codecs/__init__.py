@@ -2,6 +2,7 @@
 
     encode(weight, spec) -> dict[str, Tensor]      keys are suffixes: '<module>.weight_<key>'
     decode(tensors, spec, shape) -> Tensor          float32, in the original shape
+    decode_rows(tensors, spec, shape, rows)         float32, only the given rows (embedding lookups)
     layout(shape, spec) -> dict[str, TensorLayout]  what encode produces, without encoding
     nbytes(shape, spec) -> int                      bytes on disk, from the layout
 
@@ -71,4 +72,27 @@ def decode_checked(tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: 
     return _impl(spec).decode(tensors, spec, shape)
 
 
-__all__ = ["CodecError", "TensorLayout", "check_tensors", "decode", "decode_checked", "encode", "layout", "nbytes"]
+def decode_rows(
+    tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape, rows: torch.Tensor
+) -> torch.Tensor:
+    """Rows `rows` of the decoded weight, equal to decode(...)[rows]. Codecs whose rows are
+    byte-aligned in storage decode only those rows; the others decode everything and index."""
+    shape = tuple(shape)
+    rows_only = getattr(_impl(spec), "decode_rows", None)
+    picked = rows_only(tensors, spec, shape, rows) if rows_only is not None else None
+    if picked is None:
+        picked = decode_checked(tensors, spec, shape)[rows]
+    return picked
+
+
+__all__ = [
+    "CodecError",
+    "TensorLayout",
+    "check_tensors",
+    "decode",
+    "decode_checked",
+    "decode_rows",
+    "encode",
+    "layout",
+    "nbytes",
+]

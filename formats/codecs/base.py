@@ -80,10 +80,10 @@ def scale_layout(shape: Shape, group_size: int | None, dtype_name: str) -> Tenso
     return TensorLayout((rows, group_count(cols, group_size)[1]), DTYPES[dtype_name])
 
 
-def group_sizes(cols: int, group_size: int | None) -> torch.Tensor:
+def group_sizes(cols: int, group_size: int | None, device: torch.device | None = None) -> torch.Tensor:
     """Number of real (unpadded) elements in each group of a row, shape (groups,)."""
     g, n = group_count(cols, group_size)
-    sizes = torch.full((n,), g, dtype=torch.float32)
+    sizes = torch.full((n,), g, dtype=torch.float32, device=device)
     sizes[-1] = cols - (n - 1) * g
     return sizes
 
@@ -97,6 +97,13 @@ def round_to_dtype(values: torch.Tensor, dtype_name: str) -> torch.Tensor:
             hint="store it in float32 (the codec's dtype / scale_dtype / centroid_dtype in the recipe)",
         )
     return stored
+
+
+def row_bytes(packed: torch.Tensor, rows: int, bits_per_row: int, picked: torch.Tensor) -> torch.Tensor | None:
+    """The packed bytes of the picked rows, when every row starts on a byte boundary; else None."""
+    if bits_per_row % 8:
+        return None
+    return packed.view(rows, bits_per_row // 8)[picked].reshape(-1)
 
 
 def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

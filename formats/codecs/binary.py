@@ -19,13 +19,14 @@ from .base import (
     matrix_shape,
     to_groups,
     round_to_dtype,
+    row_bytes,
     scale_layout,
 )
 
 
 def encode(weight: torch.Tensor, spec: BinarySpec) -> dict[str, torch.Tensor]:
     w = as_matrix(weight)
-    alpha = to_groups(w, spec.group_size).abs().sum(dim=-1) / group_sizes(w.shape[1], spec.group_size)
+    alpha = to_groups(w, spec.group_size).abs().sum(dim=-1) / group_sizes(w.shape[1], spec.group_size, w.device)
     return {"packed": pack_bits((w >= 0).to(torch.int32), 1), "scale": round_to_dtype(alpha, spec.scale_dtype)}
 
 
@@ -34,6 +35,14 @@ def decode(tensors, spec: BinarySpec, shape) -> torch.Tensor:
     signs = unpack_bits(tensors["packed"], 1, rows * cols).view(rows, cols).to(torch.float32) * 2 - 1
     alpha = tensors["scale"].to(torch.float32).unsqueeze(-1)
     return from_groups(to_groups(signs, spec.group_size) * alpha, cols).reshape(shape)
+
+
+def decode_rows(tensors, spec: BinarySpec, shape, rows: torch.Tensor) -> torch.Tensor | None:
+    total, cols = matrix_shape(shape)
+    packed = row_bytes(tensors["packed"], total, cols, rows)
+    if packed is None:
+        return None
+    return decode({"packed": packed, "scale": tensors["scale"][rows]}, spec, (len(rows), cols))
 
 
 def layout(shape, spec: BinarySpec) -> dict[str, TensorLayout]:

@@ -19,7 +19,7 @@ import torch
 
 from ..bitpack import pack_bits, packed_nbytes, unpack_bits
 from ..spec import CodebookSpec
-from .base import DTYPES, TensorLayout, as_matrix, matrix_shape, round_to_dtype
+from .base import DTYPES, TensorLayout, as_matrix, matrix_shape, round_to_dtype, row_bytes
 
 
 def _codebook_count(rows: int, spec: CodebookSpec) -> tuple[int, int]:
@@ -46,7 +46,7 @@ def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> torch.Tensor:
     x = values.to(torch.float32).sort(dim=1).values
     batch, n = x.shape
     exact, fits = _distinct_or_none(x, k)
-    pick = ((torch.arange(k, dtype=torch.float64) + 0.5) / k * n).long().clamp(max=n - 1)
+    pick = ((torch.arange(k, dtype=torch.float64, device=x.device) + 0.5) / k * n).long().clamp(max=n - 1)
     centroids = x[:, pick].contiguous()
     ones = torch.ones_like(x)
     for _ in range(iterations):
@@ -105,8 +105,19 @@ def decode(tensors, spec: CodebookSpec, shape) -> torch.Tensor:
     per, _ = _codebook_count(rows, spec)
     idx = unpack_bits(tensors["indices"], spec.bits, rows * cols).view(rows, cols).long()
     book = tensors["codebook"].to(torch.float32)
-    which = (torch.arange(rows) // per).unsqueeze(1)
+    which = (torch.arange(rows, device=book.device) // per).unsqueeze(1)
     return book[which, idx].reshape(shape)
+
+
+def decode_rows(tensors, spec: CodebookSpec, shape, rows: torch.Tensor) -> torch.Tensor | None:
+    total, cols = matrix_shape(shape)
+    per, _ = _codebook_count(total, spec)
+    packed = row_bytes(tensors["indices"], total, cols * spec.bits, rows)
+    if packed is None:
+        return None
+    idx = unpack_bits(packed, spec.bits, len(rows) * cols).view(len(rows), cols).long()
+    book = tensors["codebook"].to(torch.float32)
+    return book[(rows // per).unsqueeze(1), idx]
 
 
 def layout(shape, spec: CodebookSpec) -> dict[str, TensorLayout]:

@@ -22,5 +22,9 @@ def decode(tensors, spec: DenseSpec, shape) -> torch.Tensor:
     return tensors["values"].to(torch.float32).reshape(shape)
 
 
+def decode_rows(tensors, spec: DenseSpec, shape, rows: torch.Tensor) -> torch.Tensor:
+    return tensors["values"][rows].to(torch.float32)
+
+
 def layout(shape, spec: DenseSpec) -> dict[str, TensorLayout]:
     return {"values": TensorLayout(tuple(shape), DTYPES[spec.dtype])}

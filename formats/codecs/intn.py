@@ -29,6 +29,7 @@ from .base import (
     matrix_shape,
     to_groups,
     round_to_dtype,
+    row_bytes,
     scale_layout,
 )
 
@@ -85,6 +86,17 @@ def decode(tensors, spec: IntSpec, shape) -> torch.Tensor:
         zero = unpack_bits(tensors["zero_point"], spec.bits, rows * n).view(rows, n, 1).to(torch.float32)
         q = x - zero
     return from_groups(q * s, cols).reshape(shape)
+
+
+def decode_rows(tensors, spec: IntSpec, shape, rows: torch.Tensor) -> torch.Tensor | None:
+    total, cols = matrix_shape(shape)
+    _, n = group_count(cols, spec.group_size)
+    picked = {"packed": row_bytes(tensors["packed"], total, cols * spec.bits, rows), "scale": tensors["scale"][rows]}
+    if not spec.symmetric:
+        picked["zero_point"] = row_bytes(tensors["zero_point"], total, n * spec.bits, rows)
+    if any(t is None for t in picked.values()):
+        return None
+    return decode(picked, spec, (len(rows), cols))
 
 
 def layout(shape, spec: IntSpec) -> dict[str, TensorLayout]:

@@ -52,7 +52,7 @@ def kron_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """sum_r A_r (x) B_r as a dense (m1*m2, n1*n2) matrix."""
     _, m1, n1 = a.shape
     _, m2, n2 = b.shape
-    out = torch.zeros(m1 * m2, n1 * n2, dtype=torch.float32)
+    out = torch.zeros(m1 * m2, n1 * n2, dtype=torch.float32, device=a.device)
     for a_r, b_r in zip(a, b, strict=True):  # over the rank, not over elements
         out += torch.einsum("ac,bd->abcd", a_r, b_r).reshape(m1 * m2, n1 * n2)
     return out
@@ -71,6 +71,19 @@ def decode(tensors, spec: KroneckerSpec, shape) -> torch.Tensor:
     a = _codecs.decode_checked(strip_prefix(tensors, "kron_a"), spec.factors, a_shape)
     b = _codecs.decode_checked(strip_prefix(tensors, "kron_b"), spec.factors, b_shape)
     return kron_sum(a, b).reshape(shape)
+
+
+def decode_rows(tensors, spec: KroneckerSpec, shape, rows: torch.Tensor) -> torch.Tensor:
+    """Row i of sum_r A_r (x) B_r is sum_r A_r[i // m2] (x) B_r[i % m2]: no dense matrix is built."""
+    a_shape, b_shape = factor_shapes(shape, spec)
+    a = _codecs.decode_checked(strip_prefix(tensors, "kron_a"), spec.factors, a_shape)
+    b = _codecs.decode_checked(strip_prefix(tensors, "kron_b"), spec.factors, b_shape)
+    m2 = b_shape[1]
+    a_rows, b_rows = a[:, rows // m2], b[:, rows % m2]  # (rank, len, n1), (rank, len, n2)
+    out = torch.zeros(len(rows), a_shape[2] * b_shape[2], dtype=torch.float32, device=a.device)
+    for a_r, b_r in zip(a_rows, b_rows, strict=True):  # same order of summation as decode
+        out += torch.einsum("lc,ld->lcd", a_r, b_r).reshape(len(rows), -1)
+    return out
 
 
 def layout(shape, spec: KroneckerSpec) -> dict[str, TensorLayout]:

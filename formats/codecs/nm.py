@@ -44,7 +44,8 @@ def pattern_codes(mask: torch.Tensor) -> torch.Tensor:
     m = mask.shape[1]
     mask = mask.to(torch.int64)
     order = mask.cumsum(dim=1)  # i for the i-th kept position
-    return (mask * _BINOM[torch.arange(m), order]).sum(dim=1)
+    binom = _BINOM.to(mask.device)
+    return (mask * binom[torch.arange(m, device=mask.device), order]).sum(dim=1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,7 +62,7 @@ def pattern_table(n: int, m: int) -> torch.Tensor:
 def _kept_positions(mask: torch.Tensor, n: int) -> torch.Tensor:
     """Ascending positions of the N set bits of each row of `mask`."""
     m = mask.shape[1]
-    key = (~mask).to(torch.int64) * m + torch.arange(m)
+    key = (~mask).to(torch.int64) * m + torch.arange(m, device=mask.device)
     return key.argsort(dim=1)[:, :n]
 
 
@@ -99,10 +100,11 @@ def decode(tensors, spec: NMSpec, shape) -> torch.Tensor:
     codes = unpack_bits(tensors["nm_codes"], pattern_bits(n, m), rows * groups).long()
     if codes.numel() and int(codes.max()) >= math.comb(m, n):
         raise CodecError(f"invalid {n}:{m} pattern code {int(codes.max())} (at most {math.comb(m, n) - 1})")
-    mask = pattern_table(n, m)[codes]
+    mask = pattern_table(n, m).to(codes.device)[codes]
     values = {k: v for k, v in tensors.items() if k != "nm_codes"}
     kept = _codecs.decode_checked(values, spec.values, (rows, groups * n)).reshape(rows * groups, n)
-    dense = torch.zeros(rows * groups, m, dtype=torch.float32).scatter_(1, _kept_positions(mask, n), kept)
+    dense = torch.zeros(rows * groups, m, dtype=torch.float32, device=kept.device)
+    dense.scatter_(1, _kept_positions(mask, n), kept)
     return dense.view(rows, groups * m)[:, :cols].reshape(shape)
 
 

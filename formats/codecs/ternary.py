@@ -30,7 +30,7 @@ def encode(weight: torch.Tensor, spec: TernarySpec) -> dict[str, torch.Tensor]:
     w = as_matrix(weight)
     x = to_groups(w, spec.group_size)
     mag = x.abs()
-    delta = (spec.threshold * mag.sum(dim=-1) / group_sizes(w.shape[1], spec.group_size)).unsqueeze(-1)
+    delta = (spec.threshold * mag.sum(dim=-1) / group_sizes(w.shape[1], spec.group_size, w.device)).unsqueeze(-1)
     t = (x > delta).to(torch.int32) - (x < -delta).to(torch.int32)
     kept = t != 0
     alpha = (mag * kept).sum(dim=-1) / kept.sum(dim=-1).clamp(min=1)

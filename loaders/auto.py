@@ -1,0 +1,56 @@
+"""Load a zoo checkpoint with the right transformers class, in the chosen execution mode."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from formats.errors import ZooError
+
+from .quantizer import ZooConfig
+from .runtime import DEFAULT_MODE, check_mode
+
+# task -> Auto class name in transformers
+TASKS = {
+    "feature-extraction": "AutoModel",
+    "fill-mask": "AutoModelForMaskedLM",
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "image-classification": "AutoModelForImageClassification",
+    "audio-classification": "AutoModelForAudioClassification",
+    "automatic-speech-recognition": "AutoModelForCTC",
+    "translation": "AutoModelForSeq2SeqLM",
+    "text2text-generation": "AutoModelForSeq2SeqLM",
+}
+
+
+def model_class(path_or_id: str | Path, task: str | None, config):
+    """The class to load with: the Auto class of `task`, else the architecture config.json names."""
+    import transformers
+
+    if task is not None:
+        if task not in TASKS:
+            raise ZooError(f"unknown task {task!r}", hint=f"choose one of {', '.join(TASKS)}")
+        return getattr(transformers, TASKS[task])
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    return cls if cls is not None else transformers.AutoModel
+
+
+def load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT_MODE, **kwargs):
+    """`from_pretrained` for zoo checkpoints (and plain ones): picks the class, sets the mode."""
+    from transformers import AutoConfig
+
+    mode = check_mode(mode)
+    config = AutoConfig.from_pretrained(path_or_id, **{k: v for k, v in kwargs.items() if k in ("revision", "token")})
+    cls = model_class(path_or_id, task, config)
+    quantized = isinstance(getattr(config, "quantization_config", None), dict)
+    if quantized:
+        kwargs["quantization_config"] = ZooConfig(mode=mode)
+    elif mode != DEFAULT_MODE:
+        raise ZooError(f"{path_or_id} is not a zoo checkpoint, so mode={mode!r} does not apply")
+    with warnings.catch_warnings():
+        # transformers warns that a passed quantization_config meets the checkpoint's; that is the point here
+        warnings.filterwarnings("ignore", message=".*already has a `quantization_config` attribute.*")
+        return cls.from_pretrained(path_or_id, **kwargs)
+

@@ -1,0 +1,186 @@
+"""zoo as a transformers quantization method: `quant_method: "zoo"` in config.json.
+
+`ZooConfig` carries the manifest (and, when a user passes one to `from_pretrained`, a load-time
+`mode`); `ZooHfQuantizer` swaps every module the manifest names for a runtime module before the
+weights load, then checks that each was filled from the checkpoint and prepares it for its mode.
+
+    import loaders  # or: import zoo
+    model = AutoModel.from_pretrained("minilm-4bit-2of4")                                  # materialize
+    model = AutoModel.from_pretrained("minilm-4bit-2of4", quantization_config=ZooConfig(mode="packed"))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers.quantizers import auto as _auto
+from transformers.quantizers import register_quantization_config, register_quantizer
+from transformers.quantizers.base import HfQuantizer
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from formats import Checkpoint, Manifest
+from formats.errors import FormatError, ZooError
+
+from .runtime import DEFAULT_MODE, ModeError, ZooModule, check_mode, runtime_module
+
+QUANT_METHOD = "zoo"
+
+
+class ZooConfig(QuantizationConfigMixin):
+    """The manifest of a zoo checkpoint, as transformers sees it; `mode` is a load-time choice
+    (materialize, packed, kernel) that is never written back to config.json."""
+
+    def __init__(self, mode: str | None = None, **manifest: Any):
+        self.quant_method = QUANT_METHOD
+        self.mode = check_mode(mode) if mode is not None else None
+        manifest.pop("quant_method", None)
+        self.manifest = (
+            Manifest.from_quantization_config({"quant_method": QUANT_METHOD, **manifest}) if manifest else None
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.manifest is None:
+            return {"quant_method": QUANT_METHOD, "mode": self.mode}
+        # A model saved by transformers gets new files, written after config.json: their hashes
+        # cannot be recorded here, so the manifest of a re-saved model lists none.
+        return {"quant_method": QUANT_METHOD, **self.manifest.model_dump(mode="json", exclude={"files"}), "files": {}}
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def get_loading_attributes(self) -> dict[str, Any]:
+        return {"mode": self.mode} if self.mode is not None else {}
+
+    def __repr__(self) -> str:
+        modules = len(self.manifest.modules) if self.manifest else 0
+        return f"ZooConfig(mode={self.mode!r}, modules={modules})"
+
+
+def _find_module(model: torch.nn.Module, name: str) -> str | None:
+    """The model's name for a checkpoint module name (the checkpoint may lack or add the base prefix)."""
+    names = dict(model.named_modules())
+    prefix = getattr(model, "base_model_prefix", "")
+    candidates = [name]
+    if prefix:
+        candidates += [f"{prefix}.{name}", name.removeprefix(prefix + ".")]
+    return next((c for c in candidates if c in names), None)
+
+
+def _replace(model: torch.nn.Module, path: str, new: torch.nn.Module) -> None:
+    parent_name, _, child = path.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+class ZooHfQuantizer(HfQuantizer):
+    requires_calibration = True  # zoo checkpoints are made by `zoo compress`, never quantized on load
+
+    def __init__(self, quantization_config: ZooConfig, **kwargs):
+        if not kwargs.get("pre_quantized", True):
+            raise ZooError(
+                "this model is not a zoo checkpoint; zoo does not quantize while loading",
+                hint="compress it first: zoo compress MODEL --recipe 4bit-2of4",
+            )
+        super().__init__(quantization_config, **kwargs)
+        self.modules: dict[str, str] = {}  # manifest name -> model module name
+
+    @property
+    def mode(self) -> str:
+        return self.quantization_config.mode or DEFAULT_MODE
+
+    def validate_environment(self, device_map=None, **kwargs) -> None:
+        if self.quantization_config.manifest is None:
+            raise ZooError("a zoo checkpoint's config.json must hold its manifest")
+        check_mode(self.mode)
+        if isinstance(device_map, dict) and len(set(map(str, device_map.values()))) > 1:
+            raise ZooError(
+                "zoo checkpoints load onto one device; device_map splits the model",
+                hint="pass device_map='cpu' or 'cuda', or none",
+            )
+
+    def _process_model_before_weight_loading(self, model, dtype=None, checkpoint_files=None, **kwargs):
+        if checkpoint_files:
+            # names, shapes, dtypes and the shards' manifest hash, before a byte is loaded
+            Checkpoint.open(Path(checkpoint_files[0]).parent, verify=False)
+        compute_dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
+        for name, entry in self.quantization_config.manifest.modules.items():
+            path = _find_module(model, name)
+            if path is None:
+                raise FormatError(
+                    f"module {name} named by the manifest does not exist in {type(model).__name__}",
+                    hint="load with the architecture the checkpoint was compressed from (zoo.from_pretrained picks it)",
+                )
+            original = model.get_submodule(path)
+            with torch.device("meta"):
+                _replace(model, path, runtime_module(name, entry, original, compute_dtype))
+            self.modules[name] = path
+        return model
+
+    def _process_model_after_weight_loading(self, model, **kwargs):
+        rebuilt = {name for name, module in model.named_modules() if isinstance(module, ZooModule)}
+        missing = sorted(n for n, path in self.modules.items() if path not in rebuilt)
+        if missing or len(self.modules) != len(self.quantization_config.manifest.modules):
+            raise FormatError(f"modules named by the manifest were not rebuilt: {', '.join(missing) or 'unknown'}")
+        for path in self.modules.values():
+            module = model.get_submodule(path)
+            module.check_loaded()
+            module.prepare(self.mode)
+        return model
+
+    def is_serializable(self, safe_serialization=None) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return False
+
+    def get_state_dict_and_metadata(self, model):
+        # The stored tensors are persistent buffers, so the model's own state dict is the compact one.
+        # No zoo metadata: with more than transformers' own {"format": "pt"}, safetensors 0.8 writes
+        # the keys in random order and re-saves would not be byte-identical (safetensors issue #584).
+        return None, {}
+
+    def _dequantize(self, model, dtype=None):
+        for path in self.modules.values():
+            module = model.get_submodule(path)
+            _replace(model, path, dense_module(module, dtype))
+        return model
+
+
+def dense_module(module: ZooModule, dtype: torch.dtype | None) -> torch.nn.Module:
+    """A plain torch module with the decoded weight of a runtime module."""
+    from .runtime import ZooConv, ZooEmbedding, ZooLinear
+
+    weight = module.decoded_weight(dtype)
+    bias = getattr(module, "bias", None)
+    if isinstance(module, ZooLinear):
+        dense = torch.nn.Linear(module.in_features, module.out_features, bias=bias is not None, device="meta")
+    elif isinstance(module, ZooEmbedding):
+        dense = torch.nn.Embedding(module.num_embeddings, module.embedding_dim, padding_idx=module.padding_idx,
+                                   max_norm=module.max_norm, norm_type=module.norm_type,
+                                   scale_grad_by_freq=module.scale_grad_by_freq, sparse=module.sparse, device="meta")
+    elif isinstance(module, ZooConv):
+        dense = module._conv
+    else:  # pragma: no cover - every runtime module type is listed above
+        raise TypeError(type(module))
+    dense.weight = torch.nn.Parameter(weight)
+    if bias is not None:
+        dense.bias = torch.nn.Parameter(bias.detach().to(weight.dtype))
+    return dense
+
+
+def register() -> None:
+    """Make transformers dispatch `quant_method: "zoo"` to zoo (idempotent)."""
+    if QUANT_METHOD not in _auto.AUTO_QUANTIZATION_CONFIG_MAPPING:
+        register_quantization_config(QUANT_METHOD)(ZooConfig)
+    if QUANT_METHOD not in _auto.AUTO_QUANTIZER_MAPPING:
+        register_quantizer(QUANT_METHOD)(ZooHfQuantizer)
+    # transformers applies a `quantization_config` passed to from_pretrained on top of the
+    # checkpoint's only for the config types in this tuple; list ours so `mode` can be chosen.
+    if ZooConfig not in _auto.LOADING_ATTRIBUTES_CONFIG_TYPES:
+        _auto.LOADING_ATTRIBUTES_CONFIG_TYPES = (*_auto.LOADING_ATTRIBUTES_CONFIG_TYPES, ZooConfig)
+
+
+__all__ = ["ModeError", "ZooConfig", "ZooHfQuantizer", "dense_module", "register"]

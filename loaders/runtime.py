@@ -1,0 +1,192 @@
+"""Runtime modules: what a compressed nn.Linear / nn.Embedding / nn.Conv becomes when loaded.
+
+A runtime module owns its stored tensors as persistent buffers named exactly as in the file
+(`weight_packed`, `weight_scale`, `weight_nm_codes`, ...), so transformers loads them as they are
+and `save_pretrained` writes the same bytes back. What it computes with depends on the mode,
+chosen once after loading (`prepare`):
+
+  materialize  decode once to a dense weight (a non-persistent buffer): dense speed, and the memory
+               of the dense layer plus the compressed tensors
+  packed       keep only the compressed tensors; decode the weight on every forward (embeddings
+               decode only the rows a batch looks up): least memory
+  kernel       compute from the compressed form with a real kernel (see loaders/kernels.py); a codec
+               with no kernel on the model's device is refused with ModeError
+
+`weight` is available in every mode (decoded on demand unless materialized), so code that reads
+`module.weight` keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from formats import codecs
+from formats.errors import FormatError, ZooError
+from formats.manifest import ModuleEntry
+from formats.spec import KroneckerSpec, NMSpec
+
+from .kernels import Int8Matmul, int_grid, kronecker_factors, kronecker_linear, semi_structured
+
+Mode = Literal["materialize", "packed", "kernel"]
+MODES: tuple[str, ...] = ("materialize", "packed", "kernel")
+DEFAULT_MODE: Mode = "materialize"
+
+
+class ModeError(ZooError):
+    """An execution mode that a module's codec (or the device) cannot serve."""
+
+
+def check_mode(mode: str) -> Mode:
+    if mode not in MODES:
+        raise ModeError(f"unknown mode {mode!r}", hint=f"choose one of {', '.join(MODES)}")
+    return mode  # type: ignore[return-value]
+
+
+class ZooModule(torch.nn.Module):
+    """Common part of the runtime modules: the stored tensors, decoding, mode bookkeeping."""
+
+    def __init__(self, name: str, entry: ModuleEntry, compute_dtype: torch.dtype):
+        super().__init__()
+        self.zoo_name = name
+        self.codec = entry.codec
+        self.weight_shape = tuple(entry.shape)
+        self.compute_dtype = compute_dtype
+        self.mode: Mode | None = None
+        self._keys = list(codecs.layout(self.weight_shape, entry.codec))
+        for key, layout in codecs.layout(self.weight_shape, entry.codec).items():
+            self.register_buffer(f"weight_{key}", torch.empty(layout.shape, dtype=layout.dtype, device="meta"))
+
+    def stored(self) -> dict[str, torch.Tensor]:
+        return {key: getattr(self, f"weight_{key}") for key in self._keys}
+
+    def check_loaded(self) -> None:
+        """Fail loudly if transformers did not fill every stored tensor from the checkpoint."""
+        for key, tensor in self.stored().items():
+            if tensor.is_meta or not getattr(tensor, "_is_hf_initialized", False):
+                raise FormatError(
+                    f"module {self.zoo_name}: tensor weight_{key} was not loaded from the checkpoint",
+                    hint="the checkpoint and its manifest disagree; `zoo info DIR` checks the directory",
+                )
+
+    def decoded_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        weight = codecs.decode_checked(self.stored(), self.codec, self.weight_shape)
+        return weight.to(dtype or self.compute_dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        if self.mode == "materialize":
+            return self.weight_dense
+        return self.decoded_weight()
+
+    def prepare(self, mode: Mode) -> None:
+        self.mode = mode
+        if mode == "materialize":
+            self.register_buffer("weight_dense", self.decoded_weight(), persistent=False)
+
+    def no_kernel(self, why: str) -> ModeError:
+        return ModeError(
+            f"module {self.zoo_name} ({self.codec.describe()}): no kernel {why}",
+            hint="load with mode='materialize' (dense speed) or mode='packed' (least memory)",
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.codec.describe()}, mode={self.mode}"
+
+
+class ZooLinear(ZooModule):
+    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.Linear, compute_dtype: torch.dtype):
+        super().__init__(name, entry, compute_dtype)
+        self.in_features, self.out_features = original.in_features, original.out_features
+        self.bias = None
+        if original.bias is not None:
+            self.bias = torch.nn.Parameter(torch.empty(self.out_features, dtype=compute_dtype, device="meta"))
+        self.kernel = None
+
+    def prepare(self, mode: Mode) -> None:
+        super().prepare(mode)
+        if mode != "kernel":
+            return
+        device = next(iter(self.stored().values())).device
+        if isinstance(self.codec, KroneckerSpec):
+            a, b = kronecker_factors(self.stored(), self.codec, self.weight_shape)
+            self.register_buffer("kron_a", a, persistent=False)
+            self.register_buffer("kron_b", b, persistent=False)
+        elif device.type == "cuda" and isinstance(self.codec, NMSpec) and (self.codec.n, self.codec.m) == (2, 4):
+            if self.compute_dtype not in (torch.float16, torch.bfloat16):
+                raise self.no_kernel("for 2:4 in float32 (semi-structured kernels take float16/bfloat16; load with dtype=torch.float16)")
+            self.kernel = semi_structured(self.decoded_weight())
+        elif device.type == "cpu":
+            grid = int_grid(self.stored(), self.codec, self.weight_shape)
+            if grid is None:
+                raise self.no_kernel("on CPU: its values are not on an int8 grid")
+            self.kernel = Int8Matmul(grid)
+        else:
+            raise self.no_kernel(f"on {device.type}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "materialize":
+            return F.linear(x, self.weight_dense, self.bias)
+        if self.mode == "kernel":
+            if isinstance(self.codec, KroneckerSpec):
+                return kronecker_linear(x, self.kron_a, self.kron_b, self.bias)
+            if isinstance(self.kernel, Int8Matmul):
+                return self.kernel(x, self.bias)
+            return F.linear(x, self.kernel, self.bias)
+        return F.linear(x, self.decoded_weight(x.dtype), self.bias)
+
+
+class ZooEmbedding(ZooModule):
+    """Lookups decode only the rows asked for in packed and kernel mode (for Kronecker factors,
+    without building the table)."""
+
+    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.Embedding, compute_dtype: torch.dtype):
+        super().__init__(name, entry, compute_dtype)
+        self.num_embeddings, self.embedding_dim = original.num_embeddings, original.embedding_dim
+        self.padding_idx = original.padding_idx
+        self.max_norm, self.norm_type = original.max_norm, original.norm_type
+        self.scale_grad_by_freq, self.sparse = original.scale_grad_by_freq, original.sparse
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.mode == "materialize":
+            return F.embedding(ids, self.weight_dense, self.padding_idx, self.max_norm, self.norm_type,
+                               self.scale_grad_by_freq, self.sparse)
+        rows, inverse = torch.unique(ids, return_inverse=True)
+        table = codecs.decode_rows(self.stored(), self.codec, self.weight_shape, rows).to(self.compute_dtype)
+        return F.embedding(inverse, table)
+
+
+class ZooConv(ZooModule):
+    """Convolutions (e.g. wav2vec2's feature encoder): materialize or packed; no kernel."""
+
+    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.modules.conv._ConvNd, compute_dtype):
+        super().__init__(name, entry, compute_dtype)
+        # the original module, unregistered, lends its hyperparameters and _conv_forward
+        object.__setattr__(self, "_conv", original)
+        self.bias = None
+        if original.bias is not None:
+            self.bias = torch.nn.Parameter(torch.empty(original.out_channels, dtype=compute_dtype, device="meta"))
+
+    def prepare(self, mode: Mode) -> None:
+        if mode == "kernel":
+            raise self.no_kernel("for convolutions")
+        super().prepare(mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight_dense if self.mode == "materialize" else self.decoded_weight(x.dtype)
+        return self._conv._conv_forward(x, weight, self.bias)
+
+
+def runtime_module(name: str, entry: ModuleEntry, original: torch.nn.Module, compute_dtype: torch.dtype) -> ZooModule:
+    if type(original) is torch.nn.Linear:
+        return ZooLinear(name, entry, original, compute_dtype)
+    if type(original) is torch.nn.Embedding:
+        return ZooEmbedding(name, entry, original, compute_dtype)
+    if isinstance(original, torch.nn.modules.conv._ConvNd) and not isinstance(original, torch.nn.modules.conv._ConvTransposeNd):
+        return ZooConv(name, entry, original, compute_dtype)
+    raise FormatError(
+        f"module {name} is a {type(original).__name__}; zoo rebuilds only Linear, Embedding and Conv layers",
+        hint="compress it with a recipe that leaves this module dense",
+    )
