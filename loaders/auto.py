@@ -7,7 +7,7 @@ from pathlib import Path
 
 from formats.errors import ZooError
 
-from .quantizer import ZooConfig
+from .quantizer import QUANT_METHOD, ZooConfig
 from .runtime import DEFAULT_MODE, check_mode
 
 # task -> Auto class name in transformers
@@ -44,7 +44,9 @@ def load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT
     mode = check_mode(mode)
     config = AutoConfig.from_pretrained(path_or_id, **{k: v for k, v in kwargs.items() if k in ("revision", "token")})
     cls = model_class(path_or_id, task, config)
-    quantized = isinstance(getattr(config, "quantization_config", None), dict)
+    quantization = getattr(config, "quantization_config", None)
+    # another method's checkpoint (bitsandbytes, GPTQ...) is transformers' business, not a zoo one
+    quantized = isinstance(quantization, dict) and quantization.get("quant_method") == QUANT_METHOD
     if quantized:
         kwargs["quantization_config"] = ZooConfig(mode=mode)
     elif mode != DEFAULT_MODE:

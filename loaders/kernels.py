@@ -130,6 +130,13 @@ class Int8Matmul(torch.nn.Module):
         self.register_buffer("q_t", q.t().contiguous(), persistent=False)
         self.register_buffer("row_scale", scale, persistent=False)
 
+    def _apply(self, fn, recurse=True):
+        scale = self.row_scale
+        super()._apply(fn, recurse)
+        if self.row_scale.dtype != scale.dtype:  # model.to(dtype): the row scales stay float32
+            self.row_scale = scale.to(device=self.row_scale.device)
+        return self
+
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
         xq, token_scale = quantize_per_token(x.reshape(-1, shape[-1]).to(torch.float32))

@@ -23,6 +23,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 from formats import Checkpoint, Manifest
 from formats.errors import FormatError, ZooError
 
+from .naming import model_paths, tied_modules
 from .runtime import DEFAULT_MODE, ModeError, ZooModule, check_mode, runtime_module
 
 QUANT_METHOD = "zoo"
@@ -56,16 +57,6 @@ class ZooConfig(QuantizationConfigMixin):
     def __repr__(self) -> str:
         modules = len(self.manifest.modules) if self.manifest else 0
         return f"ZooConfig(mode={self.mode!r}, modules={modules})"
-
-
-def _find_module(model: torch.nn.Module, name: str) -> str | None:
-    """The model's name for a checkpoint module name (the checkpoint may lack or add the base prefix)."""
-    names = dict(model.named_modules())
-    prefix = getattr(model, "base_model_prefix", "")
-    candidates = [name]
-    if prefix:
-        candidates += [f"{prefix}.{name}", name.removeprefix(prefix + ".")]
-    return next((c for c in candidates if c in names), None)
 
 
 def _replace(model: torch.nn.Module, path: str, new: torch.nn.Module) -> None:
@@ -104,15 +95,30 @@ class ZooHfQuantizer(HfQuantizer):
         if checkpoint_files:
             # names, shapes, dtypes and the shards' manifest hash, before a byte is loaded
             Checkpoint.open(Path(checkpoint_files[0]).parent, verify=False)
-        compute_dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
-        for name, entry in self.quantization_config.manifest.modules.items():
-            path = _find_module(model, name)
+        modules = self.quantization_config.manifest.modules
+        paths = model_paths(model, modules)
+        tied = tied_modules(model)
+        for name, entry in modules.items():
+            path = paths[name]
             if path is None:
                 raise FormatError(
                     f"module {name} named by the manifest does not exist in {type(model).__name__}",
                     hint="load with the architecture the checkpoint was compressed from (zoo.from_pretrained picks it)",
                 )
+            if path in tied:
+                raise FormatError(
+                    f"module {name} is compressed, but {type(model).__name__} ties its weight to {tied[path]}",
+                    hint="load with the class it was compressed from (zoo.from_pretrained picks it), "
+                    "or compress without that module",
+                )
             original = model.get_submodule(path)
+            # Compute in the dtype the layer was built in (from_pretrained's `dtype`, or fp32 where the
+            # model keeps a module in fp32): transformers' preprocess_model does not pass `dtype` on.
+            weight = getattr(original, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.is_floating_point():
+                compute_dtype = weight.dtype
+            else:
+                compute_dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
             with torch.device("meta"):
                 _replace(model, path, runtime_module(name, entry, original, compute_dtype))
             self.modules[name] = path
@@ -143,6 +149,8 @@ class ZooHfQuantizer(HfQuantizer):
         return None, {}
 
     def _dequantize(self, model, dtype=None):
+        if isinstance(dtype, str):  # transformers passes model.config.dtype: a string once save_pretrained ran
+            dtype = getattr(torch, dtype)
         for path in self.modules.values():
             module = model.get_submodule(path)
             _replace(model, path, dense_module(module, dtype))

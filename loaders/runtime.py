@@ -62,6 +62,21 @@ class ZooModule(torch.nn.Module):
     def stored(self) -> dict[str, torch.Tensor]:
         return {key: getattr(self, f"weight_{key}") for key in self._keys}
 
+    def _apply(self, fn, recurse=True):
+        # model.to(dtype) / .half() move the stored tensors but never cast them: they are the
+        # checkpoint's bytes (a fp16 scale made bf16 loses bits, and save_pretrained would write
+        # tensors the manifest does not describe). What the module computes in follows the cast.
+        stored = self.stored()
+        super()._apply(fn, recurse)
+        for key, before in stored.items():
+            after = getattr(self, f"weight_{key}")
+            if after.dtype != before.dtype:
+                self._buffers[f"weight_{key}"] = before.to(device=after.device)
+        probe = fn(torch.empty(0, dtype=self.compute_dtype))
+        if probe.is_floating_point():
+            self.compute_dtype = probe.dtype
+        return self
+
     def check_loaded(self) -> None:
         """Fail loudly if transformers did not fill every stored tensor from the checkpoint."""
         for key, tensor in self.stored().items():

@@ -52,6 +52,49 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return path
 
 
+class CompressedModels:
+    """Each (source directory, recipe) compressed at most once per session, on first use, and its
+    dense export (`loaders.unpack`) likewise: compressing MiniLM takes seconds per recipe."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._results: dict = {}
+        self._dense: dict = {}
+
+    def _key(self, src: Path, recipe: str) -> str:
+        return f"{src.name}-{len(self._results)}-{Path(recipe).stem}"
+
+    def result(self, src: Path, recipe: str):
+        """The CompressResult of `write_compact(src, recipe)`; recipe is a built-in name or a YAML path."""
+        from zoo.compress import write_compact
+        from zoo.recipes import load_recipe
+        from zoo.resolve import resolve_model
+
+        key = (str(src), str(recipe))
+        if key not in self._results:
+            out = self.root / self._key(src, recipe)
+            self._results[key] = write_compact(resolve_model(str(src)), load_recipe(recipe), out)
+        return self._results[key]
+
+    def path(self, src: Path, recipe: str) -> Path:
+        return self.result(src, recipe).path
+
+    def dense(self, src: Path, recipe: str) -> Path:
+        """The compressed checkpoint decoded to a plain dense one: the reference for every mode."""
+        from loaders import unpack
+
+        key = (str(src), str(recipe))
+        if key not in self._dense:
+            compressed = self.path(src, recipe)
+            self._dense[key] = unpack(compressed, compressed.with_name(compressed.name + "-dense"))
+        return self._dense[key]
+
+
+@pytest.fixture(scope="session")
+def compressed_models(tmp_path_factory) -> CompressedModels:
+    return CompressedModels(tmp_path_factory.mktemp("compressed"))
+
+
 @pytest.fixture
 def run_cli():
     """Run the zoo CLI in-process; returns click's Result (exit_code, stdout, stderr)."""

@@ -40,8 +40,9 @@ def _meta_model(model_dir: Path):
         return AutoModel.from_config(config)
 
 
-def module_kinds(model_dir: Path, module_names: list[str]) -> dict[str, str]:
-    """Kind ('linear', 'embedding', 'conv', 'other') of each named module of the checkpoint."""
+def module_kinds(model_dir: Path, module_names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Kind ('linear', 'embedding', 'conv', 'other') of each named module of the checkpoint, and the
+    modules whose weight the architecture ties to another (name -> what it is tied to)."""
     try:
         model = _meta_model(model_dir)
     except (ValueError, KeyError, OSError, TypeError, ImportError) as exc:
@@ -49,12 +50,10 @@ def module_kinds(model_dir: Path, module_names: list[str]) -> dict[str, str]:
             f"transformers cannot build the architecture in {model_dir / 'config.json'}: {str(exc).splitlines()[0]}",
             hint="zoo reads the model class to tell linear layers from others; upgrade transformers or check config.json",
         ) from None
-    kinds = {name: _kind(m) for name, m in model.named_modules()}
-    prefix = getattr(model, "base_model_prefix", "")
-    out = {}
-    for name in module_names:
-        candidates = [name, f"{prefix}.{name}"]
-        if prefix and name.startswith(prefix + "."):
-            candidates.append(name[len(prefix) + 1 :])
-        out[name] = next((kinds[c] for c in candidates if kinds.get(c)), "other")
-    return out
+    from loaders.naming import model_paths, tied_modules
+
+    paths = model_paths(model, module_names)
+    tied_paths = tied_modules(model)
+    kinds = {name: (_kind(model.get_submodule(path)) if path else None) or "other" for name, path in paths.items()}
+    tied = {name: tied_paths[path] for name, path in paths.items() if path in tied_paths}
+    return kinds, tied

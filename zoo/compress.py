@@ -73,12 +73,17 @@ def _weight_modules(source: SafetensorsDir) -> list[str]:
 def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe) -> Plan:
     """Decide every module's codec from the headers, failing before any tensor is read."""
     names = _weight_modules(source)
-    kinds = module_kinds(model_dir, names)
+    kinds, tied = module_kinds(model_dir, names)
     modules = {}
     for module in names:
         spec = recipe.codec_for(module, kinds[module])
         if spec is None:
             continue
+        if module in tied:
+            raise RecipeError(
+                f"recipe {recipe.name} compresses {module}, whose weight the model ties to {tied[module]}",
+                hint="zoo cannot rebuild tied compressed weights yet; add the module to the rule's ignore list",
+            )
         weight = module + WEIGHT_SUFFIX
         shape = source.shape(weight)
         try:

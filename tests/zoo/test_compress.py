@@ -157,9 +157,9 @@ def test_pack_refuses_weights_off_the_grid(tiny_bert_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def minilm_outputs(minilm_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("minilm")
-    return {r: compress(minilm_dir, r, root / r) for r in REQUIRED}
+def minilm_outputs(minilm_dir, compressed_models):
+    # shared with tests/loaders: each recipe is compressed once per session
+    return {r: compressed_models.result(minilm_dir, r) for r in REQUIRED}
 
 
 @pytest.mark.slow
