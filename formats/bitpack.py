@@ -41,6 +41,13 @@ def _check_bits(bits: int) -> None:
         raise CodecError(f"bit width must be 1..{MAX_BITS}, got {bits}")
 
 
+def _block(bits: int) -> tuple[int, int] | None:
+    """(bytes, codes) of the smallest whole-byte block of codes, if it fits in one int64 word.
+    3 bits: 3 bytes hold 8 codes; 4 bits: 1 byte holds 2. Odd widths 9..15 need wider words."""
+    size = bits // math.gcd(bits, 8)  # bytes per block
+    return (size, 8 * size // bits) if size <= 8 else None
+
+
 def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack non-negative integer codes (< 2**bits) into a uint8 tensor; see the module doc for order."""
     _check_bits(bits)
@@ -50,20 +57,23 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     n = flat.numel()
     if n and (int(flat.min()) < 0 or int(flat.max()) >= (1 << bits)):
         raise CodecError(f"codes out of range for {bits}-bit packing")
-    flat = flat.to(torch.int32)
+    flat = flat.to(torch.int64)
     nbytes = packed_nbytes(n, bits)
-    if 8 % bits == 0:
-        # Whole codes per byte: pad to full bytes and fold each row of codes into one byte.
-        per_byte = 8 // bits
-        padded = torch.zeros(nbytes * per_byte, dtype=torch.int32, device=flat.device)
+    block = _block(bits)
+    if block is not None:
+        # Whole blocks: fold each block's codes into one int64 word, then split it into bytes.
+        size, per = block
+        blocks = -(-n // per)
+        padded = torch.zeros(blocks * per, dtype=torch.int64, device=flat.device)
         padded[:n] = flat
-        shifts = torch.arange(per_byte, dtype=torch.int32, device=flat.device) * bits
-        return (padded.view(nbytes, per_byte) << shifts).sum(dim=1).to(torch.uint8)
+        word = (padded.view(blocks, per) << (torch.arange(per, device=flat.device) * bits)).sum(dim=1)
+        split = (word.unsqueeze(1) >> (torch.arange(size, device=flat.device) * 8)) & 0xFF
+        return split.reshape(-1)[:nbytes].to(torch.uint8)
     # General widths: each code, shifted to its bit offset, spans at most 3 bytes (bits <= 16).
     # Bits of distinct codes never overlap, so adding the byte contributions equals OR-ing them.
     offsets = torch.arange(n, dtype=torch.int64, device=flat.device) * bits
     first_byte = offsets // 8
-    shifted = flat.to(torch.int64) << (offsets % 8)
+    shifted = flat << (offsets % 8)
     acc = torch.zeros(nbytes + 2, dtype=torch.int64, device=flat.device)
     for k in range(3):
         acc.index_add_(0, first_byte + k, (shifted >> (8 * k)) & 0xFF)
@@ -79,12 +89,17 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
             f"packed codes must be a 1-D uint8 tensor of {need} bytes for {count} x {bits}-bit codes, "
             f"got {tuple(packed.shape)} {packed.dtype}"
         )
-    data = packed.to(torch.int32)
     mask = (1 << bits) - 1
-    if 8 % bits == 0:
-        per_byte = 8 // bits
-        shifts = torch.arange(per_byte, dtype=torch.int32, device=data.device) * bits
-        return ((data.unsqueeze(1) >> shifts) & mask).reshape(-1)[:count]
+    block = _block(bits)
+    if block is not None:
+        size, per = block
+        blocks = -(-count // per)
+        padded = torch.zeros(blocks * size, dtype=torch.int64, device=packed.device)
+        padded[:need] = packed
+        word = (padded.view(blocks, size) << (torch.arange(size, device=packed.device) * 8)).sum(dim=1)
+        codes = (word.unsqueeze(1) >> (torch.arange(per, device=packed.device) * bits)) & mask
+        return codes.reshape(-1)[:count].to(torch.int32)
+    data = packed.to(torch.int32)
     offsets = torch.arange(count, dtype=torch.int64, device=data.device) * bits
     first_byte = offsets // 8
     window = torch.cat([data, torch.zeros(2, dtype=torch.int32, device=data.device)])

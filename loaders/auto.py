@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,15 @@ TASKS = {
 }
 
 
-def model_class(path_or_id: str | Path, task: str | None, config):
+def read_config(path_or_id: str | Path, **kwargs) -> dict:
+    """config.json of a local directory or a hub repo (through transformers' cache), as a dict."""
+    from transformers.utils import cached_file
+
+    path = cached_file(str(path_or_id), "config.json", **{k: v for k, v in kwargs.items() if k in ("revision", "token")})
+    return json.loads(Path(path).read_text())
+
+
+def model_class(task: str | None, config: dict):
     """The class to load with: the Auto class of `task`, else the architecture config.json names."""
     import transformers
 
@@ -32,19 +41,17 @@ def model_class(path_or_id: str | Path, task: str | None, config):
         if task not in TASKS:
             raise ZooError(f"unknown task {task!r}", hint=f"choose one of {', '.join(TASKS)}")
         return getattr(transformers, TASKS[task])
-    arch = (getattr(config, "architectures", None) or [None])[0]
+    arch = (config.get("architectures") or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
     return cls if cls is not None else transformers.AutoModel
 
 
 def load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT_MODE, **kwargs):
     """`from_pretrained` for zoo checkpoints (and plain ones): picks the class, sets the mode."""
-    from transformers import AutoConfig
-
     mode = check_mode(mode)
-    config = AutoConfig.from_pretrained(path_or_id, **{k: v for k, v in kwargs.items() if k in ("revision", "token")})
-    cls = model_class(path_or_id, task, config)
-    quantization = getattr(config, "quantization_config", None)
+    config = read_config(path_or_id, **kwargs)
+    cls = model_class(task, config)
+    quantization = config.get("quantization_config")
     # another method's checkpoint (bitsandbytes, GPTQ...) is transformers' business, not a zoo one
     quantized = isinstance(quantization, dict) and quantization.get("quant_method") == QUANT_METHOD
     if quantized:

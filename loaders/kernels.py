@@ -30,7 +30,7 @@ import torch
 from formats import codecs
 from formats.bitpack import unpack_bits, unpack_trits
 from formats.codecs.base import group_count
-from formats.codecs.nm import _kept_positions, pattern_bits, pattern_table
+from formats.codecs.nm import kept_positions, pattern_bits
 from formats.spec import BinarySpec, CodecSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
 
 
@@ -92,7 +92,7 @@ def int_grid(tensors, spec: CodecSpec, shape) -> IntGrid | None:
     if kept_group % n:  # a group of kept values would split an N:M group: no per-column scale
         return None
     codes = unpack_bits(tensors["nm_codes"], pattern_bits(n, m), rows * groups).long()
-    positions = _kept_positions(pattern_table(n, m).to(codes.device)[codes], n)
+    positions = kept_positions(codes, n, m)
     q = torch.zeros(rows * groups, m, dtype=torch.int8, device=codes.device)
     q.scatter_(1, positions, kept_grid.q.reshape(rows * groups, n))
     q = q.view(rows, groups * m)[:, :cols]

@@ -11,6 +11,7 @@ weights load, then checks that each was filled from the checkpoint and prepares 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from formats import Checkpoint, Manifest
+from formats.memory import release_freed_memory
 from formats.errors import FormatError, ZooError
 
 from .naming import model_paths, tied_modules
@@ -40,13 +42,17 @@ class ZooConfig(QuantizationConfigMixin):
         self.manifest = (
             Manifest.from_quantization_config({"quant_method": QUANT_METHOD, **manifest}) if manifest else None
         )
+        self._dumped: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         if self.manifest is None:
             return {"quant_method": QUANT_METHOD, "mode": self.mode}
         # A model saved by transformers gets new files, written after config.json: their hashes
-        # cannot be recorded here, so the manifest of a re-saved model lists none.
-        return {"quant_method": QUANT_METHOD, **self.manifest.model_dump(mode="json", exclude={"files"}), "files": {}}
+        # cannot be recorded here, so the manifest of a re-saved model lists none. Dumped once:
+        # transformers formats the config (and so this) for its log lines on every load.
+        if self._dumped is None:
+            self._dumped = self.manifest.model_dump(mode="json", exclude={"files"})
+        return {"quant_method": QUANT_METHOD, **copy.deepcopy(self._dumped), "files": {}}
 
     def to_diff_dict(self) -> dict[str, Any]:
         return self.to_dict()
@@ -133,6 +139,7 @@ class ZooHfQuantizer(HfQuantizer):
             module = model.get_submodule(path)
             module.check_loaded()
             module.prepare(self.mode)
+        release_freed_memory()  # the decoding temporaries
         return model
 
     def is_serializable(self, safe_serialization=None) -> bool:

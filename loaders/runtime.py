@@ -55,8 +55,9 @@ class ZooModule(torch.nn.Module):
         self.weight_shape = tuple(entry.shape)
         self.compute_dtype = compute_dtype
         self.mode: Mode | None = None
-        self._keys = list(codecs.layout(self.weight_shape, entry.codec))
-        for key, layout in codecs.layout(self.weight_shape, entry.codec).items():
+        layouts = codecs.layout(self.weight_shape, entry.codec)
+        self._keys = list(layouts)
+        for key, layout in layouts.items():
             self.register_buffer(f"weight_{key}", torch.empty(layout.shape, dtype=layout.dtype, device="meta"))
 
     def stored(self) -> dict[str, torch.Tensor]:

@@ -59,25 +59,32 @@ def pattern_table(n: int, m: int) -> torch.Tensor:
     return table
 
 
-def _kept_positions(mask: torch.Tensor, n: int) -> torch.Tensor:
-    """Ascending positions of the N set bits of each row of `mask`."""
-    m = mask.shape[1]
-    key = (~mask).to(torch.int64) * m + torch.arange(m, device=mask.device)
-    return key.argsort(dim=1)[:, :n]
+@functools.lru_cache(maxsize=None)
+def positions_table(n: int, m: int) -> torch.Tensor:
+    """(C(M,N), N) ascending kept positions, indexed by pattern code."""
+    table = pattern_table(n, m)
+    key = (~table).to(torch.int64) * m + torch.arange(m)
+    return key.argsort(dim=1)[:, :n].contiguous()
+
+
+def kept_positions(codes: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """(groups, N) ascending positions of the kept weights, from their pattern codes."""
+    return positions_table(n, m).to(codes.device)[codes]
 
 
 def _groups(cols: int, m: int) -> int:
     return math.ceil(cols / m)
 
 
-def select_mask(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """(rows*groups, M) mask of the weights N:M magnitude selection keeps, for a (rows, cols) matrix."""
+def select(w: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """N:M magnitude selection of a (rows, cols) matrix: the (rows*groups, M) mask of kept weights
+    and their (rows*groups, N) ascending positions."""
     rows, cols = w.shape
     groups = _groups(cols, m)
     pad = groups * m - cols
     magnitude = F.pad(w.abs(), (0, pad), value=-1.0).view(rows * groups, m)
     top = magnitude.sort(dim=1, descending=True, stable=True).indices[:, :n]
-    return torch.zeros_like(magnitude, dtype=torch.bool).scatter_(1, top, True)
+    return torch.zeros_like(magnitude, dtype=torch.bool).scatter_(1, top, True), top.sort(dim=1).values
 
 
 def encode(weight: torch.Tensor, spec: NMSpec) -> dict[str, torch.Tensor]:
@@ -85,9 +92,9 @@ def encode(weight: torch.Tensor, spec: NMSpec) -> dict[str, torch.Tensor]:
     rows, cols = w.shape
     n, m = spec.n, spec.m
     groups = _groups(cols, m)
-    mask = select_mask(w, n, m)
+    mask, positions = select(w, n, m)
     padded = F.pad(w, (0, groups * m - cols)).view(rows * groups, m)
-    values = padded.gather(1, _kept_positions(mask, n)).view(rows, groups * n)
+    values = padded.gather(1, positions).view(rows, groups * n)
     out = {"nm_codes": pack_bits(pattern_codes(mask), pattern_bits(n, m))}
     out.update(_codecs.encode(values, spec.values))
     return out
@@ -100,11 +107,10 @@ def decode(tensors, spec: NMSpec, shape) -> torch.Tensor:
     codes = unpack_bits(tensors["nm_codes"], pattern_bits(n, m), rows * groups).long()
     if codes.numel() and int(codes.max()) >= math.comb(m, n):
         raise CodecError(f"invalid {n}:{m} pattern code {int(codes.max())} (at most {math.comb(m, n) - 1})")
-    mask = pattern_table(n, m).to(codes.device)[codes]
     values = {k: v for k, v in tensors.items() if k != "nm_codes"}
     kept = _codecs.decode_checked(values, spec.values, (rows, groups * n)).reshape(rows * groups, n)
     dense = torch.zeros(rows * groups, m, dtype=torch.float32, device=kept.device)
-    dense.scatter_(1, _kept_positions(mask, n), kept)
+    dense.scatter_(1, kept_positions(codes, n, m), kept)
     return dense.view(rows, groups * m)[:, :cols].reshape(shape)
 
 
