@@ -132,23 +132,19 @@ def compress_all(root: Path, recipes: list[str]) -> dict[str, Path]:
     return {r: write_compact(source, load_recipe(r), root / r).path for r in recipes}
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def main(out_dir: Path, quick: bool, repeat: int) -> dict:
     recipes = ["int8", "4bit-2of4"] if quick else RECIPES
     repeat = 1 if quick else repeat
     results: dict = {"repeat": repeat, "configs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         dirs = compress_all(Path(tmp), recipes)
-        configs = [("dense fp32", "dense", minilm_path(), None)]
+        configs = [("dense fp32", "dense", minilm_path())]
         for recipe in recipes:
             for mode in MODES:
                 if mode == "kernel" and recipe not in KERNEL_RECIPES:
                     continue
-                configs.append((recipe, mode, dirs[recipe], recipe))
-        for label, mode, path, recipe in configs:
+                configs.append((recipe, mode, dirs[recipe]))
+        for label, mode, path in configs:
             r = run_config(path, mode, repeat)
             r["checkpoint_mb"] = checkpoint_mb(path)
             results["configs"][f"{label}/{mode}"] = r

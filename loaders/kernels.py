@@ -29,7 +29,8 @@ import torch
 
 from formats import codecs
 from formats.bitpack import unpack_bits, unpack_trits
-from formats.codecs.base import group_count
+from formats.codecs.base import group_count, strip_prefix
+from formats.codecs.kronecker import factor_shapes
 from formats.codecs.nm import kept_positions, pattern_bits
 from formats.spec import BinarySpec, CodecSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
 
@@ -147,9 +148,6 @@ class Int8Matmul(torch.nn.Module):
 
 
 def kronecker_factors(tensors, spec: KroneckerSpec, shape) -> tuple[torch.Tensor, torch.Tensor]:
-    from formats.codecs.base import strip_prefix
-    from formats.codecs.kronecker import factor_shapes
-
     a_shape, b_shape = factor_shapes(shape, spec)
     a = codecs.decode_checked(strip_prefix(tensors, "kron_a"), spec.factors, a_shape)
     b = codecs.decode_checked(strip_prefix(tensors, "kron_b"), spec.factors, b_shape)

@@ -18,7 +18,6 @@ from loaders import ModeError, ZooLinear, ZooModule
 from loaders.kernels import Int8Matmul
 from loaders.runtime import ZooConv
 from zoo.compress import write_compact
-from zoo.errors import RecipeError
 from zoo.recipes import load_recipe
 from zoo.resolve import resolve_model
 
