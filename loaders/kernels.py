@@ -100,14 +100,14 @@ def int_grid(tensors, spec: CodecSpec, shape) -> IntGrid | None:
     return IntGrid(q=q.contiguous(), scale=kept_grid.scale, bounds=_bounds(cols, kept_group // n * m))
 
 
-def per_row_int8(grid: IntGrid) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """(int8 Q, float32 row scale, exact) with W ~ Q * scale[:, None]; exact for one group per row."""
+def per_row_int8(grid: IntGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 Q, float32 row scale) with W ~ Q * scale[:, None]; exact for one group per row."""
     if len(grid.bounds) == 1:
-        return grid.q, grid.scale[:, 0], True
+        return grid.q, grid.scale[:, 0]
     weight = torch.cat([grid.q[:, a:b].to(torch.float32) * grid.scale[:, i : i + 1] for i, (a, b) in enumerate(grid.bounds)], 1)
     scale = weight.abs().amax(dim=1) / 127
     safe = torch.where(scale == 0, torch.ones_like(scale), scale)
-    return torch.round(weight / safe.unsqueeze(1)).to(torch.int8), scale, False
+    return torch.round(weight / safe.unsqueeze(1)).to(torch.int8), scale
 
 
 # Adding then subtracting 1.5 * 2**23 rounds a float32 of magnitude < 2**22 to the nearest integer
@@ -127,7 +127,7 @@ class Int8Matmul(torch.nn.Module):
 
     def __init__(self, grid: IntGrid):
         super().__init__()
-        q, scale, self.exact_weight = per_row_int8(grid)
+        q, scale = per_row_int8(grid)
         self.register_buffer("q_t", q.t().contiguous(), persistent=False)
         self.register_buffer("row_scale", scale, persistent=False)
 

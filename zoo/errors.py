@@ -22,11 +22,3 @@ class ModelNotFoundError(ZooError):
 class UnsupportedModelError(ZooError):
     """transformers cannot build the model's architecture, so zoo cannot tell its layers apart."""
 
-
-def __getattr__(name: str):
-    # ModeError lives in loaders (it belongs to the runtime modules); importing it is heavy
-    if name == "ModeError":
-        from loaders.runtime import ModeError
-
-        return ModeError
-    raise AttributeError(name)
