@@ -1,0 +1,88 @@
+"""Tasks: labelled data, the head a model needs for it, and how it is scored.
+
+    get_task("rotten_tomatoes", data="../shared/data/rotten_tomatoes")   # local TSV files
+    get_task("rotten_tomatoes")                                           # the Hugging Face dataset
+    get_task("text-classification", data="my_dir", text_column="review")
+    get_task("image-classification", data="fashion_mnist_dir")            # idx files or npz
+    get_task("fashion_mnist")                                             # Debian's dataset-fashion-mnist
+
+`fidelity` is not a labelled task: see `zoo.tasks.fidelity`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ZooError
+from .base import SPLITS, Examples, Task, TaskError, accuracy, check_split, predict
+from .image import ImageClassification, fashion_mnist_dir
+from .text import TextClassification
+
+# built-in name -> (kind, Hugging Face dataset used when no --data is given)
+BUILTIN = {
+    "rotten_tomatoes": ("text", "cornell-movie-review-data/rotten_tomatoes"),
+    "sst2": ("text", "stanfordnlp/sst2"),
+    "fashion_mnist": ("image", None),
+    "text-classification": ("text", None),
+    "image-classification": ("image", None),
+}
+TASK_NAMES = [*BUILTIN, "fidelity"]
+
+
+def get_task(
+    name: str,
+    data: str | None = None,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    max_length: int | None = None,
+) -> Task:
+    if name not in BUILTIN:
+        hint = "fidelity needs no data: use `zoo eval DIR --task fidelity`" if name == "fidelity" else None
+        raise TaskError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}", hint=hint)
+    kind, hub = BUILTIN[name]
+    source = data or hub or (fashion_mnist_dir() if name == "fashion_mnist" else None)
+    if source is None:
+        what = "Debian's dataset-fashion-mnist is not installed" if name == "fashion_mnist" else "it has no default"
+        raise TaskError(f"task {name} needs --data ({what})")
+    if kind == "image":
+        return ImageClassification(name=name if name != "image-classification" else source, source=str(source))
+    task = TextClassification(name=name, source=str(source), text_column=text_column, label_column=label_column)
+    if max_length is not None:
+        task.max_length = max_length
+    if name == "rotten_tomatoes" and text_column is None and not _is_dir(source):
+        task.text_column = "text"
+    return task
+
+
+def _is_dir(source: str) -> bool:
+    from pathlib import Path
+
+    return Path(source).is_dir()
+
+
+@dataclass(frozen=True)
+class Score:
+    metric: str
+    value: float
+    n_examples: int
+    split: str
+
+
+def evaluate(model, task: Task, model_dir, split: str = "test", *, limit: int | None = None, batch_size: int = 64,
+             max_length: int | None = None):
+    """Accuracy of `model` on a split, and the logits (for agreement with a teacher)."""
+    features = task.features(check_split(split), model_dir, limit=limit, max_length=max_length)
+    logits = predict(model, features, task.collator(model_dir), batch_size=batch_size)
+    labels = [f["labels"] for f in features]
+    if logits.shape[-1] != len(task.label_names):
+        raise TaskError(
+            f"the model predicts {logits.shape[-1]} classes but task {task.name} has {len(task.label_names)}",
+            hint="fine-tune it for this task first (`zoo finetune`)",
+        )
+    return Score("accuracy", accuracy(logits, labels), len(labels), split), logits
+
+
+__all__ = [
+    "BUILTIN", "SPLITS", "TASK_NAMES", "Examples", "Score", "Task", "TaskError", "ZooError",
+    "evaluate", "get_task", "predict",
+]

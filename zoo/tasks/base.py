@@ -1,0 +1,77 @@
+"""What every task offers: labelled examples per split, the model class to load, and a metric.
+
+A task turns a split into model inputs (`features`) once, so training and evaluation read the
+same tensors. Evaluation runs batched in inference mode and returns the logits, so accuracy,
+teacher-student agreement and KL all come from one pass."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from ..errors import ZooError
+
+SPLITS = ("train", "validation", "test")
+
+
+class TaskError(ZooError):
+    """A task or its data cannot be loaded, or does not fit the model."""
+
+
+@dataclass
+class Examples:
+    """One split: raw inputs (texts or image arrays) and integer labels."""
+
+    inputs: list[Any] | torch.Tensor
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, limit: int | None, seed: int = 0) -> Examples:
+        """A seeded random subset of `limit` examples (all of them when limit is None or larger)."""
+        if limit is None or limit >= len(self):
+            return self
+        picked = sorted(random.Random(seed).sample(range(len(self)), limit))
+        inputs = self.inputs[picked] if isinstance(self.inputs, torch.Tensor) else [self.inputs[i] for i in picked]
+        return Examples(inputs, [self.labels[i] for i in picked])
+
+
+@dataclass
+class Task(Protocol):
+    name: str
+    auto_task: str  # key of loaders.TASKS: the head the model needs
+    dataset: str  # what the numbers were measured on, for the manifest and the card
+    label_names: list[str] = field(default_factory=list)
+
+    def examples(self, split: str) -> Examples: ...
+
+    def features(self, split: str, model_dir, *, limit: int | None = None, max_length: int | None = None) -> list[dict]: ...
+
+    def collator(self, model_dir): ...
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise TaskError(f"unknown split {split!r}", hint=f"choose one of {', '.join(SPLITS)}")
+    return split
+
+
+@torch.inference_mode()
+def predict(model, features: list[dict], collate, *, batch_size: int = 64) -> torch.Tensor:
+    """Logits of `model` for every feature, in order (labels are not passed to the model)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(features), batch_size):
+        batch = collate([{k: v for k, v in f.items() if k != "labels"} for f in features[start : start + batch_size]])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out.append(model(**batch).logits.float().cpu())
+    return torch.cat(out)
+
+
+def accuracy(logits: torch.Tensor, labels: list[int] | torch.Tensor) -> float:
+    return float((logits.argmax(-1) == torch.as_tensor(labels)).float().mean())
