@@ -14,7 +14,7 @@ import torch
 from .errors import UnsupportedModelError
 
 
-def _kind(module: torch.nn.Module) -> str | None:
+def layer_kind(module: torch.nn.Module) -> str | None:
     # exact types: subclasses (quantized or LoRA layers) and transformers' transposed Conv1D are not
     # what zoo's runtime modules rebuild
     if type(module) is torch.nn.Linear:
@@ -54,6 +54,6 @@ def module_kinds(model_dir: Path, module_names: list[str]) -> tuple[dict[str, st
 
     paths = model_paths(model, module_names)
     tied_paths = tied_modules(model)
-    kinds = {name: (_kind(model.get_submodule(path)) if path else None) or "other" for name, path in paths.items()}
+    kinds = {name: (layer_kind(model.get_submodule(path)) if path else None) or "other" for name, path in paths.items()}
     tied = {name: tied_paths[path] for name, path in paths.items() if path in tied_paths}
     return kinds, tied

@@ -22,7 +22,7 @@ from ..spec import CodebookSpec
 from .base import DTYPES, TensorLayout, as_matrix, matrix_shape, round_to_dtype, row_bytes
 
 
-def _codebook_count(rows: int, spec: CodebookSpec) -> tuple[int, int]:
+def codebook_count(rows: int, spec: CodebookSpec) -> tuple[int, int]:
     per = rows if spec.group_rows is None else min(spec.group_rows, rows)
     return per, math.ceil(rows / per)
 
@@ -74,7 +74,7 @@ def nearest(values: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(c, chosen.contiguous())  # first of equal centroids: ties go to the lower index
 
 
-def _row_blocks(w: torch.Tensor, per: int):
+def row_blocks(w: torch.Tensor, per: int):
     """(start_row, block) for full blocks of `per` rows at once, then the shorter tail block."""
     rows = w.shape[0]
     full = rows // per
@@ -87,10 +87,10 @@ def _row_blocks(w: torch.Tensor, per: int):
 def encode(weight: torch.Tensor, spec: CodebookSpec) -> dict[str, torch.Tensor]:
     w = as_matrix(weight)
     rows, cols = w.shape
-    per, _ = _codebook_count(rows, spec)
+    per, _ = codebook_count(rows, spec)
     k = 1 << spec.bits
     books, indices = [], []
-    for _, block in _row_blocks(w, per):
+    for _, block in row_blocks(w, per):
         book = round_to_dtype(kmeans_1d(block, k, spec.iterations), spec.centroid_dtype)
         books.append(book)
         indices.append(nearest(block, book).reshape(-1))
@@ -102,7 +102,7 @@ def encode(weight: torch.Tensor, spec: CodebookSpec) -> dict[str, torch.Tensor]:
 
 def decode(tensors, spec: CodebookSpec, shape) -> torch.Tensor:
     rows, cols = matrix_shape(shape)
-    per, _ = _codebook_count(rows, spec)
+    per, _ = codebook_count(rows, spec)
     idx = unpack_bits(tensors["indices"], spec.bits, rows * cols).view(rows, cols).long()
     book = tensors["codebook"].to(torch.float32)
     which = (torch.arange(rows, device=book.device) // per).unsqueeze(1)
@@ -111,7 +111,7 @@ def decode(tensors, spec: CodebookSpec, shape) -> torch.Tensor:
 
 def decode_rows(tensors, spec: CodebookSpec, shape, rows: torch.Tensor) -> torch.Tensor | None:
     total, cols = matrix_shape(shape)
-    per, _ = _codebook_count(total, spec)
+    per, _ = codebook_count(total, spec)
     packed = row_bytes(tensors["indices"], total, cols * spec.bits, rows)
     if packed is None:
         return None
@@ -122,7 +122,7 @@ def decode_rows(tensors, spec: CodebookSpec, shape, rows: torch.Tensor) -> torch
 
 def layout(shape, spec: CodebookSpec) -> dict[str, TensorLayout]:
     rows, cols = matrix_shape(shape)
-    _, books = _codebook_count(rows, spec)
+    _, books = codebook_count(rows, spec)
     return {
         "codebook": TensorLayout((books, 1 << spec.bits), DTYPES[spec.centroid_dtype]),
         "indices": TensorLayout((packed_nbytes(rows * cols, spec.bits),), torch.uint8),
