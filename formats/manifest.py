@@ -87,6 +87,21 @@ class EvalResult(_Model):
     n_examples: int
 
 
+class TrainingRecord(_Model):
+    """How a checkpoint was fine-tuned (`zoo compress --task`); absent for post-training compression."""
+
+    task: str
+    dataset: str
+    base_model: str = Field(description="the model the user started from")
+    teacher: str = Field(description="the dense fine-tuned model distilled from")
+    epochs: float
+    steps: int
+    seconds: float
+    device: str
+    keep_layers: list[int] | None = None
+    max_length: int | None = Field(None, description="tokens per text example in training and evaluation")
+
+
 class Manifest(_Model):
     format_version: int = FORMAT_VERSION
     zoo_version: str
@@ -96,6 +111,7 @@ class Manifest(_Model):
     sizes: SizeReport
     files: dict[str, FileInfo] = Field(default_factory=dict)
     evaluation: list[EvalResult] = Field(default_factory=list)
+    training: TrainingRecord | None = None
 
     def content_sha256(self) -> str:
         """Hash of what describes the tensors; stored in every shard's metadata."""

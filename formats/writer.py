@@ -60,6 +60,18 @@ def ensure_writable(out_dir: str | Path, overwrite: bool) -> None:
         raise OutputExistsError(f"output {out_dir} already exists", hint="pass --overwrite to replace it")
 
 
+def replace_dir(staged: Path, out_dir: Path) -> Path:
+    """Move a finished directory into place by rename (same file system); an old one is replaced."""
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out_dir, old)
+        os.replace(staged, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, out_dir)
+    return out_dir
+
+
 def canonicalize_header(path: Path) -> None:
     """Rewrite a safetensors header with its metadata keys sorted; the length does not change."""
     with open(path, "r+b") as f:
@@ -173,14 +185,7 @@ class CheckpointWriter:
     # -- commit / abort -------------------------------------------------------------------
     def commit(self) -> Path:
         self.close_weights()
-        if self.out_dir.exists():
-            old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.out_dir, old)
-            os.replace(self.tmp_dir, self.out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp_dir, self.out_dir)
-        return self.out_dir
+        return replace_dir(self.tmp_dir, self.out_dir)
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)

@@ -9,7 +9,7 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -57,7 +57,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[
-        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = None,
 ) -> None:
     """zoo: a model zoo and checkpoint registry for deeply compressed transformers."""
@@ -118,7 +118,7 @@ ShardOpt = Annotated[
 
 
 def _run_compact(
-    model: str, recipe: str, out_dir: Optional[Path], revision: Optional[str], overwrite: bool, max_shard_size: str,
+    model: str, recipe: str, out_dir: Path | None, revision: str | None, overwrite: bool, max_shard_size: str,
     *, pack: bool,
 ) -> None:
     from formats import SafetensorsDir
@@ -149,36 +149,11 @@ def _run_compact(
 
 @app.command()
 @_fails_cleanly
-def compress(
-    model: Annotated[
-        str,
-        typer.Argument(
-            help="Local directory, Hugging Face id, or alias (minilm, bert-base, ...). "
-            "all-MiniLM-L6-v2 falls back to its packaged copy when the hub is unreachable."
-        ),
-    ],
-    recipe: RecipeOpt,
-    out_dir: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Output directory [default: ./MODEL-RECIPE].")
-    ] = None,
-    revision: Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag or commit).")] = None,
-    overwrite: OverwriteOpt = False,
-    max_shard_size: ShardOpt = "2GB",
-) -> None:
-    """Compress a dense model post-training (no fine-tuning) into the compact zoo format.
-
-    Example: [bold]zoo compress minilm --recipe 4bit-2of4[/bold]
-    """
-    _run_compact(model, recipe, out_dir, revision, overwrite, max_shard_size, pack=False)
-
-
-@app.command()
-@_fails_cleanly
 def pack(
     model_dir: Annotated[str, typer.Argument(help="Dense checkpoint whose weights are already compressed.")],
     recipe: RecipeOpt,
     out_dir: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Output directory [default: ./DIR-RECIPE].")
+        Path | None, typer.Option("--out", "-o", help="Output directory [default: ./DIR-RECIPE].")
     ] = None,
     overwrite: OverwriteOpt = False,
     max_shard_size: ShardOpt = "2GB",
@@ -193,7 +168,7 @@ def pack(
 def unpack(
     model_dir: Annotated[Path, typer.Argument(help="A zoo checkpoint directory.")],
     out_dir: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Output directory [default: ./DIR-dense].")
+        Path | None, typer.Option("--out", "-o", help="Output directory [default: ./DIR-dense].")
     ] = None,
     overwrite: OverwriteOpt = False,
     max_shard_size: ShardOpt = "2GB",
@@ -248,7 +223,7 @@ def info(
 @app.command()
 @_fails_cleanly
 def recipes(
-    name: Annotated[Optional[str], typer.Argument(help="Show this recipe's YAML.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Show this recipe's YAML.")] = None,
 ) -> None:
     """List the built-in recipes, or print one as YAML (copy it to start your own)."""
     from .recipes import builtin_names, builtin_text, load_recipe
@@ -263,3 +238,177 @@ def recipes(
     for recipe_name in builtin_names():
         table.add_row(recipe_name, load_recipe(recipe_name).description)
     out.print(table)
+
+
+TaskOpt = Annotated[str, typer.Option("--task", "-t", help="rotten_tomatoes, sst2, text-classification, fashion_mnist, "
+                                      "image-classification (or fidelity for `zoo eval`).")]
+DataOpt = Annotated[
+    str | None,
+    typer.Option("--data", "-d", help="Directory with train/validation/test files (.tsv/.csv/.jsonl, idx, npz), "
+                 "or a Hugging Face dataset name [default: the task's hub dataset]."),
+]
+TextColOpt = Annotated[str | None, typer.Option("--text-column", help="Column holding the text [default: sentence or text].")]
+LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="Column holding the label [default: label].")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, or auto (cuda when available).")]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", min=1, help="Use a seeded random subset of this many examples per split (quick checks).")
+]
+
+
+def _task(name: str, data: str | None, text_column: str | None, label_column: str | None):
+    from .tasks import get_task
+
+    return get_task(name, data, text_column=text_column, label_column=label_column)
+
+
+@app.command()
+@_fails_cleanly
+def finetune(
+    model: Annotated[str, typer.Argument(help="Local directory, Hugging Face id, or alias (minilm, bert-base, ...).")],
+    task: TaskOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory for the fine-tuned dense model.")],
+    data: DataOpt = None,
+    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 2.0,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr", help="Peak learning rate.")] = 5e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    max_length: Annotated[int, typer.Option("--max-length", min=8, help="Tokens per text example.")] = 64,
+    text_column: TextColOpt = None,
+    label_column: LabelColOpt = None,
+    device: DeviceOpt = "cpu",
+    limit: LimitOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last epoch checkpoint of OUT.work/.")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Fine-tune a dense model on a task: the baseline (teacher) that compression is measured against.
+
+    Example: [bold]zoo finetune minilm --task rotten_tomatoes --data ../shared/data/rotten_tomatoes --out minilm-rt[/bold]
+    """
+    from .resolve import resolve_model
+    from .train.finetune import finetune as run_finetune
+    from .train.progress import RichProgress
+
+    spec = _task(task, data, text_column, label_column)
+    resolved = resolve_model(model)
+    result = run_finetune(
+        resolved, spec, out_dir, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+        max_length=max_length, device=device, limit=limit, resume=resume, overwrite=overwrite,
+        callbacks=[RichProgress(f"fine-tuning {model}", err)],
+    )
+    out.print(f"Fine-tuned {model} on {spec.dataset} in {result.seconds / 60:.1f} min -> {result.path}")
+    for score in (result.validation, result.test):
+        out.print(f"  {score.split:10s} {score.metric} {score.value:.4f} ({score.n_examples} examples)")
+
+
+@app.command()
+@_fails_cleanly
+def compress(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Local directory, Hugging Face id, or alias (minilm, bert-base, ...). "
+            "all-MiniLM-L6-v2 falls back to its packaged copy when the hub is unreachable."
+        ),
+    ],
+    recipe: RecipeOpt,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output directory [default: ./MODEL-RECIPE].")
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", "-t", help="Fine-tune the compressed model on this task with distillation "
+                     "(rotten_tomatoes, sst2, text-classification, ...). Without it: post-training only."),
+    ] = None,
+    data: DataOpt = None,
+    teacher: Annotated[
+        str | None, typer.Option("--teacher", help="Fine-tuned dense model to distil from [default: MODEL if it "
+                                    "has the task's head, else MODEL fine-tuned first].")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="Student training epochs [default: the recipe's].")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="[default: the recipe's]")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="[default: the recipe's]")] = None,
+    teacher_epochs: Annotated[float, typer.Option(help="Epochs when the teacher is fine-tuned here.")] = 2.0,
+    text_column: TextColOpt = None,
+    label_column: LabelColOpt = None,
+    device: DeviceOpt = "cpu",
+    limit: LimitOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last epoch checkpoint in OUT.work/.")] = False,
+    overwrite: OverwriteOpt = False,
+    max_shard_size: ShardOpt = "2GB",
+) -> None:
+    """Compress a dense model into the compact zoo format: post-training, or with [bold]--task[/bold]
+    by compression-aware fine-tuning with distillation from the dense teacher.
+
+    Examples:
+      [bold]zoo compress minilm --recipe 4bit-2of4[/bold]
+      [bold]zoo compress minilm --recipe 4bit-2of4 --task rotten_tomatoes --data ../shared/data/rotten_tomatoes[/bold]
+    """
+    if task is None:
+        training_only = {"--data": data, "--teacher": teacher, "--epochs": epochs, "--learning-rate": learning_rate,
+                         "--batch-size": batch_size, "--limit": limit, "--resume": resume or None}
+        given = [name for name, value in training_only.items() if value is not None]
+        if given:
+            raise ZooError(f"{', '.join(given)} only apply with --task", hint="add --task to fine-tune while compressing")
+        _run_compact(model, recipe, out_dir, revision, overwrite, max_shard_size, pack=False)
+        return
+    from .recipes import load_recipe
+    from .resolve import resolve_model
+    from .train.pipeline import compress_with_training
+    from .train.progress import RichProgress
+
+    spec = load_recipe(recipe)
+    target = out_dir or Path(f"{Path(model.rstrip('/')).name}-{spec.name}-{task}")
+    task_spec = _task(task, data, text_column, label_column)
+    resolved = resolve_model(model, revision)
+    result = compress_with_training(
+        resolved, spec, task_spec, target, teacher=teacher, epochs=epochs, learning_rate=learning_rate,
+        batch_size=batch_size, teacher_epochs=teacher_epochs, device=device, limit=limit, resume=resume,
+        overwrite=overwrite,
+        callbacks=lambda stage: [RichProgress(f"{'fine-tuning teacher' if stage == 'teacher' else 'training ' + spec.name}", err)],
+    )
+    _print_result("Compressed", result, model)
+    s = result.scores
+    teacher_acc, student_acc = s["teacher/test"].value, s["compressed/test"].value
+    out.print(f"  teacher         {result.teacher}")
+    out.print(f"  test accuracy   teacher {teacher_acc:.4f}, compressed {student_acc:.4f} "
+              f"(retention {student_acc / teacher_acc:.2%}, agreement {s['compressed/agreement'].value:.2%}, "
+              f"{s['compressed/test'].n_examples} examples)")
+    out.print(f"  val accuracy    teacher {s['teacher/validation'].value:.4f}, compressed {s['compressed/validation'].value:.4f}")
+
+
+@app.command("eval")
+@_fails_cleanly
+def eval_(
+    model_dir: Annotated[Path, typer.Argument(help="A model directory: zoo checkpoint or plain dense.")],
+    task: TaskOpt,
+    data: DataOpt = None,
+    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
+    reference: Annotated[
+        str | None, typer.Option(help="fidelity only: the dense model to compare with [default: the manifest's teacher or base model].")
+    ] = None,
+    text_column: TextColOpt = None,
+    label_column: LabelColOpt = None,
+    limit: LimitOpt = None,
+    mode: Annotated[str, typer.Option(help="Execution mode for zoo checkpoints: materialize, packed or kernel.")] = "materialize",
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", min=8, help="Tokens per text example [default: as trained, else 128].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Measure a model on a task's split (accuracy), or its [bold]fidelity[/bold] to the dense model
+    (agreement, cosine, KL on built-in sample text) when it has no task.
+
+    Examples:
+      [bold]zoo eval minilm-4bit-rt --task rotten_tomatoes --data ../shared/data/rotten_tomatoes[/bold]
+      [bold]zoo eval minilm-4bit-2of4 --task fidelity[/bold]
+    """
+    from .tasks.evaluation import run_eval
+
+    result = run_eval(model_dir, task, data=data, split=split, reference=reference, text_column=text_column,
+                      label_column=label_column, limit=limit, mode=mode, max_length=max_length)
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    for key, value in result["metrics"].items():
+        out.print(f"{key:12s} {value:.4f}")
+    out.print(f"[dim]{result['model']} on {result['dataset']} {result['split']}, {result['n_examples']} examples[/dim]")

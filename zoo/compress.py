@@ -115,15 +115,27 @@ def _encode(weight: torch.Tensor, module: str, entry: ModuleEntry, pack: bool) -
         raise type(exc)(f"module {module}: {exc}", hint=exc.hint) from None
 
 
-def _size_report(source: SafetensorsDir, plan: Plan, weights: dict, dense_dtype: str) -> SizeReport:
+def _encoder_linear_fp32(source: SafetensorsDir, kinds: dict[str, str]) -> int:
+    return sum(4 * source.numel(m + WEIGHT_SUFFIX) for m, kind in kinds.items() if is_encoder_linear(m, kind))
+
+
+def _size_report(
+    source: SafetensorsDir, plan: Plan, weights: dict, dense_dtype: str, reference: Path | None
+) -> SizeReport:
+    """Sizes against the source, or against `reference` (the teacher a trained or layer-reduced
+    student came from), so ratios always compare with the dense model the user started from."""
     checkpoint = sum(info.nbytes for name, info in weights.items() if name.endswith(".safetensors"))
-    source_bytes = source.file_nbytes()
-    fp32 = stored = 0
+    if reference is None:
+        source_bytes, fp32 = source.file_nbytes(), _encoder_linear_fp32(source, plan.kinds)
+    else:
+        ref = SafetensorsDir(reference)
+        source_bytes = ref.file_nbytes()
+        fp32 = _encoder_linear_fp32(ref, module_kinds(reference, _weight_modules(ref))[0])
+    stored = 0
     for module, kind in plan.kinds.items():
         if not is_encoder_linear(module, kind):
             continue
         name = module + WEIGHT_SUFFIX
-        fp32 += 4 * source.numel(name)
         if module in plan.modules:
             stored += plan.modules[module].nbytes
         elif dense_dtype == "keep":
@@ -149,10 +161,17 @@ def write_compact(
     overwrite: bool = False,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     progress: ProgressFn | None = None,
+    reference: Path | None = None,
 ) -> CompressResult:
-    """Compress (or, with pack=True, only pack) `model` with `recipe` into the directory `out`."""
+    """Compress (or, with pack=True, only pack) `model` with `recipe` into the directory `out`.
+    `reference`: the dense model that sizes are compared with, when it is not `model` itself."""
     start = time.perf_counter()
     ensure_writable(out, overwrite)
+    if not pack and recipe.training.keep_layers:
+        raise RecipeError(
+            f"recipe {recipe.name} removes layers, which only distillation can recover",
+            hint="run it with --task (and --data) to fine-tune, or pick a recipe without keep_layers",
+        )
     config = read_config(model.path)
     if isinstance(config.get("quantization_config"), dict):
         method = config["quantization_config"].get("quant_method", "unknown")
@@ -190,7 +209,7 @@ def write_compact(
                 weights_nbytes=source.file_nbytes(),
             ),
             modules=plan.modules,
-            sizes=_size_report(source, plan, weights, recipe.dense_dtype),
+            sizes=_size_report(source, plan, weights, recipe.dense_dtype, reference),
             files=writer.files,
         )
         config["quantization_config"] = manifest.to_quantization_config()

@@ -180,3 +180,56 @@ def test_existing_output(run_cli, tiny_bert_dir, tmp_path):
 def test_bad_shard_size_is_a_usage_error(run_cli, tiny_bert_dir, tmp_path):
     result = run_cli("compress", tiny_bert_dir, "--recipe", "4bit", "--out", tmp_path / "o", "--max-shard-size", "lots")
     assert result.exit_code == 2 and "500MB" in result.stderr
+
+
+# ---- fine-tuning commands: the machinery on a tiny BERT and a few real sentences ----
+RT = str(__import__("tests.conftest", fromlist=["SHARED_DATA"]).SHARED_DATA / "rotten_tomatoes")
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tiny_bert_dir, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    out = tmp_path_factory.mktemp("cli-train") / "teacher"
+    result = CliRunner().invoke(app, ["finetune", str(tiny_bert_dir), "--task", "rotten_tomatoes", "--data", RT,
+                                      "--out", str(out), "--limit", "96", "--epochs", "1", "--lr", "1e-3"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "Fine-tuned" in result.stdout and "test       accuracy" in result.stdout
+    return out
+
+
+def test_compress_with_task_reports_measured_accuracy_then_eval_agrees(run_cli, tiny_teacher, tmp_path):
+    out = tmp_path / "student"
+    result = run_cli("compress", tiny_teacher, "--recipe", "int8", "--task", "rotten_tomatoes", "--data", RT,
+                     "--out", out, "--limit", "96", "--epochs", "1")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "test accuracy   teacher" in result.stdout and "retention" in result.stdout
+    evaluated = run_cli("eval", out, "--task", "rotten_tomatoes", "--data", RT, "--limit", "96", "--json")
+    measured = json.loads(evaluated.stdout)["metrics"]["accuracy"]
+    manifest = json.loads((out / "config.json").read_text())["quantization_config"]
+    recorded = [r["value"] for r in manifest["evaluation"] if r["role"] == "compressed" and r["split"] == "test"
+                and r["metric"] == "accuracy"]
+    assert recorded == [pytest.approx(measured, abs=1e-6)]
+    fid = run_cli("eval", out, "--task", "fidelity", "--json")
+    assert fid.exit_code == 0 and 0 < json.loads(fid.stdout)["metrics"]["agreement"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["compress", "{model}", "-r", "int8", "--data", RT], ["--data only apply with --task"]),
+        (["compress", "{model}", "-r", "int8", "--task", "sentiment"], ["unknown task 'sentiment'"]),
+        (["compress", "{model}", "-r", "xtc-binary"], ["only distillation can recover", "--task"]),
+        (["compress", "{model}", "-r", "int8", "--task", "rotten_tomatoes", "--data", "/nonexistent"],
+         ["cannot load dataset '/nonexistent'"]),
+        (["finetune", "{model}", "--task", "rotten_tomatoes", "--data", RT, "--out", "{tmp}/t", "--device", "tpu"],
+         ["unknown device 'tpu'"]),
+        (["eval", "{model}", "--task", "fidelity"], ["is not a zoo checkpoint", "--reference"]),
+    ],
+)
+def test_training_commands_fail_cleanly(run_cli, tiny_bert_dir, tmp_path, args, fragments):
+    result = run_cli(*[a.format(model=tiny_bert_dir, tmp=tmp_path) for a in args])
+    assert_one_line_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == []

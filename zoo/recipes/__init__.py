@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from formats.spec import CodecSpec
 
 from ..errors import RecipeError
+from .training import TrainingSpec
 
 # Linear layers inside the repeated blocks of a transformer: BERT/ViT `encoder.layer.N.`,
 # wav2vec2/Marian `layers.N.`, T5 `block.N.`, GPT-style `h.N.`.
@@ -67,6 +68,7 @@ class Recipe(BaseModel):
     description: str
     rules: list[Rule] = Field(min_length=1)
     dense_dtype: Literal["keep", "float16", "bfloat16"] = "keep"
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
 
     def codec_for(self, module: str, kind: str) -> CodecSpec | None:
         for rule in self.rules:

@@ -1,0 +1,132 @@
+"""Accuracy after compression on a real task: all-MiniLM-L6-v2 fine-tuned on rotten_tomatoes.
+
+For each recipe: the post-training accuracy (compress, then evaluate) and the accuracy after
+`zoo compress --task` (compression-aware fine-tuning with distillation), each measured by the CLI
+in a fresh process on the test split and read back from the written manifest. Retention is
+compressed / teacher test accuracy. Runs are kept under --work, so an interrupted benchmark
+continues where it stopped (a finished recipe is not trained again).
+
+    python -m bench.accuracy [--recipes int8,4bit] [--teacher DIR] [--work DIR] [--limit N]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import machine_header, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "rotten_tomatoes"
+RECIPES = ["int8", "4bit", "4bit-2of4", "kmeans-4bit", "binary", "xtc-binary"]
+TARGETS = {  # recipe -> (retention, encoder-linear ratio) the accuracy issue asks for
+    "int8": (0.998, 3.9), "4bit": (0.995, 7.5), "4bit-2of4": (0.99, 11.0), "kmeans-4bit": (0.995, 7.5),
+    "binary": (0.97, 25.0), "xtc-binary": (0.95, 50.0),
+}
+
+
+def zoo(*args: str) -> tuple[str, float]:
+    start = time.perf_counter()
+    proc = subprocess.run([str(Path(sys.executable).parent / "zoo"), *map(str, args)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"zoo {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout, time.perf_counter() - start
+
+
+def manifest(path: Path) -> dict:
+    return json.loads((path / "config.json").read_text())["quantization_config"]
+
+
+def result(m: dict, role: str, split: str, metric: str = "accuracy") -> float | None:
+    for r in m["evaluation"]:
+        if (r["role"], r["split"], r["metric"]) == (role, split, metric):
+            return r["value"]
+    return None
+
+
+def run_recipe(recipe: str, teacher: Path, work: Path, limit: list[str]) -> dict:
+    trained = work / f"{recipe}-rt"
+    seconds = None
+    if not (trained / "config.json").is_file():
+        _, seconds = zoo("compress", teacher, "--recipe", recipe, "--task", "rotten_tomatoes", "--data", DATA,
+                         "--teacher", teacher, "--out", trained, "--overwrite", *limit)
+    m = manifest(trained)
+    row = {
+        "recipe": recipe,
+        "teacher_test": result(m, "teacher", "test"),
+        "test": result(m, "compressed", "test"),
+        "validation": result(m, "compressed", "validation"),
+        "teacher_validation": result(m, "teacher", "validation"),
+        "agreement": result(m, "compressed", "test", "teacher_agreement"),
+        "encoder_linear_ratio": m["sizes"]["encoder_linear_ratio"],
+        "checkpoint_ratio": m["sizes"]["checkpoint_ratio"],
+        "checkpoint_mb": m["sizes"]["checkpoint_nbytes"] / 1e6,
+        "train_seconds": m["training"]["seconds"] if seconds is None else seconds,
+        "epochs": m["training"]["epochs"],
+        "n_test": next(r["n_examples"] for r in m["evaluation"] if r["split"] == "test"),
+    }
+    row["retention"] = row["test"] / row["teacher_test"]
+    if not m["training"].get("keep_layers"):  # post-training only: layer reduction needs training
+        post = work / f"{recipe}-post"
+        if not (post / "config.json").is_file():
+            zoo("compress", teacher, "--recipe", recipe, "--out", post, "--overwrite")
+        out, _ = zoo("eval", post, "--task", "rotten_tomatoes", "--data", DATA, "--max-length", "64", "--json",
+                     *limit)
+        row["post_training_test"] = json.loads(out)["metrics"]["accuracy"]
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| recipe | teacher test acc | post-training acc | fine-tuned acc | retention (target) | agreement "
+        "| val acc | encoder-linear ratio (target) | checkpoint MB | train time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        keep, ratio = TARGETS.get(r["recipe"], (None, None))
+        met = "" if keep is None else (" ✓" if r["retention"] >= keep else " **miss**")
+        post = f"{r['post_training_test']:.2%}" if r.get("post_training_test") is not None else "n/a"
+        lines.append(
+            f"| {r['recipe']} | {r['teacher_test']:.2%} | {post} | {r['test']:.2%} | {r['retention']:.2%} "
+            f"({keep:.1%}){met} | {r['agreement']:.2%} | {r['validation']:.2%} | {r['encoder_linear_ratio']:.2f}x "
+            f"({ratio}x) | {r['checkpoint_mb']:.1f} | {r['train_seconds'] / 60:.1f} min |"
+        )
+    return "\n".join(lines)
+
+
+def main(out: Path, recipes: list[str], teacher: Path | None, work: Path, limit: int | None) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    limit_args = ["--limit", str(limit)] if limit else []
+    if teacher is None:
+        teacher = work / "teacher"
+        if not (teacher / "config.json").is_file():
+            zoo("finetune", "minilm", "--task", "rotten_tomatoes", "--data", DATA, "--out", teacher, "--epochs", "2",
+                "--overwrite", *limit_args)
+    rows = []
+    for recipe in recipes:
+        print(f"[accuracy] {recipe} ...", file=sys.stderr, flush=True)
+        rows.append(run_recipe(recipe, teacher, work, limit_args))
+    note = (
+        f"Teacher: all-MiniLM-L6-v2 fine-tuned by `zoo finetune` (2 epochs, batch 32, lr 5e-5, max_length 64), "
+        f"at {teacher}. Test split: {rows[0]['n_test']} sentences; one sentence is "
+        f"{1 / rows[0]['n_test']:.3%}, and the 95% interval of an accuracy is about ±2 points. Each row is one "
+        "`zoo compress --task` run with the recipe's own training section (epochs shown in the JSON); "
+        "'post-training' is `zoo compress` without --task, evaluated the same way."
+    )
+    markdown = f"{machine_header('Accuracy on rotten_tomatoes (test split)')}\n\n{note}\n\n{table(rows)}\n"
+    write_report(out, "accuracy", markdown, {"teacher": str(teacher), "rows": rows})
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--teacher", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=Path("bench/work/accuracy"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--limit", type=int, default=None, help="examples per split (a quick check, not the table)")
+    args = parser.parse_args()
+    main(args.out, args.recipes.split(","), args.teacher, args.work, args.limit)

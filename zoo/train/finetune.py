@@ -1,0 +1,127 @@
+"""`zoo finetune`: the dense fine-tuned baseline (the teacher) for a task, with transformers' Trainer.
+
+Checkpoints go to a work directory beside the output each epoch, so `--resume` continues an
+interrupted run; the output directory appears only when training and evaluation are done."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from formats.writer import ensure_writable, replace_dir
+
+from ..resolve import ResolvedModel
+from ..tasks import Score, Task, TaskError, evaluate
+from .arguments import accuracy_metric, last_checkpoint, training_arguments
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    path: Path
+    test: Score
+    validation: Score
+    seconds: float
+
+
+def work_dir_for(out: Path) -> Path:
+    return out.parent / f"{out.name}.work"
+
+
+@contextmanager
+def quiet_transformers():
+    """transformers logs every newly initialised head weight; zoo says it once, itself."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_for_task(model_dir: Path, task: Task, *, new_head: bool = False):
+    """The model with the head the task needs; `new_head` builds one with the task's labels."""
+    from loaders import load
+
+    task.examples("train")  # the label vocabulary comes from the train split
+    labels = task.label_names
+    kwargs = {}
+    if new_head:
+        kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                  "label2id": {name: i for i, name in enumerate(labels)}}
+    with quiet_transformers():
+        return load(model_dir, task=task.auto_task, **kwargs)
+
+
+def is_finetuned(model_dir: Path, task: Task) -> bool:
+    """Does the checkpoint already carry a trained head for this task (same number of labels)?"""
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text())
+    suffix = {"text-classification": "ForSequenceClassification", "image-classification": "ForImageClassification"}
+    archs = config.get("architectures") or []
+    n = len(config.get("id2label") or {}) or config.get("num_labels")
+    return any(a.endswith(suffix[task.auto_task]) for a in archs) and n == task.num_labels
+
+
+def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float = 2.0, learning_rate: float = 5e-5,
+             batch_size: int = 32, max_length: int = 64, device: str = "cpu", limit: int | None = None,
+             resume: bool = False, overwrite: bool = False, callbacks=()) -> FinetuneResult:
+    import time
+
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    out = Path(out)
+    ensure_writable(out, overwrite)
+    start = time.perf_counter()
+    work = work_dir_for(out)
+    checkpoint = last_checkpoint(work / "checkpoints") if resume else None
+    if resume and checkpoint is None:
+        raise TaskError(f"nothing to resume: no checkpoint under {work / 'checkpoints'}")
+    if not resume and (work / "checkpoints").exists():
+        shutil.rmtree(work / "checkpoints")
+    net = load_for_task(model.path, task, new_head=True)
+    logging.getLogger("zoo").info("new %d-label head on %s", task.num_labels, model.id)
+    args = training_arguments(work / "checkpoints", epochs=epochs, learning_rate=learning_rate,
+                              batch_size=batch_size, device=device)
+    trainer = Trainer(
+        model=net,
+        args=args,
+        train_dataset=task.features("train", model.path, limit=limit, max_length=max_length),
+        eval_dataset=task.features("validation", model.path, limit=limit, max_length=max_length),
+        data_collator=task.collator(model.path),
+        compute_metrics=accuracy_metric,
+        callbacks=list(callbacks),
+    )
+    if callbacks:  # our progress bar replaces the printed log dicts
+        trainer.remove_callback(PrinterCallback)
+    with quiet_transformers():
+        trainer.train(resume_from_checkpoint=checkpoint)
+        staged = work / f"final-{uuid.uuid4().hex[:8]}"
+        trainer.save_model(str(staged))
+    (staged / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing a loader should open
+    _copy_processor(model.path, staged)
+    validation, _ = evaluate(trainer.model, task, staged, "validation", limit=limit, max_length=max_length)
+    test, _ = evaluate(trainer.model, task, staged, "test", limit=limit, max_length=max_length)
+    replace_dir(staged, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return FinetuneResult(out, test, validation, time.perf_counter() - start)
+
+
+def _copy_processor(src: Path, dst: Path) -> None:
+    """Tokenizer / image-processor files travel with the weights, so the output runs on its own."""
+    from formats import companion_files
+
+    for path in companion_files(src):
+        if path.name != "config.json" and not (dst / path.name).exists():
+            shutil.copy2(path, dst / path.name)

@@ -1,0 +1,159 @@
+"""`zoo compress MODEL --recipe R --task T`: compression-aware fine-tuning with distillation.
+
+1. The teacher: `--teacher DIR`, MODEL itself when it already has this task's head, or MODEL
+   fine-tuned here first (kept in OUT.work/teacher, so a rerun or `--resume` reuses it).
+2. The student: a copy of the teacher (minus layers, for XTC's `keep_layers`) whose target weights
+   are parametrized by the recipe's training-time methods, trained with distillation on Trainer,
+   a checkpoint per epoch in OUT.work/student.
+3. Export: the compressed weights are packed (and verified to fit the codec) into the compact
+   format, the stored checkpoint is loaded back through the loaders and evaluated, and only then
+   does OUT appear, by rename, with the measured teacher and student results in its manifest."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers.trainer_callback import PrinterCallback
+
+from formats import EvalResult, Manifest, TrainingRecord
+from formats.writer import ensure_writable, replace_dir
+
+from ..compress import write_compact
+from ..errors import RecipeError
+from ..methods import attach, export, keep_layers, layer_list, plan_modules
+from ..recipes import Recipe
+from ..resolve import ResolvedModel, resolve_model
+from ..tasks import Score, Task, TaskError, evaluate
+from .arguments import accuracy_metric, last_checkpoint, training_arguments
+from .distill import CompressionSchedule, DistillTrainer, hidden_map
+from .finetune import _copy_processor, finetune, is_finetuned, load_for_task, quiet_transformers, work_dir_for
+
+
+@dataclass(frozen=True)
+class TrainedResult:
+    path: Path
+    manifest: Manifest
+    seconds: float
+    teacher: Path
+    scores: dict[str, Score]  # "teacher/test", "compressed/test", ... and "compressed/agreement"
+    losses: list[float]  # training loss as logged, about 20 points over the run
+    resumed_from_step: int | None
+
+
+def _teacher(model: ResolvedModel, task: Task, work: Path, teacher: str | None, *, epochs: float, max_length: int,
+             device: str, limit: int | None, callbacks) -> Path:
+    if teacher is not None:
+        path = resolve_model(teacher).path
+        if not is_finetuned(path, task):
+            raise TaskError(f"teacher {teacher} has no {task.num_labels}-label head for task {task.name}",
+                            hint="fine-tune it first with `zoo finetune`, or leave out --teacher")
+        return path
+    if is_finetuned(model.path, task):
+        return model.path
+    path = work / "teacher"
+    if not (path / "config.json").is_file():
+        finetune(model, task, path, epochs=epochs, max_length=max_length, device=device, limit=limit,
+                 resume=last_checkpoint(work / "teacher.work" / "checkpoints") is not None, callbacks=callbacks("teacher"))
+    return path
+
+
+def compress_with_training(
+    model: ResolvedModel, recipe: Recipe, task: Task, out: str | Path, *, teacher: str | None = None,
+    epochs: float | None = None, learning_rate: float | None = None, batch_size: int | None = None,
+    teacher_epochs: float = 2.0, device: str = "cpu", limit: int | None = None, resume: bool = False,
+    overwrite: bool = False, callbacks=lambda stage: [],
+) -> TrainedResult:
+    start = time.perf_counter()
+    out = Path(out)
+    ensure_writable(out, overwrite)
+    overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size}
+    t = recipe.training.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    work = work_dir_for(out)
+    if not resume and (work / "student").exists():
+        shutil.rmtree(work / "student")
+    teacher_dir = _teacher(model, task, work, teacher, epochs=teacher_epochs, max_length=t.max_length,
+                           device=device, limit=limit, callbacks=callbacks)
+
+    teacher_net = load_for_task(teacher_dir, task)
+    student = copy.deepcopy(teacher_net)
+    kept = keep_layers(student, t.keep_layers) if t.keep_layers else None
+    plan = plan_modules(student, recipe)
+    attach(student, plan, t)
+    student_callbacks = callbacks("student")
+    train_features = task.features("train", teacher_dir, limit=limit, max_length=t.max_length)
+    steps = math.ceil(len(train_features) / t.batch_size * t.epochs)
+    args = training_arguments(work / "student", epochs=t.epochs, learning_rate=t.learning_rate,
+                              batch_size=t.batch_size, device=device, warmup_ratio=t.warmup_ratio,
+                              lr_scheduler=t.lr_scheduler, weight_decay=t.weight_decay,
+                              logging_steps=max(1, steps // 20))
+    trainer = DistillTrainer(
+        model=student, args=args, teacher=teacher_net, distill=t.distill,
+        layer_map=hidden_map(len(layer_list(student)[1]), kept),
+        train_dataset=train_features,
+        eval_dataset=task.features("validation", teacher_dir, limit=limit, max_length=t.max_length),
+        data_collator=task.collator(teacher_dir), compute_metrics=accuracy_metric,
+        callbacks=[CompressionSchedule(student, dropout=t.dropout, mask_interval=t.mask_interval,
+                                       prune_ramp=t.prune_ramp), *student_callbacks],
+    )
+    if student_callbacks:  # a progress bar replaces the printed log dicts
+        trainer.remove_callback(PrinterCallback)
+    checkpoint = last_checkpoint(work / "student") if resume else None
+    resumed_from = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
+    with quiet_transformers():
+        trainer.train(resume_from_checkpoint=checkpoint)
+    export(student)
+
+    dense = work / "student-dense"
+    shutil.rmtree(dense, ignore_errors=True)
+    with quiet_transformers():
+        student.save_pretrained(dense)
+    _copy_processor(teacher_dir, dense)
+    staged = work / "export"
+    source = ResolvedModel(path=dense, id=model.id, revision=model.revision, source=model.source)
+    packed = write_compact(source, recipe, staged, pack=True, overwrite=True, reference=teacher_dir)
+    if set(packed.manifest.modules) != set(plan):
+        raise RecipeError(f"the packed modules differ from the trained ones: {sorted(set(plan) ^ set(packed.manifest.modules))}")
+
+    scores = _measure(teacher_net, teacher_dir, staged, task, limit, t.max_length)
+    manifest = packed.manifest.model_copy(update={
+        "evaluation": [EvalResult(role=key.split("/")[0], task=task.name, dataset=task.dataset, split=s.split,
+                                  metric=s.metric, value=round(s.value, 6), n_examples=s.n_examples)
+                       for key, s in scores.items()],
+        "training": TrainingRecord(task=task.name, dataset=task.dataset, base_model=model.id, teacher=str(teacher_dir),
+                                   epochs=t.epochs, steps=trainer.state.global_step, device=device, keep_layers=kept,
+                                   max_length=t.max_length,
+                                   seconds=round(time.perf_counter() - start, 1)),
+    })
+    config_path = staged / "config.json"
+    config = json.loads(config_path.read_text())
+    config["quantization_config"] = manifest.to_quantization_config()
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    replace_dir(staged, out)
+    for leftover in ("student", "student-dense"):
+        shutil.rmtree(work / leftover, ignore_errors=True)
+    if not (work / "teacher").exists():
+        shutil.rmtree(work, ignore_errors=True)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return TrainedResult(out, manifest, time.perf_counter() - start, teacher_dir, scores, losses, resumed_from)
+
+
+def _measure(teacher_net, teacher_dir: Path, compressed_dir: Path, task: Task, limit: int | None,
+             max_length: int) -> dict[str, Score]:
+    """Teacher and the *stored* compressed model (loaded back from disk) on validation and test."""
+    compressed = load_for_task(compressed_dir, task)
+    scores = {}
+    for split in ("validation", "test"):
+        t_score, t_logits = evaluate(teacher_net, task, teacher_dir, split, limit=limit, max_length=max_length)
+        c_score, c_logits = evaluate(compressed, task, compressed_dir, split, limit=limit, max_length=max_length)
+        scores[f"teacher/{split}"] = t_score
+        scores[f"compressed/{split}"] = c_score
+        if split == "test":
+            agree = float((t_logits.argmax(-1) == c_logits.argmax(-1)).float().mean())
+            scores["compressed/agreement"] = Score("teacher_agreement", agree, c_score.n_examples, split)
+    return scores
