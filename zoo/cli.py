@@ -42,7 +42,7 @@ def _fails_cleanly(fn):
             err.print(f"[bold red]error:[/bold red] {escape(str(exc))}{hint}", highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err.print("interrupted; no output was written")
+            err.print("interrupted; no output was written (fine-tuning runs continue with --resume)")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -147,99 +147,6 @@ def _run_compact(
     _print_result("Packed" if pack else "Compressed", result, model)
 
 
-@app.command()
-@_fails_cleanly
-def pack(
-    model_dir: Annotated[str, typer.Argument(help="Dense checkpoint whose weights are already compressed.")],
-    recipe: RecipeOpt,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output directory [default: ./DIR-RECIPE].")
-    ] = None,
-    overwrite: OverwriteOpt = False,
-    max_shard_size: ShardOpt = "2GB",
-) -> None:
-    """Store a checkpoint compressed elsewhere (weights already N:M sparse, on an int grid, or
-    drawn from a codebook) in the compact format. Refuses weights that do not fit the recipe."""
-    _run_compact(model_dir, recipe, out_dir, None, overwrite, max_shard_size, pack=True)
-
-
-@app.command()
-@_fails_cleanly
-def unpack(
-    model_dir: Annotated[Path, typer.Argument(help="A zoo checkpoint directory.")],
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output directory [default: ./DIR-dense].")
-    ] = None,
-    overwrite: OverwriteOpt = False,
-    max_shard_size: ShardOpt = "2GB",
-) -> None:
-    """Write a plain dense checkpoint (safetensors + config.json) that any tool can load."""
-    from loaders import unpack as unpack_checkpoint
-
-    target = out_dir or Path(f"{model_dir.resolve().name}-dense")
-    path = unpack_checkpoint(model_dir, target, overwrite=overwrite, max_shard_bytes=_parse_size(max_shard_size))
-    out.print(f"Unpacked {model_dir} -> {path}")
-
-
-@app.command()
-@_fails_cleanly
-def info(
-    model_dir: Annotated[Path, typer.Argument(help="A zoo checkpoint directory.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
-) -> None:
-    """Show what a zoo checkpoint holds: recipe, base model, sizes and every compressed module.
-    The checkpoint is fully verified (manifest, tensors, sha256) first."""
-    from formats import Checkpoint
-
-    ckpt = Checkpoint.open(model_dir)
-    m = ckpt.manifest
-    if as_json:
-        out.print_json(json.dumps(m.model_dump(mode="json")))
-        return
-    s = m.sizes
-    out.print(f"[bold]{model_dir}[/bold]  zoo format {m.format_version}, written by zoo {m.zoo_version}")
-    out.print(f"  base model      {m.base_model.id} ({m.base_model.source}, revision {m.base_model.revision})")
-    out.print(f"  recipe          {m.recipe.name}: {m.recipe.spec.get('description', '')}")
-    out.print(f"  checkpoint      {_mb(s.checkpoint_nbytes)} ({s.checkpoint_ratio:.2f}x smaller than the source)")
-    out.print(f"  encoder linear  {_mb(s.encoder_linear_nbytes)} ({s.encoder_linear_ratio:.2f}x vs fp32)")
-    if m.evaluation:
-        for r in m.evaluation:
-            out.print(f"  {r.role:15s} {r.metric} {r.value:.4f} on {r.dataset} {r.split} ({r.n_examples} examples)")
-    else:
-        out.print("  evaluation      none recorded")
-    from formats.codecs.base import DTYPES
-
-    table = Table(show_edge=False, header_style="bold")
-    # module names are what people grep for: never elide them, fold them if the terminal is narrow
-    table.add_column("module", overflow="fold", min_width=max(map(len, m.modules)))
-    for col in ("kind", "codec", "shape", "bytes", "ratio"):
-        table.add_column(col, justify="right" if col in ("bytes", "ratio") else "left")
-    for name, e in m.modules.items():
-        original = e.numel * DTYPES[e.dtype].itemsize
-        table.add_row(name, e.kind, e.codec.describe(), "x".join(map(str, e.shape)), f"{e.nbytes:,}", f"{original / e.nbytes:.2f}x")
-    out.print(table)
-
-
-@app.command()
-@_fails_cleanly
-def recipes(
-    name: Annotated[str | None, typer.Argument(help="Show this recipe's YAML.")] = None,
-) -> None:
-    """List the built-in recipes, or print one as YAML (copy it to start your own)."""
-    from .recipes import builtin_names, builtin_text, load_recipe
-
-    if name is not None:
-        load_recipe(name)  # unknown names fail with suggestions
-        out.print(builtin_text(name) if name in builtin_names() else Path(name).read_text(), highlight=False)
-        return
-    table = Table(show_edge=False, header_style="bold")
-    table.add_column("recipe")
-    table.add_column("what it does")
-    for recipe_name in builtin_names():
-        table.add_row(recipe_name, load_recipe(recipe_name).description)
-    out.print(table)
-
-
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="rotten_tomatoes, sst2, text-classification, fashion_mnist, "
                                       "image-classification (or fidelity for `zoo eval`).")]
 DataOpt = Annotated[
@@ -259,44 +166,6 @@ def _task(name: str, data: str | None, text_column: str | None, label_column: st
     from .tasks import get_task
 
     return get_task(name, data, text_column=text_column, label_column=label_column)
-
-
-@app.command()
-@_fails_cleanly
-def finetune(
-    model: Annotated[str, typer.Argument(help="Local directory, Hugging Face id, or alias (minilm, bert-base, ...).")],
-    task: TaskOpt,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory for the fine-tuned dense model.")],
-    data: DataOpt = None,
-    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 2.0,
-    learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr", help="Peak learning rate.")] = 5e-5,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
-    max_length: Annotated[int, typer.Option("--max-length", min=8, help="Tokens per text example.")] = 64,
-    text_column: TextColOpt = None,
-    label_column: LabelColOpt = None,
-    device: DeviceOpt = "cpu",
-    limit: LimitOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last epoch checkpoint of OUT.work/.")] = False,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Fine-tune a dense model on a task: the baseline (teacher) that compression is measured against.
-
-    Example: [bold]zoo finetune minilm --task rotten_tomatoes --data ../shared/data/rotten_tomatoes --out minilm-rt[/bold]
-    """
-    from .resolve import resolve_model
-    from .train.finetune import finetune as run_finetune
-    from .train.progress import RichProgress
-
-    spec = _task(task, data, text_column, label_column)
-    resolved = resolve_model(model)
-    result = run_finetune(
-        resolved, spec, out_dir, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
-        max_length=max_length, device=device, limit=limit, resume=resume, overwrite=overwrite,
-        callbacks=[RichProgress(f"fine-tuning {model}", err)],
-    )
-    out.print(f"Fine-tuned {model} on {spec.dataset} in {result.seconds / 60:.1f} min -> {result.path}")
-    for score in (result.validation, result.test):
-        out.print(f"  {score.split:10s} {score.metric} {score.value:.4f} ({score.n_examples} examples)")
 
 
 @app.command()
@@ -376,6 +245,44 @@ def compress(
     out.print(f"  val accuracy    teacher {s['teacher/validation'].value:.4f}, compressed {s['compressed/validation'].value:.4f}")
 
 
+@app.command()
+@_fails_cleanly
+def finetune(
+    model: Annotated[str, typer.Argument(help="Local directory, Hugging Face id, or alias (minilm, bert-base, ...).")],
+    task: TaskOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory for the fine-tuned dense model.")],
+    data: DataOpt = None,
+    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 2.0,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr", help="Peak learning rate.")] = 5e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    max_length: Annotated[int, typer.Option("--max-length", min=8, help="Tokens per text example.")] = 64,
+    text_column: TextColOpt = None,
+    label_column: LabelColOpt = None,
+    device: DeviceOpt = "cpu",
+    limit: LimitOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last epoch checkpoint of OUT.work/.")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Fine-tune a dense model on a task: the baseline (teacher) that compression is measured against.
+
+    Example: [bold]zoo finetune minilm --task rotten_tomatoes --data ../shared/data/rotten_tomatoes --out minilm-rt[/bold]
+    """
+    from .resolve import resolve_model
+    from .train.finetune import finetune as run_finetune
+    from .train.progress import RichProgress
+
+    spec = _task(task, data, text_column, label_column)
+    resolved = resolve_model(model)
+    result = run_finetune(
+        resolved, spec, out_dir, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+        max_length=max_length, device=device, limit=limit, resume=resume, overwrite=overwrite,
+        callbacks=[RichProgress(f"fine-tuning {model}", err)],
+    )
+    out.print(f"Fine-tuned {model} on {spec.dataset} in {result.seconds / 60:.1f} min -> {result.path}")
+    for score in (result.validation, result.test):
+        out.print(f"  {score.split:10s} {score.metric} {score.value:.4f} ({score.n_examples} examples)")
+
+
 @app.command("eval")
 @_fails_cleanly
 def eval_(
@@ -412,3 +319,101 @@ def eval_(
     for key, value in result["metrics"].items():
         out.print(f"{key:12s} {value:.4f}")
     out.print(f"[dim]{result['model']} on {result['dataset']} {result['split']}, {result['n_examples']} examples[/dim]")
+
+
+@app.command()
+@_fails_cleanly
+def pack(
+    model_dir: Annotated[str, typer.Argument(help="Dense checkpoint whose weights are already compressed.")],
+    recipe: RecipeOpt,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output directory [default: ./DIR-RECIPE].")
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    max_shard_size: ShardOpt = "2GB",
+) -> None:
+    """Store a checkpoint compressed elsewhere (weights already N:M sparse, on an int grid, or
+    drawn from a codebook) in the compact format. Refuses weights that do not fit the recipe."""
+    _run_compact(model_dir, recipe, out_dir, None, overwrite, max_shard_size, pack=True)
+
+
+@app.command()
+@_fails_cleanly
+def unpack(
+    model_dir: Annotated[Path, typer.Argument(help="A zoo checkpoint directory.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output directory [default: ./DIR-dense].")
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    max_shard_size: ShardOpt = "2GB",
+) -> None:
+    """Write a plain dense checkpoint (safetensors + config.json) that any tool can load."""
+    from loaders import unpack as unpack_checkpoint
+
+    target = out_dir or Path(f"{model_dir.resolve().name}-dense")
+    path = unpack_checkpoint(model_dir, target, overwrite=overwrite, max_shard_bytes=_parse_size(max_shard_size))
+    out.print(f"Unpacked {model_dir} -> {path}")
+
+
+@app.command()
+@_fails_cleanly
+def info(
+    model_dir: Annotated[Path, typer.Argument(help="A zoo checkpoint directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Show what a zoo checkpoint holds: recipe, base model, sizes and every compressed module.
+    The checkpoint is fully verified (manifest, tensors, sha256) first."""
+    from formats import Checkpoint
+
+    ckpt = Checkpoint.open(model_dir)
+    m = ckpt.manifest
+    if as_json:
+        out.print_json(json.dumps(m.model_dump(mode="json")))
+        return
+    s = m.sizes
+    out.print(f"[bold]{model_dir}[/bold]  zoo format {m.format_version}, written by zoo {m.zoo_version}")
+    out.print(f"  base model      {m.base_model.id} ({m.base_model.source}, revision {m.base_model.revision})")
+    out.print(f"  recipe          {m.recipe.name}: {m.recipe.spec.get('description', '')}")
+    out.print(f"  checkpoint      {_mb(s.checkpoint_nbytes)} ({s.checkpoint_ratio:.2f}x smaller than the source)")
+    out.print(f"  encoder linear  {_mb(s.encoder_linear_nbytes)} ({s.encoder_linear_ratio:.2f}x vs fp32)")
+    if m.training is not None:
+        t = m.training
+        layers = f", layers {t.keep_layers} of the teacher" if t.keep_layers else ""
+        out.print(f"  trained         on {t.dataset}: {t.epochs:g} epochs, {t.steps} steps, {t.seconds / 60:.1f} min on "
+                  f"{t.device}, distilled from {t.teacher}{layers}")
+    if m.evaluation:
+        for r in m.evaluation:
+            out.print(f"  {r.role:15s} {r.metric} {r.value:.4f} on {r.dataset} {r.split} ({r.n_examples} examples)")
+    else:
+        out.print("  evaluation      none recorded")
+    from formats.codecs.base import DTYPES
+
+    table = Table(show_edge=False, header_style="bold")
+    # module names are what people grep for: never elide them, fold them if the terminal is narrow
+    table.add_column("module", overflow="fold", min_width=max(map(len, m.modules)))
+    for col in ("kind", "codec", "shape", "bytes", "ratio"):
+        table.add_column(col, justify="right" if col in ("bytes", "ratio") else "left")
+    for name, e in m.modules.items():
+        original = e.numel * DTYPES[e.dtype].itemsize
+        table.add_row(name, e.kind, e.codec.describe(), "x".join(map(str, e.shape)), f"{e.nbytes:,}", f"{original / e.nbytes:.2f}x")
+    out.print(table)
+
+
+@app.command()
+@_fails_cleanly
+def recipes(
+    name: Annotated[str | None, typer.Argument(help="Show this recipe's YAML.")] = None,
+) -> None:
+    """List the built-in recipes, or print one as YAML (copy it to start your own)."""
+    from .recipes import builtin_names, builtin_text, load_recipe
+
+    if name is not None:
+        load_recipe(name)  # unknown names fail with suggestions
+        out.print(builtin_text(name) if name in builtin_names() else Path(name).read_text(), highlight=False)
+        return
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("recipe")
+    table.add_column("what it does")
+    for recipe_name in builtin_names():
+        table.add_row(recipe_name, load_recipe(recipe_name).description)
+    out.print(table)

@@ -152,6 +152,10 @@ def _size_report(
     )
 
 
+def _weight_hashes(source: SafetensorsDir) -> dict[str, str]:
+    return {f: sha256_file(source.directory / f) for f in source.files}
+
+
 def write_compact(
     model: ResolvedModel,
     recipe: Recipe,
@@ -180,6 +184,7 @@ def write_compact(
             hint="compress a dense checkpoint (`zoo unpack` turns a zoo checkpoint back into one)",
         )
     source = SafetensorsDir(model.path)
+    dense_base = SafetensorsDir(reference) if reference else source
     plan = make_plan(source, model.path, recipe)
     with CheckpointWriter(
         out, overwrite=overwrite, max_shard_bytes=max_shard_bytes, metadata=shard_metadata(plan.modules)
@@ -205,8 +210,9 @@ def write_compact(
                 id=model.id,
                 revision=model.revision,
                 source=model.source,
-                weights_sha256={f: sha256_file(model.path / f) for f in source.files},
-                weights_nbytes=source.file_nbytes(),
+                # the dense weights the ratios compare with: the teacher's, for a trained student
+                weights_sha256=_weight_hashes(dense_base),
+                weights_nbytes=dense_base.file_nbytes(),
             ),
             modules=plan.modules,
             sizes=_size_report(source, plan, weights, recipe.dense_dtype, reference),

@@ -36,7 +36,7 @@ def assert_one_line_error(result, *fragments):
 def test_help_teaches(run_cli):
     result = run_cli("--help")
     assert result.exit_code == 0
-    for command in ("compress", "pack", "unpack", "info", "recipes"):
+    for command in ("compress", "finetune", "eval", "pack", "unpack", "info", "recipes"):
         assert command in result.stdout
     compress_help = run_cli("compress", "--help").stdout
     assert "zoo compress minilm --recipe 4bit-2of4" in compress_help

@@ -113,6 +113,8 @@ def test_layer_reduction_halves_depth_and_counts_ratio_against_the_teacher(teach
     assert config["num_hidden_layers"] == 1 and len(result.manifest.modules) == 6
     sizes = result.manifest.sizes
     assert sizes.encoder_linear_fp32_nbytes == 2 * 4 * sum(e.numel for e in result.manifest.modules.values())
+    teacher_bytes = (teacher_dir / "model.safetensors").stat().st_size
+    assert sizes.source_nbytes == teacher_bytes and result.manifest.base_model.weights_nbytes == teacher_bytes
     model = __import__("zoo").from_pretrained(result.path)
     assert len(model.bert.encoder.layer) == 1
 

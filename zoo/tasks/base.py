@@ -7,7 +7,7 @@ teacher-student agreement and KL all come from one pass."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -40,12 +40,12 @@ class Examples:
         return Examples(inputs, [self.labels[i] for i in picked])
 
 
-@dataclass
 class Task(Protocol):
     name: str
     auto_task: str  # key of loaders.TASKS: the head the model needs
     dataset: str  # what the numbers were measured on, for the manifest and the card
-    label_names: list[str] = field(default_factory=list)
+    label_names: list[str]  # filled from the train split
+    num_labels: int
 
     def examples(self, split: str) -> Examples: ...
 

@@ -5,7 +5,6 @@ interrupted run; the output directory appears only when training and evaluation 
 
 from __future__ import annotations
 
-import logging
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -33,7 +32,7 @@ def work_dir_for(out: Path) -> Path:
 
 @contextmanager
 def quiet_transformers():
-    """transformers logs every newly initialised head weight; zoo says it once, itself."""
+    """Silence transformers' per-weight load reports and per-file bars: zoo shows its own progress."""
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -56,8 +55,9 @@ def load_for_task(model_dir: Path, task: Task, *, new_head: bool = False):
     labels = task.label_names
     kwargs = {}
     if new_head:
+        # a head trained for other labels (an ImageNet classifier, say) is replaced, not reused
         kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                  "label2id": {name: i for i, name in enumerate(labels)}}
+                  "label2id": {name: i for i, name in enumerate(labels)}, "ignore_mismatched_sizes": True}
     with quiet_transformers():
         return load(model_dir, task=task.auto_task, **kwargs)
 
@@ -91,7 +91,6 @@ def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float
     if not resume and (work / "checkpoints").exists():
         shutil.rmtree(work / "checkpoints")
     net = load_for_task(model.path, task, new_head=True)
-    logging.getLogger("zoo").info("new %d-label head on %s", task.num_labels, model.id)
     args = training_arguments(work / "checkpoints", epochs=epochs, learning_rate=learning_rate,
                               batch_size=batch_size, device=device)
     trainer = Trainer(
@@ -110,7 +109,7 @@ def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float
         staged = work / f"final-{uuid.uuid4().hex[:8]}"
         trainer.save_model(str(staged))
     (staged / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing a loader should open
-    _copy_processor(model.path, staged)
+    copy_processor(model.path, staged)
     validation, _ = evaluate(trainer.model, task, staged, "validation", limit=limit, max_length=max_length)
     test, _ = evaluate(trainer.model, task, staged, "test", limit=limit, max_length=max_length)
     replace_dir(staged, out)
@@ -118,7 +117,7 @@ def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float
     return FinetuneResult(out, test, validation, time.perf_counter() - start)
 
 
-def _copy_processor(src: Path, dst: Path) -> None:
+def copy_processor(src: Path, dst: Path) -> None:
     """Tokenizer / image-processor files travel with the weights, so the output runs on its own."""
     from formats import companion_files
 

@@ -32,7 +32,7 @@ from ..resolve import ResolvedModel, resolve_model
 from ..tasks import Score, Task, TaskError, evaluate
 from .arguments import accuracy_metric, last_checkpoint, training_arguments
 from .distill import CompressionSchedule, DistillTrainer, hidden_map
-from .finetune import _copy_processor, finetune, is_finetuned, load_for_task, quiet_transformers, work_dir_for
+from .finetune import copy_processor, finetune, is_finetuned, load_for_task, quiet_transformers, work_dir_for
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ def compress_with_training(
     teacher_epochs: float = 2.0, device: str = "cpu", limit: int | None = None, resume: bool = False,
     overwrite: bool = False, callbacks=lambda stage: [],
 ) -> TrainedResult:
+    """Fine-tune `recipe`'s compressed student of `model` on `task` and write it to `out`.
+    `callbacks(stage)` gives extra Trainer callbacks for the "teacher" and "student" runs."""
     start = time.perf_counter()
     out = Path(out)
     ensure_writable(out, overwrite)
@@ -79,47 +81,22 @@ def compress_with_training(
         shutil.rmtree(work / "student")
     teacher_dir = _teacher(model, task, work, teacher, epochs=teacher_epochs, max_length=t.max_length,
                            device=device, limit=limit, callbacks=callbacks)
-
     teacher_net = load_for_task(teacher_dir, task)
     student = copy.deepcopy(teacher_net)
     kept = keep_layers(student, t.keep_layers) if t.keep_layers else None
     plan = plan_modules(student, recipe)
     attach(student, plan, t)
-    student_callbacks = callbacks("student")
-    train_features = task.features("train", teacher_dir, limit=limit, max_length=t.max_length)
-    steps = math.ceil(len(train_features) / t.batch_size * t.epochs)
-    args = training_arguments(work / "student", epochs=t.epochs, learning_rate=t.learning_rate,
-                              batch_size=t.batch_size, device=device, warmup_ratio=t.warmup_ratio,
-                              lr_scheduler=t.lr_scheduler, weight_decay=t.weight_decay,
-                              logging_steps=max(1, steps // 20))
-    trainer = DistillTrainer(
-        model=student, args=args, teacher=teacher_net, distill=t.distill,
-        layer_map=hidden_map(len(layer_list(student)[1]), kept),
-        train_dataset=train_features,
-        eval_dataset=task.features("validation", teacher_dir, limit=limit, max_length=t.max_length),
-        data_collator=task.collator(teacher_dir), compute_metrics=accuracy_metric,
-        callbacks=[CompressionSchedule(student, dropout=t.dropout, mask_interval=t.mask_interval,
-                                       prune_ramp=t.prune_ramp), *student_callbacks],
-    )
-    if student_callbacks:  # a progress bar replaces the printed log dicts
-        trainer.remove_callback(PrinterCallback)
+
+    trainer = _trainer(student, teacher_net, teacher_dir, task, t, kept, work / "student", device, limit,
+                       callbacks("student"))
     checkpoint = last_checkpoint(work / "student") if resume else None
-    resumed_from = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
     with quiet_transformers():
         trainer.train(resume_from_checkpoint=checkpoint)
     export(student)
 
-    dense = work / "student-dense"
-    shutil.rmtree(dense, ignore_errors=True)
-    with quiet_transformers():
-        student.save_pretrained(dense)
-    _copy_processor(teacher_dir, dense)
-    staged = work / "export"
-    source = ResolvedModel(path=dense, id=model.id, revision=model.revision, source=model.source)
-    packed = write_compact(source, recipe, staged, pack=True, overwrite=True, reference=teacher_dir)
+    staged, packed = _pack(student, model, recipe, teacher_dir, work)
     if set(packed.manifest.modules) != set(plan):
         raise RecipeError(f"the packed modules differ from the trained ones: {sorted(set(plan) ^ set(packed.manifest.modules))}")
-
     scores = _measure(teacher_net, teacher_dir, staged, task, limit, t.max_length)
     manifest = packed.manifest.model_copy(update={
         "evaluation": [EvalResult(role=key.split("/")[0], task=task.name, dataset=task.dataset, split=s.split,
@@ -127,8 +104,7 @@ def compress_with_training(
                        for key, s in scores.items()],
         "training": TrainingRecord(task=task.name, dataset=task.dataset, base_model=model.id, teacher=str(teacher_dir),
                                    epochs=t.epochs, steps=trainer.state.global_step, device=device, keep_layers=kept,
-                                   max_length=t.max_length,
-                                   seconds=round(time.perf_counter() - start, 1)),
+                                   max_length=t.max_length, seconds=round(time.perf_counter() - start, 1)),
     })
     config_path = staged / "config.json"
     config = json.loads(config_path.read_text())
@@ -140,7 +116,41 @@ def compress_with_training(
     if not (work / "teacher").exists():
         shutil.rmtree(work, ignore_errors=True)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    resumed_from = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
     return TrainedResult(out, manifest, time.perf_counter() - start, teacher_dir, scores, losses, resumed_from)
+
+
+def _trainer(student, teacher_net, teacher_dir: Path, task: Task, t, kept, work: Path, device: str,
+             limit: int | None, extra_callbacks: list) -> DistillTrainer:
+    train_features = task.features("train", teacher_dir, limit=limit, max_length=t.max_length)
+    steps = math.ceil(len(train_features) / t.batch_size * t.epochs)
+    args = training_arguments(work, epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size,
+                              device=device, warmup_ratio=t.warmup_ratio, lr_scheduler=t.lr_scheduler,
+                              weight_decay=t.weight_decay, logging_steps=max(1, steps // 20))
+    trainer = DistillTrainer(
+        model=student, args=args, teacher=teacher_net, distill=t.distill,
+        layer_map=hidden_map(len(layer_list(student)[1]), kept),
+        train_dataset=train_features,
+        eval_dataset=task.features("validation", teacher_dir, limit=limit, max_length=t.max_length),
+        data_collator=task.collator(teacher_dir), compute_metrics=accuracy_metric,
+        callbacks=[CompressionSchedule(student, dropout=t.dropout, mask_interval=t.mask_interval,
+                                       prune_ramp=t.prune_ramp), *extra_callbacks],
+    )
+    if extra_callbacks:  # a progress bar replaces the printed log dicts
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _pack(student, model: ResolvedModel, recipe: Recipe, teacher_dir: Path, work: Path):
+    """The exported student through `pack`, which refuses any weight that does not fit the codec."""
+    dense = work / "student-dense"
+    shutil.rmtree(dense, ignore_errors=True)
+    with quiet_transformers():
+        student.save_pretrained(dense)
+    copy_processor(teacher_dir, dense)
+    staged = work / "export"
+    source = ResolvedModel(path=dense, id=model.id, revision=model.revision, source=model.source)
+    return staged, write_compact(source, recipe, staged, pack=True, overwrite=True, reference=teacher_dir)
 
 
 def _measure(teacher_net, teacher_dir: Path, compressed_dir: Path, task: Task, limit: int | None,
