@@ -111,3 +111,17 @@ def test_fidelity_of_a_model_with_itself_is_perfect(tiny_bert_dir):
     model = AutoModel.from_pretrained(tiny_bert_dir)
     scores = fidelity(model, model, text_batch(tiny_bert_dir, sample_texts()[:8]))
     assert scores["cosine"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_image_folder_per_class(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls, value in (("cat", 30), ("dog", 220)):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (12, 10), (value, value, value)).save(tmp_path / split / cls / f"{i}.png")
+    task = get_task("image-classification", str(tmp_path))
+    ex = task.examples("test")
+    assert task.label_names == ["cat", "dog"] and ex.labels == [0, 0, 0, 1, 1, 1]
+    assert ex.inputs.shape == (6, 3, 10, 12) and int(ex.inputs[3].min()) == 220

@@ -1,5 +1,7 @@
 """Image classification from MNIST-style idx files (Fashion-MNIST as Debian's `dataset-fashion-mnist`
-ships it) or from `{split}.npz` arrays (`images` uint8 (N, H, W) or (N, H, W, C), `labels` int).
+ships it), from `{split}.npz` arrays (`images` uint8 (N, H, W) or (N, H, W, C), `labels` int), or
+from a folder per split with a subfolder per class (`train/cat/1.png`; needs Pillow; every image is
+resized to the first one's size).
 
 idx files: `train-images-idx3-ubyte[.gz]` / `train-labels-idx1-ubyte[.gz]` and the `t10k-` pair for
 test. idx sets have no validation split: the last 10% of train is held out for it (and left out
@@ -70,6 +72,8 @@ class ImageClassification:
         root = Path(self.source)
         if not root.is_dir():
             raise TaskError(f"image data directory {root} does not exist")
+        if (root / split).is_dir():
+            return _read_folder(root / split, self.label_names)
         if (root / f"{split}.npz").is_file():
             with np.load(root / f"{split}.npz") as npz:
                 return npz["images"], npz["labels"]
@@ -94,6 +98,8 @@ class ImageClassification:
                 raise TaskError(f"{self.source}: images must be (N, H, W) or (N, H, W, C), got {images.shape}")
             if len(images) != len(labels):
                 raise TaskError(f"{self.source} ({split}): {len(images)} images but {len(labels)} labels")
+            if not self.label_names and (Path(self.source) / split).is_dir():
+                self.label_names = sorted(p.name for p in (Path(self.source) / split).iterdir() if p.is_dir())
             if not self.label_names:
                 count = int(labels.max()) + 1
                 default = FASHION_MNIST_LABELS if count == len(FASHION_MNIST_LABELS) else None
@@ -123,6 +129,34 @@ def to_pixels(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return x.contiguous()
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def _read_folder(root: Path, known: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """split/<class>/<image>: class names sorted (train decides them), images as uint8 arrays."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise TaskError("reading image folders needs Pillow", hint="pip install 'zoo-compress[images]'") from None
+    classes = known or sorted(p.name for p in root.iterdir() if p.is_dir())
+    images, labels, size = [], [], None
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).glob("*")) if (root / name).is_dir() else []:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(path) as img:
+                    img = img.convert("RGB")
+                    size = size or img.size
+                    images.append(np.asarray(img.resize(size)))
+            except OSError as exc:
+                raise TaskError(f"cannot read image {path}: {exc}") from None
+            labels.append(label)
+    if not images:
+        raise TaskError(f"{root} holds no images in class subfolders", hint="expected SPLIT/CLASS/IMAGE.png")
+    return np.stack(images), np.array(labels)
 
 
 def _collate(features: list[dict]) -> dict:
