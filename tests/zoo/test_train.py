@@ -158,3 +158,9 @@ def test_schedule_moves_dropout_and_tightens_nm_gradually(teacher_dir, task):
         seen.append(int(fake.keep))
     assert seen[0] == 4 and 3 in seen and seen[-1] == 2 and seen == sorted(seen, reverse=True)
     assert model.dropout.p == pytest.approx(0.0)
+
+
+def test_attention_distillation_runs(teacher_dir, task, tmp_path):
+    recipe = recipe_with("int8", epochs=1, distill={"attention": 1.0, "hidden": 0.0, "labels": 0.0})
+    result = compress_with_training(resolve_model(str(teacher_dir)), recipe, task, tmp_path / "a", limit=64)
+    assert result.losses and all(loss == loss for loss in result.losses)  # logged and not NaN

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from transformers import Trainer, TrainerCallback
 
+from ..errors import RecipeError
 from ..methods.nm import NMFake
 from ..recipes.training import DistillSpec, DropoutSchedule
 
@@ -50,6 +51,9 @@ class DistillTrainer(Trainer):
                 pairs = [(s, t.hidden_states[j]) for s, j in zip(out.hidden_states, self.layer_map)]
                 loss = loss + d.hidden * torch.stack([F.mse_loss(s, tt) for s, tt in pairs]).mean()
             if attention:
+                if not out.attentions or not t.attentions:
+                    raise RecipeError("attention distillation needs attention probabilities, which this model's "
+                                      "attention implementation does not return", hint="set distill.attention: 0")
                 pairs = [(s, t.attentions[j - 1]) for s, j in zip(out.attentions, self.layer_map[1:])]
                 loss = loss + d.attention * torch.stack([F.mse_loss(s, tt) for s, tt in pairs]).mean()
         # evaluation gathers only the logits (hidden states of every batch would not concatenate)

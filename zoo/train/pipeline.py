@@ -82,6 +82,8 @@ def compress_with_training(
     teacher_dir = _teacher(model, task, work, teacher, epochs=teacher_epochs, max_length=t.max_length,
                            device=device, limit=limit, callbacks=callbacks)
     teacher_net = load_for_task(teacher_dir, task)
+    if t.distill.attention > 0:  # fused attention kernels (sdpa) return no attention probabilities
+        teacher_net.set_attn_implementation("eager")
     student = copy.deepcopy(teacher_net)
     kept = keep_layers(student, t.keep_layers) if t.keep_layers else None
     plan = plan_modules(student, recipe)
