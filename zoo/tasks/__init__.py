@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ZooError
 from .base import SPLITS, Examples, Task, TaskError, accuracy, check_split, predict
@@ -40,6 +41,10 @@ def get_task(
         hint = "fidelity needs no data: use `zoo eval DIR --task fidelity`" if name == "fidelity" else None
         raise TaskError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}", hint=hint)
     kind, hub = BUILTIN[name]
+    if data is not None and data.startswith(("/", "./", "../", "~")) and not Path(data).expanduser().is_dir():
+        raise TaskError(f"data directory {data} does not exist")
+    if data is not None and data.startswith("~"):
+        data = str(Path(data).expanduser())
     source = data or hub or (fashion_mnist_dir() if name == "fashion_mnist" else None)
     if source is None:
         what = "Debian's dataset-fashion-mnist is not installed" if name == "fashion_mnist" else "it has no default"
@@ -55,8 +60,6 @@ def get_task(
 
 
 def _is_dir(source: str) -> bool:
-    from pathlib import Path
-
     return Path(source).is_dir()
 
 
