@@ -212,6 +212,8 @@ def test_compress_with_task_reports_measured_accuracy_then_eval_agrees(run_cli, 
     recorded = [r["value"] for r in manifest["evaluation"] if r["role"] == "compressed" and r["split"] == "test"
                 and r["metric"] == "accuracy"]
     assert recorded == [pytest.approx(measured, abs=1e-6)]
+    info = run_cli("info", out).stdout
+    assert "trained         on rotten_tomatoes" in info and "teacher_agreement" in info
     fid = run_cli("eval", out, "--task", "fidelity", "--json")
     assert fid.exit_code == 0 and 0 < json.loads(fid.stdout)["metrics"]["agreement"] <= 1
 
