@@ -91,8 +91,4 @@ def export(model: nn.Module) -> None:
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
 
-def latent_weight(module: nn.Module) -> torch.Tensor:
-    return module.parametrizations.weight.original
-
-
-__all__ = ["attach", "export", "fake_quantizer", "keep_layers", "latent_weight", "layer_list", "plan_modules"]
+__all__ = ["attach", "export", "fake_quantizer", "keep_layers", "layer_list", "plan_modules"]
