@@ -359,16 +359,28 @@ def unpack(
 @_fails_cleanly
 def info(
     model_dir: Annotated[Path, typer.Argument(help="A zoo checkpoint directory.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the facts (results, layers, manifest) as JSON.")] = False,
 ) -> None:
-    """Show what a zoo checkpoint holds: recipe, base model, sizes and every compressed module.
-    The checkpoint is fully verified (manifest, tensors, sha256) first."""
+    """Show what a zoo checkpoint holds: recipe, base model, results against the teacher, sizes and
+    every compressed module (the facts its model card shows). The checkpoint is fully verified
+    (manifest, tensors, sha256) first."""
+    from dataclasses import asdict
+
+    from cards import layer_rows, other_tensors_nbytes, results
     from formats import Checkpoint
 
     ckpt = Checkpoint.open(model_dir)
     m = ckpt.manifest
+    res = results(m)
+    layers = layer_rows(m)
     if as_json:
-        out.print_json(json.dumps(m.model_dump(mode="json")))
+        facts = {
+            "path": str(model_dir),
+            "results": {**{k: v for k, v in asdict(res).items() if k != "extra"}, "measured": res.measured},
+            "layers": [asdict(r) for r in layers],
+            "manifest": m.model_dump(mode="json"),
+        }
+        out.print_json(json.dumps(facts))
         return
     s = m.sizes
     out.print(f"[bold]{model_dir}[/bold]  zoo format {m.format_version}, written by zoo {m.zoo_version}")
@@ -378,25 +390,87 @@ def info(
     out.print(f"  encoder linear  {_mb(s.encoder_linear_nbytes)} ({s.encoder_linear_ratio:.2f}x vs fp32)")
     if m.training is not None:
         t = m.training
-        layers = f", layers {t.keep_layers} of the teacher" if t.keep_layers else ""
+        kept = f", layers {t.keep_layers} of the teacher" if t.keep_layers else ""
         out.print(f"  trained         on {t.dataset}: {t.epochs:g} epochs, {t.steps} steps, {t.seconds / 60:.1f} min on "
-                  f"{t.device}, distilled from {t.teacher}{layers}")
+                  f"{t.device}, distilled from {t.teacher}{kept}")
     if m.evaluation:
         for r in m.evaluation:
             out.print(f"  {r.role:15s} {r.metric} {r.value:.4f} on {r.dataset} {r.split} ({r.n_examples} examples)")
     else:
-        out.print("  evaluation      none recorded")
-    from formats.codecs.base import DTYPES
+        out.print("  evaluation      none recorded (compressed without --task; measure with `zoo eval DIR --task ...`)")
 
-    table = Table(show_edge=False, header_style="bold")
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.2f}%"
+
+    title = f"results on {res.dataset} {res.split} ({res.n_examples} examples)" if res.measured else "sizes"
+    summary = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    summary.add_column("model", overflow="fold")
+    for col in ("accuracy", "retention", "size", "ratio", "enc-linear ratio"):
+        summary.add_column(col, justify="right", no_wrap=True)
+    for r in res.rows:
+        summary.add_row(r.model, pct(r.value), pct(r.retention), _mb(r.size_bytes), f"{r.checkpoint_ratio:.2f}x",
+                        f"{r.encoder_linear_ratio:.2f}x")
+    out.print(summary)
+    if res.agreement is not None:
+        out.print(f"  agreement with the teacher: {pct(res.agreement)}")
+
+    table = Table(title="compressed modules", title_justify="left", show_edge=False, header_style="bold")
     # module names are what people grep for: never elide them, fold them if the terminal is narrow
     table.add_column("module", overflow="fold", min_width=max(map(len, m.modules)))
-    for col in ("kind", "codec", "shape", "bytes", "ratio"):
-        table.add_column(col, justify="right" if col in ("bytes", "ratio") else "left")
-    for name, e in m.modules.items():
-        original = e.numel * DTYPES[e.dtype].itemsize
-        table.add_row(name, e.kind, e.codec.describe(), "x".join(map(str, e.shape)), f"{e.nbytes:,}", f"{original / e.nbytes:.2f}x")
+    for col in ("codec", "bits", "sparsity", "bytes", "ratio"):
+        table.add_column(col, justify="left" if col == "codec" else "right", no_wrap=True)
+    for r in layers:
+        table.add_row(r.module, r.method, f"{r.bits:.3g}", f"{100 * r.sparsity:.0f}%", f"{r.nbytes:,}", f"{r.ratio:.2f}x")
     out.print(table)
+    out.print(f"  other tensors (embeddings, norms, biases, heads): {_mb(other_tensors_nbytes(m))}")
+
+
+@app.command()
+@_fails_cleanly
+def card(
+    model_dir: Annotated[Path, typer.Argument(help="A zoo checkpoint directory.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="The repo id or stub people load it by [default: the directory's name].")
+    ] = None,
+    sibling: Annotated[
+        list[Path] | None,
+        typer.Option("--sibling", help="Another zoo checkpoint to plot beside this one (repeatable)."),
+    ] = None,
+    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Draw the accuracy-vs-size plot (needs matplotlib).")] = True,
+) -> None:
+    """(Re)generate the model card: README.md with Hub metadata (model-index), results against the teacher,
+    how to load it, the recipe, a per-layer table, and a PNG plot of accuracy against size.
+    Every number is read from the manifest. `zoo compress` writes one already; run this after new
+    evaluations, or to plot sibling models.
+
+    Example: [bold]zoo card minilm-4bit-2of4-rt --sibling minilm-int8-rt --sibling minilm-binary-rt[/bold]
+    """
+    from cards import manifest_of, point_of, results, write_card
+    from formats import Checkpoint
+
+    own = results(Checkpoint.open(model_dir).manifest)  # a card describes a verified checkpoint
+    points = []
+    for other in sibling or []:
+        manifest, _ = manifest_of(other)
+        theirs = results(manifest)
+        point = point_of(other.resolve().name, manifest)
+        if point is None:
+            err.print(f"[yellow]note:[/yellow] {escape(str(other))} has no recorded accuracy; not plotted", highlight=False)
+        elif (theirs.dataset, theirs.split) != (own.dataset, own.split):
+            err.print(f"[yellow]note:[/yellow] {escape(str(other))} was measured on {theirs.dataset} {theirs.split}, "
+                      f"not {own.dataset} {own.split}; not plotted", highlight=False)
+        else:
+            points.append(point)
+    files = write_card(model_dir, name=name, siblings=points, draw_plot=plot)
+    written = [files.readme, files.plot, files.eval_results]
+    out.print(f"Wrote the card of {model_dir}: " + ", ".join(str(p.relative_to(model_dir)) for p in written if p))
+    if files.plot is None and plot:
+        out.print("[dim]no plot: " + ("matplotlib is not installed (pip install 'zoo-compress[cards]')"
+                                      if _card_has_results(files) else "no accuracy is recorded") + "[/dim]")
+
+
+def _card_has_results(files) -> bool:
+    return files.card.data.eval_results is not None
 
 
 @app.command()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from cards import write_card
 from formats import (
     BaseModelInfo,
     CheckpointWriter,
@@ -220,5 +221,6 @@ def write_compact(
         )
         config["quantization_config"] = manifest.to_quantization_config()
         writer.write_json("config.json", config, record=False)
+        write_card(writer.tmp_dir, name=Path(out).name)
         path = writer.commit()
     return CompressResult(path=path, manifest=manifest, seconds=time.perf_counter() - start)

@@ -86,7 +86,8 @@ def test_info_table_and_json(run_cli, compressed):
     as_json = run_cli("info", compressed, "--json")
     data = json.loads(as_json.stdout)
     config = json.loads((compressed / "config.json").read_text())["quantization_config"]
-    assert data == {k: v for k, v in config.items() if k != "quant_method"}
+    assert data["manifest"] == {k: v for k, v in config.items() if k != "quant_method"}
+    assert not data["results"]["measured"] and data["results"]["rows"][1]["value"] is None
 
 
 def test_unpack_then_pack_round_trip(run_cli, compressed, tmp_path):
@@ -214,6 +215,9 @@ def test_compress_with_task_reports_measured_accuracy_then_eval_agrees(run_cli, 
     assert recorded == [pytest.approx(measured, abs=1e-6)]
     info = run_cli("info", out).stdout
     assert "trained         on rotten_tomatoes" in info and "teacher_agreement" in info
+    from tests.cards.test_card import assert_card_matches_manifest
+
+    assert_card_matches_manifest(out)  # the card compress wrote holds the measured numbers, and its plot
     fid = run_cli("eval", out, "--task", "fidelity", "--json")
     assert fid.exit_code == 0 and 0 < json.loads(fid.stdout)["metrics"]["agreement"] <= 1
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from transformers.trainer_callback import PrinterCallback
 
+from cards import write_card
 from formats import EvalResult, Manifest, TrainingRecord
 from formats.writer import ensure_writable, replace_dir
 
@@ -112,6 +113,7 @@ def compress_with_training(
     config = json.loads(config_path.read_text())
     config["quantization_config"] = manifest.to_quantization_config()
     config_path.write_text(json.dumps(config, indent=2) + "\n")
+    write_card(staged, name=out.name)
     replace_dir(staged, out)
     for leftover in ("student", "student-dense"):
         shutil.rmtree(work / leftover, ignore_errors=True)

@@ -1,0 +1,298 @@
+"""Model cards (README.md) for zoo checkpoints, built with huggingface_hub's ModelCard.
+
+A card has YAML metadata (base_model, base_model_relation, library_name, tags, datasets, pipeline_tag and a
+`model-index` with the teacher's and the compressed model's results and the compression ratios), a body
+(what the model is, how to load it, a results table, how it was made with the recipe's YAML, a per-layer
+table) and a PNG plot of accuracy against size. Every number is read from the manifest; a checkpoint with no
+evaluation says so. The newer `.eval_results/*.yaml` format is written beside it for the measured results.
+
+Card files are not listed in the manifest's `files` (the card is regenerated as results and siblings arrive).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from formats.manifest import Manifest
+from formats.reader import read_config
+
+from .facts import AUTO_CLASSES, Results, layer_rows, methods, other_tensors_nbytes, pipeline_tag, results
+from .plot import Point, have_matplotlib, plot_accuracy_vs_size
+
+README = "README.md"
+PLOT = "card/accuracy_vs_size.png"
+EVAL_RESULTS_DIR = ".eval_results"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class CardFiles:
+    readme: Path
+    plot: Path | None
+    eval_results: Path | None
+    card: ModelCard
+
+
+def manifest_of(directory: Path) -> tuple[Manifest, dict[str, Any]]:
+    config = read_config(directory)
+    return Manifest.from_quantization_config(config.get("quantization_config"), where=str(directory / "config.json")), config
+
+
+def point_of(label: str, manifest: Manifest, role: str = "sibling") -> Point | None:
+    """A plot point for a zoo checkpoint: its headline accuracy against its size; None when unmeasured."""
+    r = results(manifest).row("compressed")
+    return None if r.value is None else Point(label, r.size_bytes, r.value, role)
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 1e6:.1f} MB" if nbytes >= 1e6 else f"{nbytes / 1e3:.1f} kB"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _hub_base_model(manifest: Manifest) -> str | None:
+    """The base model as a Hub id, when it is one (a local path means nothing on a hub page)."""
+    base = manifest.base_model
+    return base.id if base.source in ("hub", "packaged") and _HUB_ID.match(base.id) else None
+
+
+def _eval_results(manifest: Manifest, res: Results, task_type: str) -> list[EvalResult]:
+    """model-index entries: every recorded result, the teacher's as `teacher_accuracy`-style metrics, plus the
+    compression ratios and retention beside the headline result."""
+    out = []
+    for r in manifest.evaluation:
+        metric = r.metric if r.role == "compressed" else f"teacher_{r.metric}"
+        name = f"{r.metric} ({'compressed' if r.role == 'compressed' else 'dense teacher'})"
+        if r.metric == "teacher_agreement":
+            name = "agreement with the dense teacher"
+        out.append(EvalResult(task_type=task_type, task_name=r.task, dataset_type=r.dataset, dataset_name=r.dataset,
+                              dataset_split=r.split, metric_type=metric, metric_name=name, metric_value=r.value))
+    if res.measured:
+        head = {"task_type": task_type, "task_name": res.task, "dataset_type": res.dataset,
+                "dataset_name": res.dataset, "dataset_split": res.split}
+        c = res.row("compressed")
+        if c.retention is not None:
+            out.append(EvalResult(**head, metric_type="retention", metric_name="retention of the teacher's accuracy",
+                                  metric_value=round(c.retention, 6)))
+        s = manifest.sizes
+        out.append(EvalResult(**head, metric_type="compression_ratio", metric_value=s.checkpoint_ratio,
+                              metric_name="compression ratio, whole checkpoint vs the dense teacher"))
+        out.append(EvalResult(**head, metric_type="encoder_linear_compression_ratio", metric_value=s.encoder_linear_ratio,
+                              metric_name="compression ratio, encoder linear weights vs fp32"))
+    return out
+
+
+def _results_section(manifest: Manifest, res: Results, plot: str | None, plot_note: str) -> list[str]:
+    lines = ["## Results", ""]
+    if not res.measured:
+        lines += [
+            ("**No accuracy was measured for this checkpoint.** It was compressed without a task, so no evaluation "
+            "is recorded in its manifest and none is shown here. Measure it with "
+            "`zoo eval DIR --task TASK --data DATA`, or compress with `--task` to fine-tune and evaluate."),
+            "",
+        ]
+    else:
+        lines += [f"{res.rows[1].metric.capitalize()} on **{res.dataset}** ({res.split} split, {res.n_examples} examples):", ""]
+    header = "| model | " + (f"{res.rows[1].metric} | retention | " if res.measured else "") + \
+        "size on disk | ratio (whole checkpoint) | ratio (encoder linear vs fp32) |"
+    lines += [header, "|" + "---|" * (header.count(" | ") + 1)]
+    for r in res.rows:
+        cells = [r.model]
+        if res.measured:
+            cells += [_pct(r.value), _pct(r.retention)]
+        cells += [_mb(r.size_bytes), f"{r.checkpoint_ratio:.2f}x", f"{r.encoder_linear_ratio:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if res.agreement is not None:
+        lines += [(f"The compressed model agrees with the dense teacher on {_pct(res.agreement)} of the "
+                  f"{res.split} examples."), ""]
+    if res.extra:
+        lines += ["Also recorded: " + "; ".join(
+            f"{r.role} {r.metric} {_pct(r.value)} on {r.dataset} {r.split} ({r.n_examples} examples)" for r in res.extra
+        ) + ".", ""]
+    lines += [
+        (f"Sizes are bytes of the weight files; the teacher's are its fp32 checkpoint ({_mb(manifest.sizes.source_nbytes)}). "
+        f"The encoder linear weights (the transformer blocks' matrices) take {_mb(manifest.sizes.encoder_linear_nbytes)} "
+        f"here against {_mb(manifest.sizes.encoder_linear_fp32_nbytes)} in fp32."),
+        "",
+    ]
+    if plot:
+        lines += [f"![Accuracy against size: this model, its dense teacher and other zoo models]({plot})", ""]
+    elif plot_note:
+        lines += [plot_note, ""]
+    return lines
+
+
+def _load_section(name: str, tag: str) -> list[str]:
+    auto = AUTO_CLASSES.get(tag, "AutoModel")
+    return [
+        "## How to load", "",
+        "```bash", "pip install zoo-compress", "```", "",
+        "```python",
+        "import zoo  # teaches transformers the \"zoo\" quantization method",
+        f"from transformers import {auto}", "",
+        f"model = {auto}.from_pretrained(\"{name}\")",
+        "# or: model = zoo.from_pretrained(\"" + name + "\", mode=\"packed\")  # materialize | packed | kernel",
+        "```", "",
+        ("**`import zoo` first.** Without it transformers does not know `quant_method: \"zoo\"` and may load the "
+        "compressed layers as random weights; `zoo.from_pretrained` checks that every compressed module was "
+        "rebuilt. `zoo unpack DIR --out DENSE` writes a plain dense checkpoint for tools that cannot import zoo."),
+        "",
+    ]
+
+
+def _made_section(manifest: Manifest) -> list[str]:
+    m = manifest
+    lines = ["## How it was made", ""]
+    base = m.base_model
+    lines.append(f"- Base model: `{base.id}` ({base.source}" + (f", revision `{base.revision}`" if base.revision else "")
+                 + f"), {_mb(base.weights_nbytes)} of weights.")
+    lines.append(f"- Recipe: `{m.recipe.name}` — {m.recipe.spec.get('description', '')}".rstrip(" —"))
+    if m.training is not None:
+        t = m.training
+        layers = f"; keeps layers {t.keep_layers} of the teacher" if t.keep_layers else ""
+        lines.append(f"- Fine-tuned with knowledge distillation from the dense teacher `{t.teacher}` on {t.dataset} "
+                     f"({t.task}): {t.epochs:g} epochs, {t.steps} steps, {t.seconds / 60:.1f} min on {t.device}"
+                     + (f", {t.max_length} tokens per example" if t.max_length else "") + f"{layers}.")
+    else:
+        lines.append("- Post-training compression: no fine-tuning.")
+    lines.append(f"- Written by zoo {m.zoo_version}, format version {m.format_version}; every file's sha256 is in "
+                 "config.json and checked on load.")
+    lines += ["", "The recipe, as resolved:", "", "```yaml",
+              yaml.safe_dump(m.recipe.spec, sort_keys=False, default_flow_style=None, width=100).rstrip(), "```", ""]
+    return lines
+
+
+def _layers_section(manifest: Manifest) -> list[str]:
+    rows = layer_rows(manifest)
+    lines = ["## Per-layer table", "",
+             "| module | method | bits | sparsity | bytes | bits per weight | ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| `{r.module}` | {r.method} | {r.bits:.3g} | {100 * r.sparsity:.0f}% | {r.nbytes:,} | "
+                     f"{r.bits_per_weight:.2f} | {r.ratio:.2f}x |")
+    dense = manifest.recipe.spec.get("dense_dtype", "keep")
+    dense = "in its original dtype" if dense == "keep" else f"as {dense}"
+    lines += ["", (f"{len(rows)} compressed modules, {_mb(sum(r.nbytes for r in rows))}. Everything else (embeddings, "
+                   f"norms, biases, heads and file headers) is stored {dense}: {_mb(other_tensors_nbytes(manifest))}."),
+              ""]
+    return lines
+
+
+def build_card(directory: str | Path, *, name: str | None = None, plot: str | None = None,
+               plot_note: str = "") -> ModelCard:
+    """The card of the zoo checkpoint in `directory` (not written). `name`: the repo id or stub people load it by
+    [default: the directory's name]; `plot`: relative path of the plot, when one was drawn."""
+    directory = Path(directory)
+    manifest, config = manifest_of(directory)
+    name = name or directory.resolve().name
+    res = results(manifest)
+    tag = pipeline_tag(config)
+    evals = _eval_results(manifest, res, tag)
+    data = ModelCardData(
+        base_model=_hub_base_model(manifest),
+        base_model_relation="quantized",
+        library_name="transformers",
+        pipeline_tag=tag,
+        tags=["zoo", "compressed", f"zoo-recipe-{manifest.recipe.name}", *methods(manifest)],
+        datasets=sorted({r.dataset for r in manifest.evaluation}) or None,
+        model_name=name if evals else None,
+        eval_results=evals or None,
+    )
+    s = manifest.sizes
+    intro = (f"This is `{manifest.base_model.id}` compressed by [zoo](https://pypi.org/project/zoo-compress/) with the "
+             f"`{manifest.recipe.name}` recipe: {len(manifest.modules)} modules "
+             f"({', '.join(sorted({e.codec.describe() for e in manifest.modules.values()}))}). "
+             f"The checkpoint is {_mb(s.checkpoint_nbytes)}, {s.checkpoint_ratio:.2f}x smaller than the dense "
+             f"teacher's {_mb(s.source_nbytes)}; its encoder linear weights are {s.encoder_linear_ratio:.2f}x smaller "
+             "than fp32. The bytes on disk are the packed values, not fake-quantized floats.")
+    body = [f"# {name}", "", intro, ""]
+    body += _results_section(manifest, res, plot, plot_note)
+    body += _load_section(name, tag)
+    body += _made_section(manifest)
+    body += _layers_section(manifest)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _eval_results_yaml(manifest: Manifest, res: Results) -> str | None:
+    """The newer `.eval_results/*.yaml` format (huggingface_hub's EvalResultEntry): this model's own results."""
+    from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
+
+    entries = [
+        EvalResultEntry(dataset_id=r.dataset, task_id=r.task, value=r.value,
+                        notes=f"{r.metric} on the {r.split} split ({r.n_examples} examples), zoo recipe "
+                              f"{manifest.recipe.name}")
+        for r in manifest.evaluation if r.role == "compressed" and r.metric != "teacher_agreement"
+    ]
+    return yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False) if entries else None
+
+
+def write_card(directory: str | Path, *, name: str | None = None, siblings: Sequence[Point] = (),
+               draw_plot: bool = True) -> CardFiles:
+    """Write README.md (and the plot and `.eval_results/` file, when there are results) into `directory`.
+    Files of an earlier card that no longer apply are removed, so the card never points at stale files."""
+    directory = Path(directory)
+    manifest, _ = manifest_of(directory)
+    res = results(manifest)
+    plot_path = directory / PLOT
+    plot_ref, note = None, ""
+    if res.measured and draw_plot and have_matplotlib():
+        points = []
+        teacher = res.row("teacher")
+        if teacher.value is not None:
+            points.append(Point("dense teacher", teacher.size_bytes, teacher.value, "teacher"))
+        points += [p for p in siblings if p.role == "sibling"]
+        points.append(Point(manifest.recipe.name, res.row("compressed").size_bytes, res.row("compressed").value, "this"))
+        plot_accuracy_vs_size(points, plot_path, metric=res.rows[1].metric or "accuracy",
+                              title=f"{res.dataset} {res.split}: accuracy against size")
+        plot_ref = PLOT
+    else:
+        plot_path.unlink(missing_ok=True)
+        if res.measured and draw_plot:
+            note = "(No plot: matplotlib is not installed. `pip install 'zoo-compress[cards]'`, then `zoo card DIR`.)"
+    card = build_card(directory, name=name, plot=plot_ref, plot_note=note)
+    _atomic_write(directory / README, str(card))
+    eval_dir = directory / EVAL_RESULTS_DIR
+    eval_path = eval_dir / f"{(res.dataset or 'none').replace('/', '__')}.yaml"
+    text = _eval_results_yaml(manifest, res)
+    if eval_dir.is_dir():
+        for stale in eval_dir.glob("*.yaml"):
+            if stale != eval_path or text is None:
+                stale.unlink()
+    if text is not None:
+        _atomic_write(eval_path, text)
+    else:
+        eval_path = None
+        if eval_dir.is_dir() and not any(eval_dir.iterdir()):
+            eval_dir.rmdir()
+    return CardFiles(directory / README, plot_path if plot_ref else None, eval_path, card)

@@ -1,0 +1,187 @@
+"""The facts a card and `zoo info` show, read from a checkpoint's manifest and nothing else.
+
+Every number here comes from the manifest (sizes, modules, evaluation results, training record);
+a card or table only formats them. A model with no evaluation has `results.measured == False`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from formats.codecs.base import DTYPES
+from formats.manifest import EvalResult, Manifest
+from formats.spec import BinarySpec, CodebookSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
+
+# architecture suffix in config.json -> Hugging Face pipeline tag
+_PIPELINES = (
+    ("ForSequenceClassification", "text-classification"),
+    ("ForImageClassification", "image-classification"),
+    ("ForAudioClassification", "audio-classification"),
+    ("ForCTC", "automatic-speech-recognition"),
+    ("ForTokenClassification", "token-classification"),
+    ("ForMaskedLM", "fill-mask"),
+    ("MTModel", "translation"),
+    ("ForConditionalGeneration", "text2text-generation"),
+    ("Model", "feature-extraction"),
+)
+# pipeline tag -> the transformers Auto class that loads it
+AUTO_CLASSES = {
+    "text-classification": "AutoModelForSequenceClassification",
+    "image-classification": "AutoModelForImageClassification",
+    "audio-classification": "AutoModelForAudioClassification",
+    "automatic-speech-recognition": "AutoModelForCTC",
+    "token-classification": "AutoModelForTokenClassification",
+    "fill-mask": "AutoModelForMaskedLM",
+    "translation": "AutoModelForSeq2SeqLM",
+    "text2text-generation": "AutoModelForSeq2SeqLM",
+    "feature-extraction": "AutoModel",
+}
+
+
+def pipeline_tag(config: dict[str, Any]) -> str:
+    arch = (config.get("architectures") or [""])[0]
+    for suffix, tag in _PIPELINES:
+        if arch.endswith(suffix):
+            return tag
+    return "feature-extraction"
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    module: str
+    kind: str
+    method: str  # the codec, as `zoo info` names it
+    bits: float  # bits per stored value (before sparsity): 4 for int4, log2(3) for ternary...
+    sparsity: float  # fraction of weights that are zero by construction (N:M)
+    nbytes: int
+    bits_per_weight: float  # what the module really costs: stored bytes * 8 / parameters
+    ratio: float  # vs the original dtype
+
+
+def value_bits(codec) -> float:
+    if isinstance(codec, IntSpec | CodebookSpec):
+        return float(codec.bits)
+    if isinstance(codec, BinarySpec):
+        return 1.0
+    if isinstance(codec, TernarySpec):
+        return math.log2(3)
+    if isinstance(codec, DenseSpec):
+        return float(DTYPES[codec.dtype].itemsize * 8)
+    if isinstance(codec, NMSpec):
+        return value_bits(codec.values)
+    if isinstance(codec, KroneckerSpec):
+        return value_bits(codec.factors)
+    raise TypeError(f"unknown codec {codec!r}")
+
+
+def sparsity(codec) -> float:
+    return 1.0 - codec.n / codec.m if isinstance(codec, NMSpec) else 0.0
+
+
+def layer_rows(manifest: Manifest) -> list[LayerRow]:
+    rows = []
+    for name, e in manifest.modules.items():
+        original = e.numel * DTYPES[e.dtype].itemsize
+        rows.append(LayerRow(
+            module=name, kind=e.kind, method=e.codec.describe(), bits=value_bits(e.codec), sparsity=sparsity(e.codec),
+            nbytes=e.nbytes, bits_per_weight=e.nbytes * 8 / e.numel, ratio=original / e.nbytes,
+        ))
+    return rows
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One model of the results table: the dense teacher or the compressed checkpoint."""
+
+    model: str
+    role: str
+    metric: str | None
+    value: float | None
+    retention: float | None  # compressed value / teacher value
+    size_bytes: int
+    checkpoint_ratio: float
+    encoder_linear_ratio: float
+
+
+@dataclass(frozen=True)
+class Results:
+    task: str | None
+    dataset: str | None
+    split: str | None
+    n_examples: int | None
+    rows: list[ResultRow]
+    agreement: float | None = None
+    extra: list[EvalResult] = field(default_factory=list)  # every other recorded result (e.g. validation)
+
+    @property
+    def measured(self) -> bool:
+        return any(r.value is not None for r in self.rows)
+
+    def row(self, role: str) -> ResultRow:
+        return next(r for r in self.rows if r.role == role)
+
+
+def _headline(evaluation: list[EvalResult]) -> tuple[EvalResult | None, EvalResult | None]:
+    """The compressed model's primary result (test split preferred) and the teacher's on the same split."""
+    candidates = [r for r in evaluation if r.role == "compressed" and r.metric != "teacher_agreement"]
+    if not candidates:
+        return None, None
+    order = {"test": 0, "validation": 1}
+    best = min(candidates, key=lambda r: order.get(r.split, 2))
+    teacher = next((r for r in evaluation if r.role == "teacher" and (r.task, r.dataset, r.split, r.metric)
+                    == (best.task, best.dataset, best.split, best.metric)), None)
+    return best, teacher
+
+
+def results(manifest: Manifest) -> Results:
+    s = manifest.sizes
+    compressed, teacher = _headline(manifest.evaluation)
+    teacher_name = manifest.training.teacher if manifest.training else manifest.base_model.id
+    rows = [
+        ResultRow(model=f"dense teacher ({teacher_name})", role="teacher",
+                  metric=teacher.metric if teacher else None, value=teacher.value if teacher else None,
+                  retention=1.0 if teacher else None, size_bytes=s.source_nbytes, checkpoint_ratio=1.0,
+                  encoder_linear_ratio=1.0),
+        ResultRow(model=f"zoo {manifest.recipe.name}", role="compressed",
+                  metric=compressed.metric if compressed else None, value=compressed.value if compressed else None,
+                  retention=compressed.value / teacher.value if compressed and teacher and teacher.value else None,
+                  size_bytes=s.checkpoint_nbytes, checkpoint_ratio=s.checkpoint_ratio,
+                  encoder_linear_ratio=s.encoder_linear_ratio),
+    ]
+    agreement = next((r.value for r in manifest.evaluation if r.metric == "teacher_agreement"
+                      and compressed is not None and r.split == compressed.split), None)
+    used = {id(compressed), id(teacher)}
+    extra = [r for r in manifest.evaluation if id(r) not in used and r.metric != "teacher_agreement"]
+    return Results(
+        task=compressed.task if compressed else None, dataset=compressed.dataset if compressed else None,
+        split=compressed.split if compressed else None, n_examples=compressed.n_examples if compressed else None,
+        rows=rows, agreement=agreement, extra=extra,
+    )
+
+
+def other_tensors_nbytes(manifest: Manifest) -> int:
+    """Bytes of the weights no codec compressed (embeddings, norms, biases, heads: kept dense)."""
+    return manifest.sizes.checkpoint_nbytes - sum(e.nbytes for e in manifest.modules.values())
+
+
+def methods(manifest: Manifest) -> list[str]:
+    """Short tags for the compression methods a checkpoint uses (for card tags and tables)."""
+    tags = set()
+    for e in manifest.modules.values():
+        codec = e.codec
+        if isinstance(codec, NMSpec):
+            tags.add(f"{codec.n}of{codec.m}-sparsity")
+            codec = codec.values
+        if isinstance(codec, KroneckerSpec):
+            tags.add("kronecker")
+            codec = codec.factors
+        tags.add({"int": f"int{getattr(codec, 'bits', '')}", "binary": "binary", "ternary": "ternary",
+                  "codebook": "kmeans-codebook", "dense": "dense"}[codec.codec])
+    if manifest.training and manifest.training.keep_layers:
+        tags.add("layer-reduction")
+    if manifest.training:
+        tags.add("distillation")
+    tags.discard("dense")
+    return sorted(tags)

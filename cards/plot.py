@@ -1,0 +1,90 @@
+"""Accuracy against size: this model beside its dense teacher and sibling models (matplotlib, optional)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from formats.errors import ZooError
+
+
+@dataclass(frozen=True)
+class Point:
+    label: str
+    size_bytes: int
+    accuracy: float
+    role: str  # "teacher", "this" or "sibling"
+
+
+class PlotUnavailable(ZooError):
+    """matplotlib is not installed: the card is written without its plot."""
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_STYLE = {
+    "teacher": {"marker": "s", "color": "#444444", "s": 70},
+    "this": {"marker": "*", "color": "#d62728", "s": 220},
+    "sibling": {"marker": "o", "color": "#1f77b4", "s": 50},
+}
+
+
+def plot_accuracy_vs_size(points: list[Point], path: Path, *, metric: str = "accuracy", title: str = "") -> Path:
+    """Write a PNG scatter of `points` (size on a log axis) to `path`, atomically."""
+    if not have_matplotlib():
+        raise PlotUnavailable("matplotlib is not installed", hint="pip install 'zoo-compress[cards]'")
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here, and never a window
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    try:
+        for role in ("sibling", "teacher", "this"):
+            group = [p for p in points if p.role == role]
+            if not group:
+                continue
+            ax.scatter([p.size_bytes / 1e6 for p in group], [100 * p.accuracy for p in group], zorder=3,
+                       label={"teacher": "dense teacher", "this": "this model", "sibling": "other zoo models"}[role],
+                       **_STYLE[role])
+            for p in group:
+                ax.annotate(p.label, (p.size_bytes / 1e6, 100 * p.accuracy), textcoords="offset points",
+                            xytext=(6, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
+        sizes = [p.size_bytes / 1e6 for p in points]
+        accs = [100 * p.accuracy for p in points]
+        ax.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
+        low, high = min(accs), max(accs)
+        pad = max(1.0, (high - low) * 0.15)
+        ax.set_ylim(low - pad, high + pad)
+        ax.set_xlabel("checkpoint size on disk (MB, log scale)")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        if title:
+            ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            # fixed metadata: the same facts give the same bytes
+            fig.savefig(tmp, format="png", metadata={"Software": None})
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    finally:
+        plt.close(fig)
+    return path
