@@ -1,25 +1,40 @@
-"""python -m bench [--quick] [--accuracy] [--out DIR]: run the benchmarks, write Markdown + JSON to DIR.
+"""python -m bench [--quick] [--accuracy] [--out DIR] [--teacher DIR]: every benchmark, Markdown + JSON + PNG.
 
-Size/compression time and load/latency always run; --accuracy adds the fine-tuning table
-(bench/accuracy.py: about an hour or more on 2 CPU cores; with --quick, 128 examples per split
-and two recipes, to check the machinery only)."""
+In order: post-training compression size/time with each codec's information bound (compress), load time,
+memory and latency per recipe and mode (load), growth with model size (scale), optionally fine-tuned accuracy
+per recipe (--accuracy: about two hours on 2 CPU cores; resumable), zoo beside compressed-tensors and dense
+fp32/fp16 (peer: needs a fine-tuned teacher, made once under bench/work/ when absent, about 17 minutes), and
+the headline table and plot (summary). --quick runs each part reduced (a small teacher on 256 examples, two
+recipes, small models, 128 test examples) to check the machinery in under ten minutes; its numbers are not
+the results, so it writes to bench/results/quick unless --out says otherwise."""
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
-from bench import accuracy, compress, load
+from bench import accuracy, compress, load, peer, scale, summary
 
 parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-parser.add_argument("--quick", action="store_true", help="a reduced run for CI-like checks (a few minutes)")
+parser.add_argument("--quick", action="store_true", help="a reduced run for CI-like checks (under ten minutes)")
 parser.add_argument("--accuracy", action="store_true", help="also fine-tune and measure accuracy per recipe")
-parser.add_argument("--out", type=Path, default=Path("bench/results"))
+parser.add_argument("--out", type=Path, default=None, help="[default: bench/results, or bench/results/quick]")
+parser.add_argument("--teacher", type=Path, default=None, help="fine-tuned dense MiniLM [default: made under bench/work]")
+parser.add_argument("--work", type=Path, default=Path("bench/work"), help="kept between runs (teacher, models)")
 args = parser.parse_args()
-compress.main(args.out, args.quick)
-load.main(args.out, args.quick, repeat=5)
+out = args.out or Path("bench/results/quick" if args.quick else "bench/results")
+limit = 128 if args.quick else None
+acc_work = args.work / ("accuracy-quick" if args.quick else "accuracy")
+start = time.perf_counter()
+
+compress.main(out, args.quick)
+load.main(out, args.quick, repeat=5)
+scale.main(out, args.quick, 2 if args.quick else 3)
+teacher = args.teacher or accuracy.ensure_teacher(acc_work, 256 if args.quick else None)
 if args.accuracy:
-    if args.quick:
-        accuracy.main(args.out / "quick", ["int8", "4bit-2of4"], None, Path("bench/work/accuracy-quick"), 128)
-    else:
-        accuracy.main(args.out, accuracy.RECIPES, None, Path("bench/work/accuracy"), None)
+    recipes = ["int8", "4bit-2of4"] if args.quick else accuracy.RECIPES
+    accuracy.main(out, recipes, teacher, acc_work, limit)
+peer.main(teacher, acc_work, args.work / ("peer-quick" if args.quick else "peer"), out, 2 if args.quick else 5, limit)
+summary.main(out)
+print(f"bench: done in {(time.perf_counter() - start) / 60:.1f} min -> {out}")

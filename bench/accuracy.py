@@ -97,14 +97,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ensure_teacher(work: Path, limit: int | None) -> Path:
+    """WORK/teacher: all-MiniLM-L6-v2 fine-tuned on rotten_tomatoes (made here once, then reused)."""
+    teacher = work / "teacher"
+    if not (teacher / "config.json").is_file():
+        print(f"[accuracy] fine-tuning the teacher into {teacher} ...", file=sys.stderr, flush=True)
+        work.mkdir(parents=True, exist_ok=True)
+        zoo("finetune", "minilm", "--task", "rotten_tomatoes", "--data", DATA, "--out", teacher, "--epochs", "2",
+            "--overwrite", *(["--limit", str(limit)] if limit else []))
+    return teacher
+
+
 def main(out: Path, recipes: list[str], teacher: Path | None, work: Path, limit: int | None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     limit_args = ["--limit", str(limit)] if limit else []
     if teacher is None:
-        teacher = work / "teacher"
-        if not (teacher / "config.json").is_file():
-            zoo("finetune", "minilm", "--task", "rotten_tomatoes", "--data", DATA, "--out", teacher, "--epochs", "2",
-                "--overwrite", *limit_args)
+        teacher = ensure_teacher(work, limit)
     rows = []
     for recipe in recipes:
         print(f"[accuracy] {recipe} ...", file=sys.stderr, flush=True)

@@ -6,8 +6,9 @@ One fine-tuned dense teacher (default: the one `python -m bench --accuracy` made
 teacher) is stored seven ways: dense fp32 and fp16; compressed-tensors W4A16 `pack-quantized` (int4, group
 128, symmetric, round-to-nearest min-max scales, every Linear but the classifier, embeddings dense, as it
 does); zoo `4bit` and `4bit-2of4` post-training; and zoo `4bit` and `4bit-2of4` fine-tuned with distillation
-(taken from --trained, default bench/work/accuracy/{recipe}-rt, when they exist). Each is loaded in fresh
-processes through plain transformers `from_pretrained` (`import zoo` first for zoo's): load time is the
+(taken from --trained, default bench/work/accuracy/{recipe}-rt, when they exist; also in zoo's `kernel` mode,
+int8 x int8 matmuls). Each is loaded in fresh processes through plain transformers `from_pretrained`
+(`import zoo` first for zoo's; `zoo.from_pretrained(mode="kernel")` for kernel rows): load time is the
 median of --repeat processes; peak RSS, latency (batch 32 x 64 and 1 x 128, median of 10 after 3 warm-up
 passes) and rotten_tomatoes test accuracy come from the first. compressed-tensors must be installed
 (`pip install compressed-tensors`); it is a benchmark-only dependency.
@@ -123,7 +124,10 @@ def child(kind: str, path: str, full: bool, limit: int | None) -> None:
 
     baseline = _status_mb("VmRSS")
     start = time.perf_counter()
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    if kind == "zoo-kernel":  # the int8 x int8 matmul path (approximate: activations quantized per token)
+        model = zoo.from_pretrained(path, task="text-classification", mode="kernel").eval()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     out = {"load_s": time.perf_counter() - start, "loaded_mb": _status_mb("VmRSS") - baseline}
     if full:
         from zoo.tasks import evaluate, get_task
@@ -182,6 +186,7 @@ def main(teacher: Path, trained: Path, work: Path, out_dir: Path, repeat: int, l
         if (path / "config.json").is_file():
             seconds = json.loads((path / "config.json").read_text())["quantization_config"]["training"]["seconds"]
             systems.append((f"zoo {recipe}, fine-tuned", "zoo", path, seconds))
+            systems.append((f"zoo {recipe}, fine-tuned, kernel mode", "zoo-kernel", path, seconds))
         else:
             print(f"note: no fine-tuned {recipe} at {path}; its row is left out", file=sys.stderr)
 
