@@ -22,3 +22,10 @@ class ModelNotFoundError(ZooError):
 class UnsupportedModelError(ZooError):
     """transformers cannot build the model's architecture, so zoo cannot tell its layers apart."""
 
+
+class RegistryError(ZooError):
+    """A registry cannot be used as asked: bad name, unsafe file name, refused credentials, bad index."""
+
+
+class RegistryUnreachableError(RegistryError):
+    """A remote registry did not answer after a bounded number of attempts."""
