@@ -21,8 +21,12 @@ from .errors import ZooError  # noqa: E402
 register_with_transformers()
 
 
-def from_pretrained(path_or_id, *, task: str | None = None, mode: str = "materialize", **kwargs):
-    """Load a zoo checkpoint (a directory or a Hugging Face id) with the right transformers class.
+def from_pretrained(path_or_id, *, task: str | None = None, mode: str = "materialize", registry: str | None = None,
+                    **kwargs):
+    """Load a zoo checkpoint (a directory, a Hugging Face id, or a registry stub `zoo:NAME[@REVISION]`)
+    with the right transformers class. A stub is pulled first (`zoo.registry.pull`: fetched into the
+    cache and verified) from `registry` (default: $ZOO_REGISTRY, else the local registry); `revision`
+    and `token` then apply to the pull.
 
     task: None picks the architecture named in config.json; otherwise one of loaders.TASKS
         ("text-classification", "image-classification", "translation", ...).
@@ -32,6 +36,13 @@ def from_pretrained(path_or_id, *, task: str | None = None, mode: str = "materia
     """
     from loaders import load
 
+    if isinstance(path_or_id, str) and path_or_id.startswith("zoo:"):
+        from .registry import pull
+
+        path_or_id = pull(path_or_id, revision=kwargs.pop("revision", None), registry=registry,
+                          token=kwargs.pop("token", None))
+    elif registry is not None:
+        raise ZooError(f"registry= applies to zoo: stubs only, not {path_or_id!r}", hint="write the name as zoo:NAME")
     return load(path_or_id, task=task, mode=mode, **kwargs)
 
 

@@ -491,3 +491,120 @@ def recipes(
     for recipe_name in builtin_names():
         table.add_row(recipe_name, load_recipe(recipe_name).description)
     out.print(table)
+
+
+# -- registry: upload, pull (download), list ----------------------------------------------------------
+
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option("--registry", help="local, hf, hf:NAMESPACE, a folder, or the http(s):// URL of a Hub-compatible "
+                 "server [default: $ZOO_REGISTRY, else local ($ZOO_HOME)].", show_default=False),
+]
+# read from HF_TOKEN in the command, not by click's envvar: a value click knows may show up in --help
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", help="Hugging Face token [default: $HF_TOKEN, else huggingface_hub's login]. Never printed.",
+                 show_default=False),
+]
+
+
+def _token(token: str | None) -> str | None:
+    import os
+
+    return token or os.environ.get("HF_TOKEN") or None
+
+
+def _quiet_hub():
+    """huggingface_hub's own progress bars off: the CLI prints one line of its own."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    return disable_progress_bars()
+
+
+@app.command()
+@_fails_cleanly
+def upload(
+    model_dir: Annotated[Path, typer.Argument(help="A zoo checkpoint directory (its README.md, the model card, goes too).")],
+    name: Annotated[str, typer.Argument(help="zoo:PARTS/OF/NAME, or owner/name for a Hub repo id.")],
+    registry: RegistryOpt = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private (hub registries).")] = False,
+    token: TokenOpt = None,
+) -> None:
+    """Publish a zoo checkpoint under NAME: verified first, every file's sha256 recorded in the
+    registry's index, which gives it a revision.
+
+    Examples:
+      [bold]zoo upload minilm-4bit-2of4 zoo:minilm-l6/rotten-tomatoes/4bit-2of4[/bold]
+      [bold]zoo upload minilm-4bit-2of4 zoo:minilm-l6/rotten-tomatoes/4bit-2of4 --registry hf:my-org --private[/bold]
+    """
+    from .registry import open_registry
+
+    reg = open_registry(registry, token=_token(token))
+    if private and reg.kind == "local":
+        err.print("[yellow]note:[/yellow] --private has no meaning for a local registry; ignored", highlight=False)
+    with _quiet_hub(), err.status(f"uploading {model_dir} to {reg.where}"):
+        published = reg.upload(model_dir, name, private=private)
+    out.print(f"Uploaded {model_dir} as zoo:{published.name}@{published.revision} ({published.nfiles} files, "
+              f"{_mb(published.nbytes)}) -> {published.location}", highlight=False)
+    if not (model_dir / "README.md").is_file():
+        err.print(f"[yellow]note:[/yellow] uploaded without a model card: `zoo card {escape(str(model_dir))}` writes "
+                  "README.md; upload again to publish it", highlight=False)
+
+
+@_fails_cleanly
+def pull(
+    name: Annotated[str, typer.Argument(help="zoo:NAME[@REVISION], a name the registry lists, or a Hub repo id.")],
+    revision: Annotated[str | None, typer.Option("--revision", help="Revision to fetch [default: the latest].")] = None,
+    registry: RegistryOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Fetch a model by name into the local cache ($ZOO_HOME/cache), check every file's sha256, and
+    print its path. A copy that fails a check is deleted; nothing unverified is left.
+
+    Examples:
+      [bold]zoo pull zoo:minilm-l6/rotten-tomatoes/4bit-2of4[/bold]
+      [bold]python -c "import zoo; zoo.from_pretrained('$(zoo pull zoo:minilm-l6/rotten-tomatoes/4bit-2of4)')"[/bold]
+    """
+    from .registry import pull as pull_model
+
+    with _quiet_hub(), err.status(f"pulling {name}"):
+        path = pull_model(name, revision=revision, registry=registry, token=_token(token))
+    out.print(str(path), highlight=False, soft_wrap=True)
+
+
+app.command("pull")(pull)
+app.command("download", help="Same as [bold]zoo pull[/bold]: fetch a model by name, verify it, print its path.")(pull)
+
+
+@app.command("list")
+@_fails_cleanly
+def list_(
+    registry: RegistryOpt = None,
+    token: TokenOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """List the models a registry holds: name, revision, recipe, size, ratios and the measured result,
+    read from the registry's index (recorded from each manifest at upload)."""
+    from .registry import list_models
+
+    with _quiet_hub():
+        where, rows = list_models(registry=registry, token=_token(token))
+    if as_json:
+        out.print_json(json.dumps({"registry": where, "models": rows}))
+        return
+    if not rows:
+        out.print(f"{where} holds no models yet (add one with `zoo upload DIR NAME`)", highlight=False)
+        return
+    table = Table(show_edge=False, header_style="bold", title=where, title_justify="left")
+    table.add_column("name", overflow="fold", min_width=max(len(r["name"]) for r in rows))  # never elide names
+    table.add_column("revision", min_width=12, no_wrap=True)
+    for col in ("recipe", "size", "ratio", "linear ratio", "result", "measured on"):
+        table.add_column(col, justify="right" if col in ("size", "ratio", "linear ratio", "result") else "left",
+                         overflow="fold")
+    for r in rows:
+        res = r["result"]
+        value = "-" if res is None else f"{res['value']:.2%}" if res["metric"] == "accuracy" else f"{res['value']:.4f}"
+        table.add_row(r["name"], r["revision"][:12], r["recipe"], _mb(r["size_nbytes"]), f"{r['checkpoint_ratio']:.2f}x",
+                      f"{r['encoder_linear_ratio']:.2f}x", value,
+                      f"{res['metric']}, {res['dataset']} {res['split']}" if res else "-")
+    out.print(table)
