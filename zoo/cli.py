@@ -355,20 +355,42 @@ def unpack(
     out.print(f"Unpacked {model_dir} -> {path}")
 
 
+def _dir_or_pull(model: str, registry: str | None, revision: str | None) -> Path:
+    """A directory as it is; a registry name (zoo:..., or anything with --registry) pulled and verified."""
+    path = Path(model)
+    if registry is None and revision is None and (path.exists() or not model.startswith("zoo:")):
+        return path
+    from .registry import pull as pull_model
+
+    with _quiet_hub(), err.status(f"pulling {model}"):
+        return pull_model(model, revision=revision, registry=registry, token=_token(None))
+
+
 @app.command()
 @_fails_cleanly
 def info(
-    model_dir: Annotated[Path, typer.Argument(help="A zoo checkpoint directory.")],
+    model: Annotated[str, typer.Argument(help="A zoo checkpoint directory, or a registry name (zoo:NAME[@REV]).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the facts (results, layers, manifest) as JSON.")] = False,
+    registry: Annotated[
+        str | None, typer.Option("--registry", help="Registry to pull NAME from [default: $ZOO_REGISTRY, else local].",
+                                 show_default=False)
+    ] = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="Revision of NAME [default: the latest].")] = None,
 ) -> None:
     """Show what a zoo checkpoint holds: recipe, base model, results against the teacher, sizes and
     every compressed module (the facts its model card shows). The checkpoint is fully verified
-    (manifest, tensors, sha256) first."""
+    (manifest, tensors, sha256) first; a NAME is pulled (verified) into the cache first.
+
+    Examples:
+      [bold]zoo info minilm-4bit-2of4[/bold]
+      [bold]zoo info zoo:minilm-l6/rotten-tomatoes/4bit-2of4 --json[/bold]
+    """
     from dataclasses import asdict
 
     from cards import layer_rows, other_tensors_nbytes, results
     from formats import Checkpoint
 
+    model_dir = _dir_or_pull(model, registry, revision)
     ckpt = Checkpoint.open(model_dir)
     m = ckpt.manifest
     res = results(m)
@@ -436,6 +458,10 @@ def card(
         list[Path] | None,
         typer.Option("--sibling", help="Another zoo checkpoint to plot beside this one (repeatable)."),
     ] = None,
+    registry: Annotated[
+        str | None, typer.Option("--registry", help="Also plot the models this registry lists (local, hf, a path...).",
+                                 show_default=False)
+    ] = None,
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Draw the accuracy-vs-size plot (needs matplotlib).")] = True,
 ) -> None:
     """(Re)generate the model card: README.md with Hub metadata (model-index), results against the teacher,
@@ -443,7 +469,9 @@ def card(
     Every number is read from the manifest. `zoo compress` writes one already; run this after new
     evaluations, or to plot sibling models.
 
-    Example: [bold]zoo card minilm-4bit-2of4-rt --sibling minilm-int8-rt --sibling minilm-binary-rt[/bold]
+    Examples:
+      [bold]zoo card minilm-4bit-2of4-rt --sibling minilm-int8-rt --sibling minilm-binary-rt[/bold]
+      [bold]zoo card minilm-4bit-2of4-rt --registry local[/bold]   (plot the models the local registry lists)
     """
     from cards import manifest_of, point_of, results, write_card
     from formats import Checkpoint
@@ -461,12 +489,37 @@ def card(
                       f"not {own.dataset} {own.split}; not plotted", highlight=False)
         else:
             points.append(point)
+    if registry is not None:
+        points += _registry_points(registry, own, exclude=name)
     files = write_card(model_dir, name=name, siblings=points, draw_plot=plot)
     written = [files.readme, files.plot, files.eval_results]
     out.print(f"Wrote the card of {model_dir}: " + ", ".join(str(p.relative_to(model_dir)) for p in written if p))
+    if files.plot is not None:
+        out.print(f"  plotted beside its teacher and {len(points)} other model(s)"
+                  + (f": {', '.join(p.label for p in points)}" if points else ""))
     if files.plot is None and plot:
         out.print("[dim]no plot: " + ("matplotlib is not installed (pip install 'zoo-compress[cards]')"
                                       if _card_has_results(files) else "no accuracy is recorded") + "[/dim]")
+
+
+def _registry_points(registry: str | None, own, exclude: str | None = None, token: str | None = None) -> list:
+    """Plot points for the models a registry lists that were measured like this one (same metric, dataset
+    and split), read from its index."""
+    from cards import Point
+
+    from .registry import list_models
+
+    with _quiet_hub():
+        _where, rows = list_models(registry=registry, token=token)
+    points = []
+    skip = {exclude, f"zoo:{exclude}"} if exclude else set()
+    for r in rows:
+        res = r["result"]
+        if r["name"] in skip or res is None or (res["metric"], res["dataset"], res["split"]) != (
+                own.rows[1].metric, own.dataset, own.split):
+            continue
+        points.append(Point(r["name"].removeprefix("zoo:"), r["checkpoint_nbytes"], res["value"], "sibling"))
+    return points
 
 
 def _card_has_results(files) -> bool:
@@ -529,17 +582,29 @@ def upload(
     registry: RegistryOpt = None,
     private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private (hub registries).")] = False,
     token: TokenOpt = None,
+    card: Annotated[
+        bool, typer.Option("--card/--no-card", help="Regenerate the model card (README.md in DIR) first, naming NAME "
+                           "and plotting the registry's measured models beside this one.")
+    ] = True,
 ) -> None:
     """Publish a zoo checkpoint under NAME: verified first, every file's sha256 recorded in the
-    registry's index, which gives it a revision.
+    registry's index, which gives it a revision. Its model card is regenerated first (--no-card keeps it).
 
     Examples:
       [bold]zoo upload minilm-4bit-2of4 zoo:minilm-l6/rotten-tomatoes/4bit-2of4[/bold]
       [bold]zoo upload minilm-4bit-2of4 zoo:minilm-l6/rotten-tomatoes/4bit-2of4 --registry hf:my-org --private[/bold]
     """
-    from .registry import open_registry
+    from .registry import open_registry, parse_name
 
     reg = open_registry(registry, token=_token(token))
+    if card:  # the card names what people load it by, and plots the registry's siblings
+        from cards import results, write_card
+        from formats import Checkpoint
+
+        ref = parse_name(name)
+        own = results(Checkpoint.open(model_dir, verify=False).manifest)
+        siblings = _registry_points(registry, own, exclude=ref.name, token=_token(token)) if own.measured else []
+        write_card(model_dir, name=f"{'zoo:' if ref.stub else ''}{ref.name}", siblings=siblings)
     if private and reg.kind == "local":
         err.print("[yellow]note:[/yellow] --private has no meaning for a local registry; ignored", highlight=False)
     with _quiet_hub(), err.status(f"uploading {model_dir} to {reg.where}"):

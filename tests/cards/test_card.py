@@ -160,3 +160,40 @@ def test_card_of_a_really_trained_minilm(run_cli, tmp_path):
     card = assert_card_matches_manifest(out)
     assert card.data.model_name == "minilm-int8-rt"
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"  # packaged copy of a hub model
+
+
+def test_upload_regenerates_the_card_and_registry_siblings_are_plotted(run_cli, compressed, compressed_models,
+                                                                       tiny_bert_dir, tmp_path, monkeypatch):
+    """A card plots the measured models of its registry; `zoo upload` rewrites the card to name the stub people
+    load it by; `zoo info` takes a registry name."""
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ZOO_REGISTRY", raising=False)
+    sibling = Path(shutil.copytree(compressed_models.path(tiny_bert_dir, "int8"), tmp_path / "sib"))
+    _with_evaluation(sibling, teacher=0.8, student=0.8)
+    other_split = Path(shutil.copytree(compressed_models.path(tiny_bert_dir, "binary"), tmp_path / "other"))
+    _with_evaluation(other_split, teacher=0.8, student=0.5)
+    config = json.loads((other_split / "config.json").read_text())
+    for r in config["quantization_config"]["evaluation"]:
+        r["dataset"] = "sst2"
+    (other_split / "config.json").write_text(json.dumps(config))
+    for path, stub in ((sibling, "zoo:tiny/rt/int8"), (other_split, "zoo:tiny/sst2/binary")):
+        assert run_cli("upload", path, stub).exit_code == 0
+    assert "name: zoo:tiny/rt/int8" in (sibling / README).read_text()  # the card names the stub now
+
+    _with_evaluation(compressed, teacher=0.8, student=0.79)
+    result = run_cli("card", compressed, "--registry", "local")
+    assert result.exit_code == 0, result.stderr
+    assert "plotted beside its teacher and 1 other model(s): tiny/rt/int8" in result.stdout  # sst2's is not
+
+    uploaded = run_cli("upload", compressed, "zoo:tiny/rt/4bit-2of4")
+    assert uploaded.exit_code == 0, uploaded.stderr
+    card = ModelCard.load(compressed / README)
+    assert card.data.model_name == "zoo:tiny/rt/4bit-2of4" and 'from_pretrained("zoo:tiny/rt/4bit-2of4")' in card.text
+    pulled = Path(run_cli("pull", "zoo:tiny/rt/4bit-2of4").stdout.strip())
+    assert (pulled / README).read_bytes() == (compressed / README).read_bytes()
+    assert (pulled / PLOT).read_bytes() == (compressed / PLOT).read_bytes()  # the plot travels with the card
+    assert_card_matches_manifest(pulled)
+    info = run_cli("info", "zoo:tiny/rt/4bit-2of4")
+    assert info.exit_code == 0 and "79.00%" in info.stdout
+    missing = run_cli("info", "zoo:tiny/rt/int4")
+    assert missing.exit_code == 1 and "tiny/rt/int8" in missing.stderr  # close matches, one line
