@@ -3,18 +3,20 @@
 In order: post-training compression size/time with each codec's information bound (compress), load time,
 memory and latency per recipe and mode (load), growth with model size (scale), optionally fine-tuned accuracy
 per recipe (--accuracy: about two hours on 2 CPU cores; resumable), zoo beside compressed-tensors and dense
-fp32/fp16 (peer: needs a fine-tuned teacher, made once under bench/work/ when absent, about 17 minutes), and
-the headline table and plot (summary). --quick runs each part reduced (a small teacher on 256 examples, two
-recipes, small models, 128 test examples) to check the machinery in under ten minutes; its numbers are not
+fp32/fp16 (peer: needs a fine-tuned teacher, made once under bench/work/ when absent, about 17 minutes),
+the headline table and plot (summary), and registry upload/pull/list times (registry; not with --quick). --quick runs each part reduced (a small teacher on 256 examples, one
+or two recipes, small models, one load per row, 128 test examples) to check the machinery in about ten
+minutes; its numbers are not
 the results, so it writes to bench/results/quick unless --out says otherwise."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 from pathlib import Path
 
-from bench import accuracy, compress, load, peer, scale, summary
+from bench import accuracy, compress, load, peer, registry, scale, summary
 
 parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
 parser.add_argument("--quick", action="store_true", help="a reduced run for CI-like checks (under ten minutes)")
@@ -35,6 +37,11 @@ teacher = args.teacher or accuracy.ensure_teacher(acc_work, 256 if args.quick el
 if args.accuracy:
     recipes = ["int8", "4bit-2of4"] if args.quick else accuracy.RECIPES
     accuracy.main(out, recipes, teacher, acc_work, limit)
-peer.main(teacher, acc_work, args.work / ("peer-quick" if args.quick else "peer"), out, 2 if args.quick else 5, limit)
+peer.main(teacher, acc_work, args.work / ("peer-quick" if args.quick else "peer"), out, 1 if args.quick else 5, limit)
 summary.main(out)
+if not args.quick:
+    if importlib.util.find_spec("olah") is None:
+        print("bench: registry timings skipped (olah is not installed: pip install -e '.[test]')")
+    else:
+        registry.main(out)
 print(f"bench: done in {(time.perf_counter() - start) / 60:.1f} min -> {out}")
