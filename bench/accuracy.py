@@ -21,10 +21,11 @@ from bench.common import machine_header, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "rotten_tomatoes"
-RECIPES = ["int8", "4bit", "4bit-2of4", "kmeans-4bit", "binary", "xtc-binary"]
+RECIPES = ["int8", "4bit", "4bit-2of4", "kmeans-4bit", "binary", "xtc-binary", "search"]
 TARGETS = {  # recipe -> (retention, encoder-linear ratio) the accuracy issue asks for
     "int8": (0.998, 3.9), "4bit": (0.995, 7.5), "4bit-2of4": (0.99, 11.0), "kmeans-4bit": (0.995, 7.5),
     "binary": (0.97, 25.0), "xtc-binary": (0.95, 50.0),
+    "search": (0.99, 12.0),  # the structure issue: --target-ratio 12 (the recipe's default), beat the uniform 4bit-2of4
 }
 
 

@@ -169,19 +169,33 @@ def _made_section(manifest: Manifest) -> list[str]:
         lines.append("- Post-training compression: no fine-tuning.")
     lines.append(f"- Written by zoo {m.zoo_version}, format version {m.format_version}; every file's sha256 is in "
                  "config.json and checked on load.")
+    searched = m.recipe.spec.get("searched")
+    if searched:
+        lines.append(
+            f"- Per-layer settings chosen by a ratio-budget search (NxMiFormer): target {searched['target_ratio']:g}x, "
+            f"reached {searched['achieved_ratio']:.2f}x over {len(searched['modules'])} modules, from "
+            f"{len(searched['candidates'])} candidates ({', '.join(searched['candidates'])}); sensitivity: "
+            f"{searched['measure']}. The per-layer table below shows each module's measured loss increase.")
+    spec = {k: v for k, v in m.recipe.spec.items() if k != "searched"}
+    if searched:  # one rule per module: the per-layer table says it better
+        spec["rules"] = f"{len(spec['rules'])} rules, one per module (see the per-layer table)"
     lines += ["", "The recipe, as resolved:", "", "```yaml",
-              yaml.safe_dump(m.recipe.spec, sort_keys=False, default_flow_style=None, width=100).rstrip(), "```", ""]
+              yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100).rstrip(), "```", ""]
     return lines
 
 
 def _layers_section(manifest: Manifest) -> list[str]:
     rows = layer_rows(manifest)
+    searched = (manifest.recipe.spec.get("searched") or {}).get("modules", {})
+    extra = " loss increase (search) |" if searched else ""
     lines = ["## Per-layer table", "",
-             "| module | method | bits | sparsity | bytes | bits per weight | ratio |",
-             "|---|---|---|---|---|---|---|"]
+             "| module | method | bits | sparsity | bytes | bits per weight | ratio |" + extra,
+             "|---|---|---|---|---|---|---|" + ("---|" if searched else "")]
     for r in rows:
+        found = next((v for k, v in searched.items() if r.module == k or r.module.endswith("." + k)), None)
+        cell = (f" {found['loss_increase']:.4g} |" if found else " - |") if searched else ""
         lines.append(f"| `{r.module}` | {r.method} | {r.bits:.3g} | {100 * r.sparsity:.0f}% | {r.nbytes:,} | "
-                     f"{r.bits_per_weight:.2f} | {r.ratio:.2f}x |")
+                     f"{r.bits_per_weight:.2f} | {r.ratio:.2f}x |" + cell)
     dense = manifest.recipe.spec.get("dense_dtype", "keep")
     dense = "in its original dtype" if dense == "keep" else f"as {dense}"
     lines += ["", (f"{len(rows)} compressed modules, {_mb(sum(r.nbytes for r in rows))}. Everything else (embeddings, "

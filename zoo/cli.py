@@ -117,24 +117,43 @@ ShardOpt = Annotated[
 ]
 
 
+def _load_recipe(recipe: str, target_ratio: float | None):
+    """The recipe, with --target-ratio applied to its search section (refused for a recipe without one)."""
+    from .recipes import load_recipe
+
+    spec = load_recipe(recipe)
+    if target_ratio is not None:
+        if spec.search is None:
+            raise ZooError(f"--target-ratio applies to search recipes; {spec.name} fixes its codecs",
+                           hint="use --recipe search --target-ratio 12, or leave --target-ratio out")
+        if not target_ratio > 1:
+            raise ZooError(f"--target-ratio must be above 1 (got {target_ratio:g})", hint="e.g. --target-ratio 12")
+        spec = spec.model_copy(update={"search": spec.search.model_copy(update={"target_ratio": target_ratio})})
+    return spec
+
+
 def _run_compact(
     model: str, recipe: str, out_dir: Path | None, revision: str | None, overwrite: bool, max_shard_size: str,
-    *, pack: bool,
+    *, pack: bool, target_ratio: float | None = None,
 ) -> None:
     from formats import SafetensorsDir
 
     from .compress import write_compact
-    from .recipes import load_recipe
     from .resolve import resolve_model
 
-    spec = load_recipe(recipe)
+    spec = _load_recipe(recipe, target_ratio)
     target = out_dir or Path(f"{Path(model.rstrip('/')).name}-{spec.name}")
     shard_bytes = _parse_size(max_shard_size)
     resolved = resolve_model(model, revision)
     source = SafetensorsDir(resolved.path)
     total = sum(source.nbytes(name) for name in source.names())
     with _progress() as bar:
+        searching = bar.add_task("searching", total=None, visible=False)
         task = bar.add_task("packing" if pack else "compressing", total=total)
+
+        def searched(done: int, total_: int) -> None:
+            bar.update(searching, completed=done, total=total_, visible=done < total_)
+
         result = write_compact(
             resolved,
             spec,
@@ -143,6 +162,7 @@ def _run_compact(
             overwrite=overwrite,
             max_shard_bytes=shard_bytes,
             progress=lambda _name, nbytes: bar.advance(task, nbytes),
+            search_progress=searched,
         )
     _print_result("Packed" if pack else "Compressed", result, model)
 
@@ -202,6 +222,10 @@ def compress(
     device: DeviceOpt = "cpu",
     limit: LimitOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last epoch checkpoint in OUT.work/.")] = False,
+    target_ratio: Annotated[
+        float | None, typer.Option("--target-ratio",
+                                   help="Search recipes: encoder-linear compression ratio to reach [default: the recipe's].")
+    ] = None,
     overwrite: OverwriteOpt = False,
     max_shard_size: ShardOpt = "2GB",
 ) -> None:
@@ -211,6 +235,7 @@ def compress(
     Examples:
       [bold]zoo compress minilm --recipe 4bit-2of4[/bold]
       [bold]zoo compress minilm --recipe 4bit-2of4 --task rotten_tomatoes --data ../shared/data/rotten_tomatoes[/bold]
+      [bold]zoo compress minilm --recipe search --target-ratio 12[/bold]   (per-layer settings under a ratio budget)
     """
     if task is None:
         training_only = {"--data": data, "--teacher": teacher, "--epochs": epochs, "--learning-rate": learning_rate,
@@ -218,14 +243,13 @@ def compress(
         given = [name for name, value in training_only.items() if value is not None]
         if given:
             raise ZooError(f"{', '.join(given)} only apply with --task", hint="add --task to fine-tune while compressing")
-        _run_compact(model, recipe, out_dir, revision, overwrite, max_shard_size, pack=False)
+        _run_compact(model, recipe, out_dir, revision, overwrite, max_shard_size, pack=False, target_ratio=target_ratio)
         return
-    from .recipes import load_recipe
     from .resolve import resolve_model
     from .train.pipeline import compress_with_training
     from .train.progress import RichProgress
 
-    spec = load_recipe(recipe)
+    spec = _load_recipe(recipe, target_ratio)
     target = out_dir or Path(f"{Path(model.rstrip('/')).name}-{spec.name}-{task}")
     task_spec = _task(task, data, text_column, label_column)
     resolved = resolve_model(model, revision)
@@ -234,6 +258,7 @@ def compress(
         batch_size=batch_size, teacher_epochs=teacher_epochs, device=device, limit=limit, resume=resume,
         overwrite=overwrite,
         callbacks=lambda stage: [RichProgress(f"{'fine-tuning teacher' if stage == 'teacher' else 'training ' + spec.name}", err)],
+        search_progress=_search_note,
     )
     _print_result("Compressed", result, model)
     s = result.scores
@@ -243,6 +268,13 @@ def compress(
               f"(retention {student_acc / teacher_acc:.2%}, agreement {s['compressed/agreement'].value:.2%}, "
               f"{s['compressed/test'].n_examples} examples)")
     out.print(f"  val accuracy    teacher {s['teacher/validation'].value:.4f}, compressed {s['compressed/validation'].value:.4f}")
+
+
+def _search_note(done: int, total: int) -> None:
+    if done == 1:
+        err.print(f"search: measuring {total} (module, setting) pairs on the calibration set ...")
+    elif done == total:
+        err.print("search: done; training the chosen per-layer settings")
 
 
 @app.command()

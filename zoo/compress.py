@@ -157,6 +157,17 @@ def _weight_hashes(source: SafetensorsDir) -> dict[str, str]:
     return {f: sha256_file(source.directory / f) for f in source.files}
 
 
+def search_checkpoint(model_dir: Path, recipe: Recipe, progress: Callable[[int, int], None] | None = None) -> Recipe:
+    """The concrete per-module recipe a search recipe picks for the dense checkpoint in `model_dir`."""
+    from loaders.auto import model_class, read_config as read_hf_config
+
+    from .search import fidelity_search
+
+    cls = model_class(None, read_hf_config(model_dir))
+    dense = cls.from_pretrained(model_dir, dtype=torch.float32)
+    return fidelity_search(dense, model_dir, recipe, progress)
+
+
 def write_compact(
     model: ResolvedModel,
     recipe: Recipe,
@@ -167,9 +178,11 @@ def write_compact(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     progress: ProgressFn | None = None,
     reference: Path | None = None,
+    search_progress: Callable[[int, int], None] | None = None,
 ) -> CompressResult:
     """Compress (or, with pack=True, only pack) `model` with `recipe` into the directory `out`.
-    `reference`: the dense model that sizes are compared with, when it is not `model` itself."""
+    `reference`: the dense model that sizes are compared with, when it is not `model` itself.
+    A recipe with a `search:` section first picks each module's codec (zoo.search, fidelity to `model`)."""
     start = time.perf_counter()
     ensure_writable(out, overwrite)
     if not pack and recipe.training.keep_layers:
@@ -184,6 +197,11 @@ def write_compact(
             f"{model.path} is already quantized (quant_method {method!r})",
             hint="compress a dense checkpoint (`zoo unpack` turns a zoo checkpoint back into one)",
         )
+    if recipe.search is not None:
+        if pack:
+            raise RecipeError(f"recipe {recipe.name} chooses codecs by measuring a dense model, so it cannot pack",
+                              hint="use `zoo compress` with it; `zoo pack` takes recipes with fixed codecs")
+        recipe = search_checkpoint(model.path, recipe, search_progress)
     source = SafetensorsDir(model.path)
     dense_base = SafetensorsDir(reference) if reference else source
     plan = make_plan(source, model.path, recipe)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from formats.spec import CodecSpec
 
 from ..errors import RecipeError
+from .search import SearchRecord, SearchSpec
 from .training import TrainingSpec
 
 # Linear layers inside the repeated blocks of a transformer: BERT/ViT `encoder.layer.N.`,
@@ -69,6 +70,10 @@ class Recipe(BaseModel):
     rules: list[Rule] = Field(min_length=1)
     dense_dtype: Literal["keep", "float16", "bfloat16"] = "keep"
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    search: SearchSpec | None = Field(
+        None, description="choose each module's codec by a ratio-budget search; the rules only select the modules"
+    )
+    searched: SearchRecord | None = Field(None, description="what a search chose (set by zoo, not written by hand)")
 
     def codec_for(self, module: str, kind: str) -> CodecSpec | None:
         for rule in self.rules:

@@ -68,7 +68,7 @@ def compress_with_training(
     model: ResolvedModel, recipe: Recipe, task: Task, out: str | Path, *, teacher: str | None = None,
     epochs: float | None = None, learning_rate: float | None = None, batch_size: int | None = None,
     teacher_epochs: float = 2.0, device: str = "cpu", limit: int | None = None, resume: bool = False,
-    overwrite: bool = False, callbacks=lambda stage: [],
+    overwrite: bool = False, callbacks=lambda stage: [], search_progress=None,
 ) -> TrainedResult:
     """Fine-tune `recipe`'s compressed student of `model` on `task` and write it to `out`.
     `callbacks(stage)` gives extra Trainer callbacks for the "teacher" and "student" runs."""
@@ -77,6 +77,14 @@ def compress_with_training(
     ensure_writable(out, overwrite)
     overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size}
     t = recipe.training.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if recipe.search is not None:  # an unreachable target fails here, before any fine-tuning
+        if t.keep_layers:
+            raise RecipeError(f"recipe {recipe.name}: a search and keep_layers cannot be combined yet",
+                              hint="search on the full model, or fix the codecs of a layer-reduced recipe")
+        from ..architecture import _meta_model
+        from ..search import check_reachable, searched_modules
+
+        check_reachable(searched_modules(_meta_model(model.path), recipe), recipe.search)
     work = work_dir_for(out)
     if not resume and (work / "student").exists():
         shutil.rmtree(work / "student")
@@ -85,6 +93,10 @@ def compress_with_training(
     teacher_net = load_for_task(teacher_dir, task)
     if t.distill.attention > 0:  # fused attention kernels (sdpa) return no attention probabilities
         teacher_net.set_attn_implementation("eager")
+    if recipe.search is not None:  # per-module codecs from the task loss of the dense teacher
+        from ..search import task_search
+
+        recipe = task_search(teacher_net, teacher_dir, recipe, task, search_progress)
     student = copy.deepcopy(teacher_net)
     kept = keep_layers(student, t.keep_layers) if t.keep_layers else None
     plan = plan_modules(student, recipe)
