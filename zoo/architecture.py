@@ -26,7 +26,8 @@ def layer_kind(module: torch.nn.Module) -> str | None:
     return None
 
 
-def _meta_model(model_dir: Path):
+def meta_model(model_dir: Path):
+    """The checkpoint's architecture on the meta device: module names and shapes, no weights."""
     import transformers
     from transformers import AutoConfig, AutoModel
 
@@ -44,7 +45,7 @@ def module_kinds(model_dir: Path, module_names: list[str]) -> tuple[dict[str, st
     """Kind ('linear', 'embedding', 'conv', 'other') of each named module of the checkpoint, and the
     modules whose weight the architecture ties to another (name -> what it is tied to)."""
     try:
-        model = _meta_model(model_dir)
+        model = meta_model(model_dir)
     except (ValueError, KeyError, OSError, TypeError, ImportError) as exc:
         raise UnsupportedModelError(
             f"transformers cannot build the architecture in {model_dir / 'config.json'}: {str(exc).splitlines()[0]}",

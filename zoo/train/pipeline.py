@@ -81,10 +81,10 @@ def compress_with_training(
         if t.keep_layers:
             raise RecipeError(f"recipe {recipe.name}: a search and keep_layers cannot be combined yet",
                               hint="search on the full model, or fix the codecs of a layer-reduced recipe")
-        from ..architecture import _meta_model
+        from ..architecture import meta_model
         from ..search import check_reachable, searched_modules
 
-        check_reachable(searched_modules(_meta_model(model.path), recipe), recipe.search)
+        check_reachable(searched_modules(meta_model(model.path), recipe), recipe.search)
     work = work_dir_for(out)
     if not resume and (work / "student").exists():
         shutil.rmtree(work / "student")
