@@ -167,6 +167,10 @@ def measure(kind: str, path: Path, repeat: int, limit: int | None) -> dict:
 
 
 def main(teacher: Path, trained: Path, work: Path, out_dir: Path, repeat: int, limit: int | None) -> dict:
+    import importlib.util
+
+    if importlib.util.find_spec("compressed_tensors") is None:
+        raise SystemExit("bench.peer needs compressed-tensors: pip install -e '.[bench]'")
     if not (teacher / "config.json").is_file():
         raise SystemExit(f"no teacher at {teacher}: run `python -m bench --accuracy` (or zoo finetune) first, "
                          "or pass --teacher DIR")
