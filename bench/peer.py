@@ -120,7 +120,7 @@ def child(kind: str, path: str, full: bool, limit: int | None) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    import zoo  # noqa: F401 - registers zoo's quantization method (harmless for the others)
+    import zoo  # registers zoo's quantization method (harmless for the others); used for kernel rows
 
     baseline = _status_mb("VmRSS")
     start = time.perf_counter()
