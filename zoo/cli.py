@@ -5,9 +5,13 @@ Ctrl-C exits with 130; outputs are written atomically, so nothing half-written r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -594,8 +598,6 @@ TokenOpt = Annotated[
 
 
 def _token(token: str | None) -> str | None:
-    import os
-
     return token or os.environ.get("HF_TOKEN") or None
 
 
@@ -604,6 +606,36 @@ def _quiet_hub():
     from huggingface_hub.utils import disable_progress_bars
 
     return disable_progress_bars()
+
+
+@contextlib.contextmanager
+def _upload_source(model_dir: Path, name: str, registry: str | None, token: str | None, card: bool):
+    """What to upload: with `card`, a linked copy of DIR whose model card is regenerated to name NAME and plot
+    the registry's siblings (the card files are written anew, so DIR itself is never modified); else DIR."""
+    if not card:
+        yield model_dir
+        return
+    from cards import results, write_card
+    from formats import Checkpoint
+
+    from .registry import parse_name
+
+    ref = parse_name(name)
+    own = results(Checkpoint.open(model_dir, verify=False).manifest)
+    siblings = _registry_points(registry, own, exclude=ref.name, token=token) if own.measured else []
+    with tempfile.TemporaryDirectory(prefix="zoo-upload-") as tmp:
+        staged = Path(tmp) / model_dir.name
+        # symlinks stay links (the registry refuses them); files are hard links where the filesystem allows
+        shutil.copytree(model_dir, staged, symlinks=True, copy_function=_link_or_copy)
+        write_card(staged, name=f"{'zoo:' if ref.stub else ''}{ref.name}", siblings=siblings)
+        yield staged
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 @app.command()
@@ -615,32 +647,26 @@ def upload(
     private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private (hub registries).")] = False,
     token: TokenOpt = None,
     card: Annotated[
-        bool, typer.Option("--card/--no-card", help="Regenerate the model card (README.md in DIR) first, naming NAME "
-                           "and plotting the registry's measured models beside this one.")
-    ] = True,
+        bool, typer.Option("--card/--no-card", help="Publish a regenerated model card that names NAME and plots the "
+                           "registry's measured models beside this one (DIR itself is not modified). Without it "
+                           "DIR's files are published exactly as they are.")
+    ] = False,
 ) -> None:
     """Publish a zoo checkpoint under NAME: verified first, every file's sha256 recorded in the
-    registry's index, which gives it a revision. Its model card is regenerated first (--no-card keeps it).
+    registry's index, which gives it a revision. With --card the published model card names NAME.
 
     Examples:
       [bold]zoo upload minilm-4bit-2of4 zoo:minilm-l6/rotten-tomatoes/4bit-2of4[/bold]
       [bold]zoo upload minilm-4bit-2of4 zoo:minilm-l6/rotten-tomatoes/4bit-2of4 --registry hf:my-org --private[/bold]
     """
-    from .registry import open_registry, parse_name
+    from .registry import open_registry
 
     reg = open_registry(registry, token=_token(token))
-    if card:  # the card names what people load it by, and plots the registry's siblings
-        from cards import results, write_card
-        from formats import Checkpoint
-
-        ref = parse_name(name)
-        own = results(Checkpoint.open(model_dir, verify=False).manifest)
-        siblings = _registry_points(registry, own, exclude=ref.name, token=_token(token)) if own.measured else []
-        write_card(model_dir, name=f"{'zoo:' if ref.stub else ''}{ref.name}", siblings=siblings)
     if private and reg.kind == "local":
         err.print("[yellow]note:[/yellow] --private has no meaning for a local registry; ignored", highlight=False)
-    with _quiet_hub(), err.status(f"uploading {model_dir} to {reg.where}"):
-        published = reg.upload(model_dir, name, private=private)
+    with _upload_source(model_dir, name, registry, _token(token), card) as source, _quiet_hub(), \
+            err.status(f"uploading {model_dir} to {reg.where}"):
+        published = reg.upload(source, name, private=private)
     out.print(f"Uploaded {model_dir} as zoo:{published.name}@{published.revision} ({published.nfiles} files, "
               f"{_mb(published.nbytes)}) -> {published.location}", highlight=False)
     if not (model_dir / "README.md").is_file():

@@ -164,8 +164,8 @@ def test_card_of_a_really_trained_minilm(run_cli, tmp_path):
 
 def test_upload_regenerates_the_card_and_registry_siblings_are_plotted(run_cli, compressed, compressed_models,
                                                                        tiny_bert_dir, tmp_path, monkeypatch):
-    """A card plots the measured models of its registry; `zoo upload` rewrites the card to name the stub people
-    load it by; `zoo info` takes a registry name."""
+    """A card plots the measured models of its registry; `zoo upload --card` publishes a card that names the stub
+    people load it by (without touching the directory); `zoo info` takes a registry name."""
     monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("ZOO_REGISTRY", raising=False)
     sibling = Path(shutil.copytree(compressed_models.path(tiny_bert_dir, "int8"), tmp_path / "sib"))
@@ -176,23 +176,28 @@ def test_upload_regenerates_the_card_and_registry_siblings_are_plotted(run_cli, 
     for r in config["quantization_config"]["evaluation"]:
         r["dataset"] = "sst2"
     (other_split / "config.json").write_text(json.dumps(config))
+    before = (sibling / README).read_bytes()
     for path, stub in ((sibling, "zoo:tiny/rt/int8"), (other_split, "zoo:tiny/sst2/binary")):
-        assert run_cli("upload", path, stub).exit_code == 0
-    assert "name: zoo:tiny/rt/int8" in (sibling / README).read_text()  # the card names the stub now
+        assert run_cli("upload", path, stub, "--card").exit_code == 0
+    assert (sibling / README).read_bytes() == before  # the upload never modifies the directory it uploads
+    published = Path(run_cli("pull", "zoo:tiny/rt/int8").stdout.strip())
+    assert "name: zoo:tiny/rt/int8" in (published / README).read_text()  # its published card names the stub
 
     _with_evaluation(compressed, teacher=0.8, student=0.79)
     result = run_cli("card", compressed, "--registry", "local")
     assert result.exit_code == 0, result.stderr
     assert "plotted beside its teacher and 1 other model(s): tiny/rt/int8" in result.stdout  # sst2's is not
 
-    uploaded = run_cli("upload", compressed, "zoo:tiny/rt/4bit-2of4")
+    uploaded = run_cli("upload", compressed, "zoo:tiny/rt/4bit-2of4", "--card")
     assert uploaded.exit_code == 0, uploaded.stderr
-    card = ModelCard.load(compressed / README)
-    assert card.data.model_name == "zoo:tiny/rt/4bit-2of4" and 'from_pretrained("zoo:tiny/rt/4bit-2of4")' in card.text
     pulled = Path(run_cli("pull", "zoo:tiny/rt/4bit-2of4").stdout.strip())
-    assert (pulled / README).read_bytes() == (compressed / README).read_bytes()
-    assert (pulled / PLOT).read_bytes() == (compressed / PLOT).read_bytes()  # the plot travels with the card
-    assert_card_matches_manifest(pulled)
+    card = ModelCard.load(pulled / README)
+    assert card.data.model_name == "zoo:tiny/rt/4bit-2of4" and 'from_pretrained("zoo:tiny/rt/4bit-2of4")' in card.text
+    assert_card_matches_manifest(pulled)  # the plot travelled with the card
+    kept = run_cli("upload", compressed, "zoo:tiny/rt/as-is")  # by default the files go as they are
+    assert kept.exit_code == 0, kept.stderr
+    as_is = Path(run_cli("pull", "zoo:tiny/rt/as-is").stdout.strip())
+    assert (as_is / README).read_bytes() == (compressed / README).read_bytes()
     info = run_cli("info", "zoo:tiny/rt/4bit-2of4")
     assert info.exit_code == 0 and "79.00%" in info.stdout
     missing = run_cli("info", "zoo:tiny/rt/int4")
