@@ -123,7 +123,7 @@ class Results:
         return next(r for r in self.rows if r.role == role)
 
 
-def _headline(evaluation: list[EvalResult]) -> tuple[EvalResult | None, EvalResult | None]:
+def headline(evaluation: list[EvalResult]) -> tuple[EvalResult | None, EvalResult | None]:
     """The compressed model's primary result (test split preferred) and the teacher's on the same split."""
     candidates = [r for r in evaluation if r.role == "compressed" and r.metric != "teacher_agreement"]
     if not candidates:
@@ -137,7 +137,7 @@ def _headline(evaluation: list[EvalResult]) -> tuple[EvalResult | None, EvalResu
 
 def results(manifest: Manifest) -> Results:
     s = manifest.sizes
-    compressed, teacher = _headline(manifest.evaluation)
+    compressed, teacher = headline(manifest.evaluation)
     teacher_name = manifest.training.teacher if manifest.training else manifest.base_model.id
     rows = [
         ResultRow(model=f"dense teacher ({teacher_name})", role="teacher",

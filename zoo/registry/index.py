@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cards.facts import headline
 from formats.manifest import EvalResult, FileInfo, Manifest
 
 from ..errors import ModelNotFoundError, RegistryError
@@ -132,11 +133,8 @@ def now() -> str:
 
 
 def headline_result(manifest: Manifest) -> EvalResult | None:
-    """The compressed model's measured result to show in a listing: test split first, accuracy first."""
-    measured = [r for r in manifest.evaluation if r.role == "compressed"]
-    if not measured:
-        return None
-    return min(measured, key=lambda r: (r.split != "test", r.metric != "accuracy"))
+    """The compressed model's measured result to show in a listing: the one its model card leads with."""
+    return headline(manifest.evaluation)[0]
 
 
 def summary_of(manifest: Manifest, files: dict[str, FileInfo]) -> Summary:
