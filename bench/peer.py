@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,16 +27,12 @@ import time
 from pathlib import Path
 
 from bench.common import machine_header, write_report
+from bench.load import _latencies_ms as latencies_ms
+from bench.load import _status_mb as status_mb
+from zoo.recipes import BLOCK_PATTERN
+from zoo.train.finetune import copy_processor
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rotten_tomatoes"
-PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(field)
 
 
 # -- building the peer and the baselines ------------------------------------------------------------
@@ -46,7 +41,7 @@ def build_fp16(teacher: Path, out: Path) -> Path:
 
     model = AutoModelForSequenceClassification.from_pretrained(teacher, dtype="float16")
     model.save_pretrained(out)
-    _copy_processor(teacher, out)
+    copy_processor(teacher, out)
     return out
 
 
@@ -76,14 +71,8 @@ def build_compressed_tensors(teacher: Path, out: Path) -> tuple[Path, float]:
     compressor.compress_model(model)
     model.save_pretrained(out)
     compressor.update_config(out)
-    _copy_processor(teacher, out)
+    copy_processor(teacher, out)
     return out, time.perf_counter() - start
-
-
-def _copy_processor(src: Path, dst: Path) -> None:
-    for name in PROCESSOR_FILES:
-        if (src / name).is_file():
-            shutil.copy(src / name, dst / name)
 
 
 def build_zoo(teacher: Path, recipe: str, out: Path) -> tuple[Path, float]:
@@ -104,7 +93,7 @@ def encoder_linear_bytes(path: Path) -> int:
 
     from safetensors import safe_open
 
-    block = re.compile(r"(^|\.)layer\.\d+\.")
+    block = re.compile(BLOCK_PATTERN)
     itemsize = {"F32": 4, "F16": 2, "BF16": 2, "I32": 4, "I64": 8, "I8": 1, "U8": 1}
     total = 0
     for file in path.glob("*.safetensors"):
@@ -122,30 +111,21 @@ def child(kind: str, path: str, full: bool, limit: int | None) -> None:
 
     import zoo  # registers zoo's quantization method (harmless for the others); used for kernel rows
 
-    baseline = _status_mb("VmRSS")
+    baseline = status_mb("VmRSS")
     start = time.perf_counter()
     if kind == "zoo-kernel":  # the int8 x int8 matmul path (approximate: activations quantized per token)
         model = zoo.from_pretrained(path, task="text-classification", mode="kernel").eval()
     else:
         model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    out = {"load_s": time.perf_counter() - start, "loaded_mb": _status_mb("VmRSS") - baseline}
+    out = {"load_s": time.perf_counter() - start, "loaded_mb": status_mb("VmRSS") - baseline}
     if full:
         from zoo.tasks import evaluate, get_task
 
         generator = torch.Generator().manual_seed(0)
-        with torch.inference_mode():
-            for name, shape in {"32x64": (32, 64), "1x128": (1, 128)}.items():
-                ids = torch.randint(1000, 29000, shape, generator=generator)
-                mask = torch.ones_like(ids)
-                for _ in range(3):
-                    model(input_ids=ids, attention_mask=mask)
-                times = []
-                for _ in range(10):
-                    t = time.perf_counter()
-                    model(input_ids=ids, attention_mask=mask)
-                    times.append(time.perf_counter() - t)
-                out[f"latency_{name}_ms"] = statistics.median(times) * 1000
-        out["peak_mb"] = _status_mb("VmHWM") - baseline
+        for name, shape in {"32x64": (32, 64), "1x128": (1, 128)}.items():
+            ids = torch.randint(1000, 29000, shape, generator=generator)
+            out[f"latency_{name}_ms"] = latencies_ms([model], ids, runs=10)[0]
+        out["peak_mb"] = status_mb("VmHWM") - baseline
         score, _ = evaluate(model, get_task("rotten_tomatoes", str(DATA)), path, "test", limit=limit, max_length=64)
         out["accuracy"] = score.value
         out["n_examples"] = score.n_examples

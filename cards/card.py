@@ -24,6 +24,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from formats.manifest import Manifest
 from formats.reader import read_config
+from formats.writer import default_file_mode
 
 from .facts import AUTO_CLASSES, Results, layer_rows, methods, other_tensors_nbytes, pipeline_tag, results
 from .plot import Point, have_matplotlib, plot_accuracy_vs_size
@@ -245,17 +246,11 @@ def _atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _eval_results_yaml(manifest: Manifest, res: Results) -> str | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from formats.errors import ZooError
+from formats.writer import default_file_mode
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,7 @@ def plot_accuracy_vs_size(points: list[Point], path: Path, *, metric: str = "acc
         try:
             # fixed metadata: the same facts give the same bytes
             fig.savefig(tmp, format="png", metadata={"Software": None})
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the umask's mode like the other files
+            os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; give it the umask's mode like the other files
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

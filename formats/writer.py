@@ -44,7 +44,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _default_file_mode() -> int:
+def default_file_mode() -> int:
+    """The mode a new file gets from the umask (0666 & ~umask): what mkstemp and safetensors do not give."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
@@ -158,7 +159,7 @@ class CheckpointWriter:
             index = {"metadata": {"total_size": self._tensor_bytes, **self.metadata}, "weight_map": weight_map}
             self.write_json(INDEX_FILE, index, record=False)
             names.append(INDEX_FILE)
-        mode = _default_file_mode()  # safetensors creates files 0600; give them the umask's mode like the rest
+        mode = default_file_mode()  # safetensors creates files 0600; give them the umask's mode like the rest
         for name in names:
             os.chmod(self.tmp_dir / name, mode)
         self._weights = {name: file_info(self.tmp_dir / name) for name in names}

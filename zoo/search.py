@@ -199,12 +199,12 @@ def task_loss(features: list[dict], collator, batch_size: int = 32) -> LossFn:
 
 def fidelity_loss(reference_outputs: torch.Tensor, batch: dict, head: bool) -> LossFn:
     """KL(reference || model) for heads; 1 - cosine of mean-pooled hidden states for encoders."""
-    from .tasks.fidelity import _outputs
+    from .tasks.fidelity import model_outputs
 
     want = reference_outputs
 
     def loss(model: nn.Module) -> float:
-        got, _ = _outputs(model, batch)
+        got, _ = model_outputs(model, batch)
         if head:
             return float(torch.nn.functional.kl_div(got.log_softmax(-1), want.log_softmax(-1), log_target=True,
                                                     reduction="batchmean"))
@@ -215,11 +215,11 @@ def fidelity_loss(reference_outputs: torch.Tensor, batch: dict, head: bool) -> L
 
 def fidelity_search(model: nn.Module, model_dir, recipe: Recipe, progress: ProgressFn | None = None) -> Recipe:
     """Search without a task: sensitivity is fidelity to the dense model on built-in sample sentences."""
-    from .tasks.fidelity import _outputs, sample_texts, text_batch
+    from .tasks.fidelity import model_outputs, sample_texts, text_batch
 
     texts = sample_texts()[: recipe.search.calibration]
     batch = text_batch(model_dir, texts, max_length=recipe.training.max_length)
-    reference, head = _outputs(model, batch)
+    reference, head = model_outputs(model, batch)
     what = "KL to the dense model's outputs" if head else "1 - cosine to the dense model's mean-pooled hidden states"
     return run_search(model, recipe, fidelity_loss(reference, batch, head),
                       f"{what} on {len(texts)} built-in sample sentences", progress)

@@ -18,7 +18,7 @@ def sample_texts() -> list[str]:
 
 
 @torch.inference_mode()
-def _outputs(model, batch: dict) -> tuple[torch.Tensor, bool]:
+def model_outputs(model, batch: dict) -> tuple[torch.Tensor, bool]:
     model.eval()
     out = model(**batch)
     logits = getattr(out, "logits", None)
@@ -34,8 +34,8 @@ def _outputs(model, batch: dict) -> tuple[torch.Tensor, bool]:
 
 def fidelity(model, reference, batch: dict) -> dict[str, float]:
     """Agreement/KL (heads) or cosine (encoders) of `model` against `reference` on one batch."""
-    got, head = _outputs(model, batch)
-    want, _ = _outputs(reference, batch)
+    got, head = model_outputs(model, batch)
+    want, _ = model_outputs(reference, batch)
     result = {"cosine": float(F.cosine_similarity(got.flatten(1), want.flatten(1)).mean())}
     if head:
         result["agreement"] = float((got.argmax(-1) == want.argmax(-1)).float().mean())
