@@ -170,6 +170,13 @@ def _made_section(manifest: Manifest) -> list[str]:
         lines.append("- Post-training compression: no fine-tuning.")
     lines.append(f"- Written by zoo {m.zoo_version}, format version {m.format_version}; every file's sha256 is in "
                  "config.json and checked on load.")
+    if m.structure is not None:
+        st = m.structure
+        lines.append(
+            f"- Block movement pruning removed whole attention heads and FFN neurons: heads per layer "
+            f"{st.attention_heads} (of {st.heads_before}), FFN widths {st.intermediate_sizes} (of "
+            f"{st.intermediate_size_before}). The layers are plain dense ones of these shapes; the manifest's "
+            "`structure` records them and zoo's loader rebuilds them (`zoo unpack` pads them back with zeros).")
     searched = m.recipe.spec.get("searched")
     if searched:
         lines.append(

@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .codecs import nbytes as codec_nbytes
 from .errors import ManifestError
@@ -102,6 +102,27 @@ class TrainingRecord(_Model):
     max_length: int | None = Field(None, description="tokens per text example in training and evaluation")
 
 
+class Structure(_Model):
+    """Shapes of a pruned model: attention heads and FFN width of every transformer layer, after
+    whole heads and FFN neurons were removed. transformers builds the architecture from config.json
+    unpruned; the loader (loaders.structure) resizes each layer to these before the weights load."""
+
+    attention_heads: list[int] = Field(min_length=1)
+    intermediate_sizes: list[int] = Field(min_length=1)
+    heads_before: int = Field(ge=1, description="heads per layer of the unpruned model")
+    intermediate_size_before: int = Field(ge=1, description="FFN width of the unpruned model")
+
+    @model_validator(mode="after")
+    def _check(self) -> Structure:
+        if len(self.attention_heads) != len(self.intermediate_sizes):
+            raise ValueError("attention_heads and intermediate_sizes must list the same layers")
+        if not all(1 <= h <= self.heads_before for h in self.attention_heads):
+            raise ValueError(f"every layer keeps 1..{self.heads_before} heads")
+        if not all(1 <= w <= self.intermediate_size_before for w in self.intermediate_sizes):
+            raise ValueError(f"every layer keeps 1..{self.intermediate_size_before} FFN neurons")
+        return self
+
+
 class Manifest(_Model):
     format_version: int = FORMAT_VERSION
     zoo_version: str
@@ -112,6 +133,7 @@ class Manifest(_Model):
     files: dict[str, FileInfo] = Field(default_factory=dict)
     evaluation: list[EvalResult] = Field(default_factory=list)
     training: TrainingRecord | None = None
+    structure: Structure | None = Field(None, description="per-layer shapes of a pruned model")
 
     def content_sha256(self) -> str:
         """Hash of what describes the tensors; stored in every shard's metadata."""

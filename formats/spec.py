@@ -132,23 +132,29 @@ class NMSpec(_Spec):
 
 
 class KroneckerSpec(_Spec):
-    """W ~ sum_r A_r (x) B_r with A_r of shape `a_shape`; B's shape follows from W's. The factors
-    are stored through `factors`."""
+    """W ~ sum_r A_r (x) B_r. Give the shape of one factor: `a_shape` (A's rows x columns; B's
+    follow from W's) or `b_shape` (then A's follow), so one rule fits layers of different shapes
+    (`b_shape: [2, 2]` makes every A half as tall and half as wide as its weight). The factors are
+    stored through `factors`."""
 
     codec: Literal["kronecker"] = "kronecker"
-    a_shape: tuple[int, int]
+    a_shape: tuple[int, int] | None = None
+    b_shape: tuple[int, int] | None = None
     rank: int = Field(default=1, ge=1)
     factors: ValueSpec = DenseSpec()
 
     @model_validator(mode="after")
     def _check(self) -> KroneckerSpec:
-        if min(self.a_shape) < 1:
-            raise ValueError(f"a_shape must be positive, got {self.a_shape}")
+        if (self.a_shape is None) == (self.b_shape is None):
+            raise ValueError("give exactly one of a_shape and b_shape")
+        given = self.a_shape or self.b_shape
+        if min(given) < 1:
+            raise ValueError(f"{'a_shape' if self.a_shape else 'b_shape'} must be positive, got {given}")
         return self
 
     def describe(self) -> str:
-        a1, a2 = self.a_shape
-        return f"kron A{a1}x{a2} r{self.rank} + {self.factors.describe()}"
+        which, (r, c) = ("A", self.a_shape) if self.a_shape else ("B", self.b_shape)
+        return f"kron {which}{r}x{c} r{self.rank} + {self.factors.describe()}"
 
 
 CodecSpec = Annotated[

@@ -1,8 +1,8 @@
 """zoo as a transformers quantization method: `quant_method: "zoo"` in config.json.
 
 `ZooConfig` carries the manifest (and, when a user passes one to `from_pretrained`, a load-time
-`mode`); `ZooHfQuantizer` swaps every module the manifest names for a runtime module before the
-weights load, then checks that each was filled from the checkpoint and prepares it for its mode.
+`mode`); `ZooHfQuantizer` resizes the layers of a pruned model (the manifest's `structure`) and swaps
+every module the manifest names for a runtime module before the weights load, then checks that each was filled from the checkpoint and prepares it for its mode.
 
     import loaders  # or: import zoo
     model = AutoModel.from_pretrained("minilm-4bit-2of4")                                  # materialize
@@ -27,6 +27,7 @@ from formats.errors import FormatError, ZooError
 
 from .naming import model_paths, tied_modules
 from .runtime import DEFAULT_MODE, ModeError, ZooModule, check_mode, runtime_module
+from .structure import apply_structure
 
 QUANT_METHOD = "zoo"
 
@@ -101,7 +102,10 @@ class ZooHfQuantizer(HfQuantizer):
         if checkpoint_files:
             # names, shapes, dtypes and the shards' manifest hash, before a byte is loaded
             Checkpoint.open(Path(checkpoint_files[0]).parent, verify=False)
-        modules = self.quantization_config.manifest.modules
+        manifest = self.quantization_config.manifest
+        if manifest.structure is not None:  # a pruned model: its layers' shapes first
+            apply_structure(model, manifest.structure.attention_heads, manifest.structure.intermediate_sizes)
+        modules = manifest.modules
         paths = model_paths(model, modules)
         tied = tied_modules(model)
         for name, entry in modules.items():

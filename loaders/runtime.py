@@ -12,6 +12,10 @@ chosen once after loading (`prepare`):
   kernel       compute from the compressed form with a real kernel (see loaders/kernels.py); a codec
                with no kernel on the model's device is refused with ModeError
 
+Kronecker factors are never multiplied out, in any mode: a linear layer computes A X B^T products
+and an embedding builds only the rows it looks up, so FLOPs and memory fall with the parameters
+(materialize and kernel decode the factors once; packed decodes them on every forward).
+
 `weight` is available in every mode (decoded on demand unless materialized), so code that reads
 `module.weight` keeps working.
 """
@@ -24,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from formats import codecs
+from formats.codecs.kronecker import kron_rows
 from formats.errors import FormatError, ZooError
 from formats.manifest import ModuleEntry
 from formats.spec import KroneckerSpec, NMSpec
@@ -93,13 +98,29 @@ class ZooModule(torch.nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        if self.mode == "materialize":
+        if self.mode == "materialize" and not self.factored:
             return self.weight_dense
         return self.decoded_weight()
 
+    @property
+    def factored(self) -> bool:
+        return isinstance(self.codec, KroneckerSpec)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kronecker factors A, B in the compute dtype: decoded once (materialize, kernel) or now (packed)."""
+        if self.mode in ("materialize", "kernel"):
+            return self.kron_a, self.kron_b
+        a, b = kronecker_factors(self.stored(), self.codec, self.weight_shape)
+        return a.to(self.compute_dtype), b.to(self.compute_dtype)
+
     def prepare(self, mode: Mode) -> None:
         self.mode = mode
-        if mode == "materialize":
+        if self.factored:
+            if mode != "packed":
+                a, b = kronecker_factors(self.stored(), self.codec, self.weight_shape)
+                self.register_buffer("kron_a", a.to(self.compute_dtype), persistent=False)
+                self.register_buffer("kron_b", b.to(self.compute_dtype), persistent=False)
+        elif mode == "materialize":
             self.register_buffer("weight_dense", self.decoded_weight(), persistent=False)
 
     def no_kernel(self, why: str) -> ModeError:
@@ -123,14 +144,10 @@ class ZooLinear(ZooModule):
 
     def prepare(self, mode: Mode) -> None:
         super().prepare(mode)
-        if mode != "kernel":
+        if mode != "kernel" or self.factored:
             return
         device = next(iter(self.stored().values())).device
-        if isinstance(self.codec, KroneckerSpec):
-            a, b = kronecker_factors(self.stored(), self.codec, self.weight_shape)
-            self.register_buffer("kron_a", a, persistent=False)
-            self.register_buffer("kron_b", b, persistent=False)
-        elif device.type == "cuda" and isinstance(self.codec, NMSpec) and (self.codec.n, self.codec.m) == (2, 4):
+        if device.type == "cuda" and isinstance(self.codec, NMSpec) and (self.codec.n, self.codec.m) == (2, 4):
             if self.compute_dtype not in (torch.float16, torch.bfloat16):
                 raise self.no_kernel("for 2:4 in float32 (semi-structured kernels take float16/bfloat16; load with dtype=torch.float16)")
             self.kernel = semi_structured(self.decoded_weight())
@@ -143,11 +160,11 @@ class ZooLinear(ZooModule):
             raise self.no_kernel(f"on {device.type}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.factored:
+            return kronecker_linear(x, *self.factors(), self.bias)
         if self.mode == "materialize":
             return F.linear(x, self.weight_dense, self.bias)
         if self.mode == "kernel":
-            if isinstance(self.codec, KroneckerSpec):
-                return kronecker_linear(x, self.kron_a, self.kron_b, self.bias)
             if isinstance(self.kernel, Int8Matmul):
                 return self.kernel(x, self.bias)
             return F.linear(x, self.kernel, self.bias)
@@ -166,11 +183,15 @@ class ZooEmbedding(ZooModule):
         self.scale_grad_by_freq, self.sparse = original.scale_grad_by_freq, original.sparse
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.mode == "materialize":
+        if self.mode == "materialize" and not self.factored:
             return F.embedding(ids, self.weight_dense, self.padding_idx, self.max_norm, self.norm_type,
                                self.scale_grad_by_freq, self.sparse)
         rows, inverse = torch.unique(ids, return_inverse=True)
-        table = codecs.decode_rows(self.stored(), self.codec, self.weight_shape, rows).to(self.compute_dtype)
+        if self.factored and self.mode != "packed":
+            table = kron_rows(self.kron_a, self.kron_b, rows)
+        else:
+            table = codecs.decode_rows(self.stored(), self.codec, self.weight_shape, rows)
+        table = table.to(self.compute_dtype)
         return F.embedding(inverse, table)
 
 

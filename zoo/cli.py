@@ -109,7 +109,12 @@ def _print_result(verb: str, result, model_name: str) -> None:
         f"  encoder linear  {_mb(sizes.encoder_linear_nbytes)}  ({sizes.encoder_linear_ratio:.2f}x smaller than fp32 "
         f"{_mb(sizes.encoder_linear_fp32_nbytes)})"
     )
-    out.print(f"  modules         {len(m.modules)} compressed: {', '.join(codecs_used)}")
+    if m.modules or m.structure is None:
+        out.print(f"  modules         {len(m.modules)} compressed: {', '.join(codecs_used)}")
+    if m.structure is not None:
+        st = m.structure
+        out.print(f"  pruned          heads per layer {st.attention_heads} (of {st.heads_before}), FFN widths "
+                  f"{st.intermediate_sizes} (of {st.intermediate_size_before})")
 
 
 RecipeOpt = Annotated[
@@ -217,7 +222,9 @@ def compress(
         str | None, typer.Option("--teacher", help="Fine-tuned dense model to distil from [default: MODEL if it "
                                     "has the task's head, else MODEL fine-tuned first].")
     ] = None,
-    epochs: Annotated[float | None, typer.Option(help="Student training epochs [default: the recipe's].")] = None,
+    epochs: Annotated[float | None, typer.Option(
+        min=0, help="Student training epochs [default: the recipe's]. 0: no training, the compressed teacher is "
+        "evaluated as it is (a search recipe still measures its layers on the task).")] = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="[default: the recipe's]")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="[default: the recipe's]")] = None,
     teacher_epochs: Annotated[float, typer.Option(help="Epochs when the teacher is fine-tuned here.")] = 2.0,

@@ -26,6 +26,7 @@ from formats import (
     RecipeRecord,
     SafetensorsDir,
     SizeReport,
+    Structure,
     check_fits,
     codecs,
     companion_files,
@@ -35,6 +36,7 @@ from formats import (
     tensor_name,
 )
 from formats.codecs.base import DTYPES
+from formats.fit import DEFAULT_RTOL
 from formats.memory import release_freed_memory
 from formats.writer import DEFAULT_MAX_SHARD_BYTES, ensure_writable, sha256_file
 
@@ -71,7 +73,7 @@ def _weight_modules(source: SafetensorsDir) -> list[str]:
     ]
 
 
-def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe) -> Plan:
+def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned: bool = False) -> Plan:
     """Decide every module's codec from the headers, failing before any tensor is read."""
     names = _weight_modules(source)
     kinds, tied = module_kinds(model_dir, names)
@@ -93,7 +95,7 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe) -> Plan:
             )
         except CodecError as exc:
             raise RecipeError(f"recipe {recipe.name}: module {module} {list(shape)}: {exc}", hint=exc.hint) from None
-    if not modules:
+    if not modules and not pruned:  # a pruned model may keep every layer dense
         raise RecipeError(
             f"recipe {recipe.name} matches no module of {model_dir}",
             hint="check the recipe's targets/kinds against the names `zoo info` or the model's safetensors show",
@@ -107,13 +109,31 @@ def _dense(tensor: torch.Tensor, dense_dtype: str) -> torch.Tensor:
     return tensor.to(DTYPES[dense_dtype])
 
 
-def _encode(weight: torch.Tensor, module: str, entry: ModuleEntry, pack: bool) -> dict[str, torch.Tensor]:
+def _encode(weight: torch.Tensor, module: str, entry: ModuleEntry, pack: bool,
+            given: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The codec's tensors for `weight`; `given` ones (trained Kronecker factors) are checked, not re-made."""
     try:
+        if given is not None:
+            return _checked(given, weight, module, entry)
         if pack:
             check_fits(weight, entry.codec)
         return codecs.encode(weight, entry.codec)
     except CodecError as exc:  # PatternError included: keep the type, name the module
         raise type(exc)(f"module {module}: {exc}", hint=exc.hint) from None
+
+
+def _checked(given: dict[str, torch.Tensor], weight: torch.Tensor, module: str, entry: ModuleEntry):
+    """Stored tensors handed over by training must have the codec's layout and decode to the weight."""
+    layout = codecs.layout(tuple(entry.shape), entry.codec)
+    if set(given) != set(layout) or any(tuple(given[k].shape) != tuple(layout[k].shape) or given[k].dtype != layout[k].dtype
+                                        for k in layout):
+        raise CodecError(f"the tensors given for {module} do not have the layout of {entry.codec.describe()}")
+    restored = codecs.decode_checked(given, entry.codec, tuple(entry.shape))
+    w = weight.to(torch.float32).reshape(restored.shape)
+    scale = w.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    if float(((restored - w).abs() / scale).max()) > DEFAULT_RTOL:
+        raise CodecError(f"the tensors given for {module} do not decode to its weight")
+    return given
 
 
 def _encoder_linear_fp32(source: SafetensorsDir, kinds: dict[str, str]) -> int:
@@ -179,16 +199,26 @@ def write_compact(
     progress: ProgressFn | None = None,
     reference: Path | None = None,
     search_progress: Callable[[int, int], None] | None = None,
+    stored: dict[str, dict[str, torch.Tensor]] | None = None,
+    structure: Structure | None = None,
 ) -> CompressResult:
     """Compress (or, with pack=True, only pack) `model` with `recipe` into the directory `out`.
     `reference`: the dense model that sizes are compared with, when it is not `model` itself.
-    A recipe with a `search:` section first picks each module's codec (zoo.search, fidelity to `model`)."""
+    A recipe with a `search:` section first picks each module's codec (zoo.search, fidelity to `model`).
+    `stored`: module -> the codec's tensors as training made them (Kronecker factors), checked against
+    the module's weight and written as they are. `structure`: the per-layer shapes of a model that
+    block pruning made smaller (recorded in the manifest, so loaders rebuild them)."""
     start = time.perf_counter()
     ensure_writable(out, overwrite)
     if not pack and recipe.training.keep_layers:
         raise RecipeError(
             f"recipe {recipe.name} removes layers, which only distillation can recover",
             hint="run it with --task (and --data) to fine-tune, or pick a recipe without keep_layers",
+        )
+    if recipe.pruning is not None and structure is None:
+        raise RecipeError(
+            f"recipe {recipe.name} prunes heads and FFN neurons by their movement during fine-tuning",
+            hint="run it with --task (and --data); `zoo pack` cannot prune either",
         )
     config = read_config(model.path)
     if isinstance(config.get("quantization_config"), dict):
@@ -204,7 +234,7 @@ def write_compact(
         recipe = search_checkpoint(model.path, recipe, search_progress)
     source = SafetensorsDir(model.path)
     dense_base = SafetensorsDir(reference) if reference else source
-    plan = make_plan(source, model.path, recipe)
+    plan = make_plan(source, model.path, recipe, pruned=structure is not None)
     with CheckpointWriter(
         out, overwrite=overwrite, max_shard_bytes=max_shard_bytes, metadata=shard_metadata(plan.modules)
     ) as writer:
@@ -214,7 +244,8 @@ def write_compact(
             if entry is None:
                 writer.add(name, _dense(source.get(name), recipe.dense_dtype))
             else:
-                for key, value in _encode(source.get(name), module, entry, pack).items():
+                given = (stored or {}).get(module)
+                for key, value in _encode(source.get(name), module, entry, pack, given).items():
                     writer.add(tensor_name(module, key), value)
                 release_freed_memory()
             if progress is not None:
@@ -236,6 +267,7 @@ def write_compact(
             modules=plan.modules,
             sizes=_size_report(source, plan, weights, recipe.dense_dtype, reference),
             files=writer.files,
+            structure=structure,
         )
         config["quantization_config"] = manifest.to_quantization_config()
         writer.write_json("config.json", config, record=False)

@@ -22,17 +22,20 @@ from .base import TensorLayout, as_matrix, layout_with_prefix, strip_prefix, wit
 
 
 def factor_shapes(shape, spec: KroneckerSpec) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(rank, m1, n1), (rank, m2, n2) of the factors of a weight of `shape`."""
     if len(shape) != 2:
         raise CodecError(f"the Kronecker codec needs a 2-D weight, got shape {tuple(shape)}")
-    (m, n), (m1, n1) = shape, spec.a_shape
-    if m % m1 or n % n1:
+    m, n = shape
+    given, name = (spec.a_shape, "A") if spec.a_shape is not None else (spec.b_shape, "B")
+    if m % given[0] or n % given[1]:
         raise CodecError(
-            f"Kronecker factor A {m1}x{n1} does not divide the weight {m}x{n}",
-            hint="choose a_shape whose sides divide the weight's rows and columns",
+            f"Kronecker factor {name} {given[0]}x{given[1]} does not divide the weight {m}x{n}",
+            hint=f"choose {name.lower()}_shape whose sides divide the weight's rows and columns",
         )
-    m2, n2 = m // m1, n // n1
+    other = (m // given[0], n // given[1])
+    (m1, n1), (m2, n2) = (given, other) if name == "A" else (other, given)
     if spec.rank > min(m1 * n1, m2 * n2):
-        raise CodecError(f"Kronecker rank {spec.rank} exceeds min({m1 * n1}, {m2 * n2}) for A {m1}x{n1}")
+        raise CodecError(f"Kronecker rank {spec.rank} exceeds min({m1 * n1}, {m2 * n2}) for A {m1}x{n1}, B {m2}x{n2}")
     return (spec.rank, m1, n1), (spec.rank, m2, n2)
 
 
@@ -49,18 +52,30 @@ def nearest_kronecker(w: torch.Tensor, a_shape: tuple[int, int], rank: int) -> t
 
 
 def kron_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum_r A_r (x) B_r as a dense (m1*m2, n1*n2) matrix."""
+    """sum_r A_r (x) B_r as a dense (m1*m2, n1*n2) matrix (differentiable in a and b)."""
     _, m1, n1 = a.shape
     _, m2, n2 = b.shape
-    out = torch.zeros(m1 * m2, n1 * n2, dtype=torch.float32, device=a.device)
-    for a_r, b_r in zip(a, b, strict=True):  # over the rank, not over elements
-        out += torch.einsum("ac,bd->abcd", a_r, b_r).reshape(m1 * m2, n1 * n2)
+    out = None
+    for a_r, b_r in zip(a.float(), b.float(), strict=True):  # over the rank, not over elements
+        term = torch.einsum("ac,bd->abcd", a_r, b_r).reshape(m1 * m2, n1 * n2)
+        out = term if out is None else out + term
+    return out
+
+
+def kron_rows(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Rows `rows` of sum_r A_r (x) B_r: row i is sum_r A_r[i // m2] (x) B_r[i % m2], no dense matrix built."""
+    m2 = b.shape[1]
+    a_rows, b_rows = a[:, rows // m2].float(), b[:, rows % m2].float()  # (rank, len, n1), (rank, len, n2)
+    out = None
+    for a_r, b_r in zip(a_rows, b_rows, strict=True):  # same order of summation as kron_sum
+        term = torch.einsum("lc,ld->lcd", a_r, b_r).reshape(len(rows), -1)
+        out = term if out is None else out + term
     return out
 
 
 def encode(weight: torch.Tensor, spec: KroneckerSpec) -> dict[str, torch.Tensor]:
-    factor_shapes(tuple(weight.shape), spec)
-    a, b = nearest_kronecker(as_matrix(weight), spec.a_shape, spec.rank)
+    (_, m1, n1), _ = factor_shapes(tuple(weight.shape), spec)
+    a, b = nearest_kronecker(as_matrix(weight), (m1, n1), spec.rank)
     out = with_prefix(_codecs.encode(a, spec.factors), "kron_a")
     out.update(with_prefix(_codecs.encode(b, spec.factors), "kron_b"))
     return out
@@ -74,16 +89,11 @@ def decode(tensors, spec: KroneckerSpec, shape) -> torch.Tensor:
 
 
 def decode_rows(tensors, spec: KroneckerSpec, shape, rows: torch.Tensor) -> torch.Tensor:
-    """Row i of sum_r A_r (x) B_r is sum_r A_r[i // m2] (x) B_r[i % m2]: no dense matrix is built."""
+    """Only the rows asked for (an embedding lookup): no dense matrix is built."""
     a_shape, b_shape = factor_shapes(shape, spec)
     a = _codecs.decode_checked(strip_prefix(tensors, "kron_a"), spec.factors, a_shape)
     b = _codecs.decode_checked(strip_prefix(tensors, "kron_b"), spec.factors, b_shape)
-    m2 = b_shape[1]
-    a_rows, b_rows = a[:, rows // m2], b[:, rows % m2]  # (rank, len, n1), (rank, len, n2)
-    out = torch.zeros(len(rows), a_shape[2] * b_shape[2], dtype=torch.float32, device=a.device)
-    for a_r, b_r in zip(a_rows, b_rows, strict=True):  # same order of summation as decode
-        out += torch.einsum("lc,ld->lcd", a_r, b_r).reshape(len(rows), -1)
-    return out
+    return kron_rows(a, b, rows)
 
 
 def layout(shape, spec: KroneckerSpec) -> dict[str, TensorLayout]:

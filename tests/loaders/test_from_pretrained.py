@@ -229,22 +229,33 @@ def test_to_dtype_moves_the_stored_tensors_without_casting_them(mode, tiny_bert_
     assert torch.equal(run(zoo.from_pretrained(tmp_path / "bf16", mode=mode), input_ids=TINY_IDS), expected)
 
 
-def test_kronecker_linears_run_as_factor_products_in_kernel_mode(tiny_bert_dir, compressed_models, tmp_path_factory):
+def test_kronecker_layers_run_as_factor_products_in_every_mode(tiny_bert_dir, compressed_models, tmp_path_factory,
+                                                               monkeypatch):
+    from formats.codecs import kronecker
+
     recipe = tmp_path_factory.mktemp("recipes") / "kron.yaml"
     recipe.write_text(
-        "name: kron\ndescription: Kronecker factors for the block linears\n"
-        "rules:\n  - codec: {codec: kronecker, a_shape: [8, 8], rank: 2}\n"
+        "name: kron\ndescription: Kronecker factors for the word embeddings and block linears\nrules:\n"
+        "  - {targets: [word_embeddings], kinds: [embedding], codec: {codec: kronecker, b_shape: [1, 4]}}\n"
+        "  - codec: {codec: kronecker, b_shape: [8, 8], rank: 2}\n"
     )
     path = compressed_models.path(tiny_bert_dir, recipe)
     reference = run(loaders.load(compressed_models.dense(tiny_bert_dir, recipe)), input_ids=TINY_IDS)
-    for mode in ("materialize", "packed"):
-        assert max_diff(run(zoo.from_pretrained(path, mode=mode), input_ids=TINY_IDS), reference) <= 1e-4
-    model = zoo.from_pretrained(path, mode="kernel")
-    layers = zoo_modules(model)
-    assert len(layers) == 12
-    for layer in layers.values():  # the factors, never the dense weight
-        assert layer.kron_a.shape[:2] == (2, 8) and not hasattr(layer, "weight_dense") and layer.kernel is None
-    assert max_diff(run(model, input_ids=TINY_IDS), reference) <= 1e-4
+
+    def no_dense(*args, **kwargs):
+        raise AssertionError("a Kronecker layer built its dense matrix")
+
+    for mode in ("materialize", "packed", "kernel"):
+        model = zoo.from_pretrained(path, mode=mode)
+        layers = zoo_modules(model)
+        assert len(layers) == 13
+        for layer in layers.values():  # the factors, never the dense weight
+            assert not hasattr(layer, "weight_dense") and getattr(layer, "kernel", None) is None
+            if mode != "packed":
+                assert layer.kron_a.shape[0] == layer.codec.rank
+        with monkeypatch.context() as patch:
+            patch.setattr(kronecker, "kron_sum", no_dense)
+            assert max_diff(run(model, input_ids=TINY_IDS), reference) <= 1e-4
 
 
 EMBEDDING_RECIPES = {

@@ -105,3 +105,19 @@ def test_search_with_a_task_measures_task_loss_then_trains(run_cli, tiny_bert_di
     assert any(r.role == "compressed" and r.split == "test" for r in m.evaluation)
     assert math.isfinite(record["total_loss_increase"])
     json.dumps(record)  # the record is plain data in the manifest
+
+
+def test_search_with_a_task_and_no_training_evaluates_the_searched_teacher(run_cli, tiny_bert_dir, tmp_path):
+    out = tmp_path / "searched-0"
+    result = run_cli("compress", tiny_bert_dir, "--recipe", "search", "--target-ratio", "10", "--task",
+                     "rotten_tomatoes", "--data", RT, "--limit", "64", "--epochs", "0", "--teacher-epochs", "1",
+                     "--out", out)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    m = _manifest(out)
+    assert m.training.epochs == 0 and m.training.steps == 0
+    assert m.recipe.spec["searched"]["measure"].startswith("cross-entropy on 32 rotten_tomatoes")
+    assert m.sizes.encoder_linear_ratio >= 10 and any(r.role == "compressed" for r in m.evaluation)
+    refused = run_cli("compress", tiny_bert_dir, "--recipe", "block-prune", "--task", "rotten_tomatoes", "--data", RT,
+                      "--epochs", "0", "--out", tmp_path / "pruned")
+    assert refused.exit_code == 1 and "only training measures" in refused.output
+    assert not (tmp_path / "pruned").exists() and not (tmp_path / "pruned.work").exists()

@@ -1,4 +1,5 @@
-"""Training-time compression methods: fake quantization, N:M masks, codebooks, layer reduction.
+"""Training-time compression methods: fake quantization, N:M masks, codebooks, Kronecker factors,
+layer reduction.
 
 Each target module's weight gets a torch parametrization (torch.nn.utils.parametrize) that
 computes, in the forward pass, exactly the weight the recipe's codec will store; the latent
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from formats.spec import BinarySpec, CodebookSpec, CodecSpec, IntSpec, NMSpec, TernarySpec
+from formats.spec import BinarySpec, CodebookSpec, CodecSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
 
 from ..architecture import layer_kind
 from ..errors import RecipeError
@@ -20,9 +21,10 @@ from ..recipes import Recipe
 from ..recipes.training import TrainingSpec
 from .binary import BinaryFake, TernaryFake
 from .kmeans import CodebookFake
+from .kronecker import KroneckerFake
 from .layers import keep_layers, layer_list
 from .nm import NMFake
-from .quantize import RoundTripFake, int_fake
+from .quantize import DenseFake, RoundTripFake, int_fake
 
 
 def fake_quantizer(spec: CodecSpec, weight: torch.Tensor, training: TrainingSpec) -> nn.Module:
@@ -39,6 +41,10 @@ def fake_quantizer(spec: CodecSpec, weight: torch.Tensor, training: TrainingSpec
         # the value codec sees the kept weights as the N:M codec stores them: (rows, groups * N)
         values = _kept_values(weight, spec)
         return NMFake(spec, weight, fake_quantizer(spec.values, values, training))
+    if isinstance(spec, KroneckerSpec):
+        return KroneckerFake(spec, weight, lambda factor_spec, factor: fake_quantizer(factor_spec, factor, training))
+    if isinstance(spec, DenseSpec):
+        return DenseFake(spec)
     return RoundTripFake(spec)
 
 
@@ -72,6 +78,22 @@ def plan_modules(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
     return plan
 
 
+def check_plan(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
+    """`plan_modules`, and every codec checked against its module's weight shape (factor shapes
+    that do not divide it, a rank too high...): for a meta-device model, before any training."""
+    from formats import codecs
+    from formats.errors import CodecError
+
+    plan = plan_modules(model, recipe)
+    for name, spec in plan.items():
+        shape = tuple(model.get_submodule(name).weight.shape)
+        try:
+            codecs.layout(shape, spec)
+        except CodecError as exc:
+            raise RecipeError(f"recipe {recipe.name}: module {name} {list(shape)}: {exc}", hint=exc.hint) from None
+    return plan
+
+
 def attach(model: nn.Module, plan: dict[str, CodecSpec], training: TrainingSpec) -> dict[str, nn.Module]:
     """Parametrize every planned module's weight with its fake quantizer; returns them by module name."""
     fakes = {}
@@ -83,6 +105,18 @@ def attach(model: nn.Module, plan: dict[str, CodecSpec], training: TrainingSpec)
     return fakes
 
 
+def stored_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """module name -> codec tensors, for the modules whose trained parameters are the stored form
+    itself (Kronecker factors) rather than a weight the packer encodes. Call before `export`."""
+    out = {}
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            fake = module.parametrizations.weight[0]
+            if isinstance(fake, KroneckerFake):
+                out[name] = fake.stored_tensors()
+    return out
+
+
 @torch.no_grad()
 def export(model: nn.Module) -> None:
     """Replace each parametrized weight by its compressed value (a plain Parameter again)."""
@@ -91,4 +125,4 @@ def export(model: nn.Module) -> None:
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
 
-__all__ = ["attach", "export", "fake_quantizer", "keep_layers", "layer_list", "plan_modules"]
+__all__ = ["attach", "check_plan", "export", "fake_quantizer", "keep_layers", "layer_list", "plan_modules", "stored_tensors"]

@@ -5,26 +5,13 @@ distillation maps student layer j to teacher layer keep[j]."""
 
 from __future__ import annotations
 
-import re
-
 from torch import nn
+
+from loaders.structure import layer_list
 
 from ..errors import RecipeError
 
-_LAYER_LIST = re.compile(r"(^|\.)(layer|layers|block|h)$")
 _DEPTH_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "encoder_layers")
-
-
-def layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The ModuleList holding the transformer blocks (encoder.layer for BERT, encoder.layers, block...)."""
-    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and _LAYER_LIST.search(name)]
-    if len(lists) != 1:
-        found = ", ".join(name for name, _ in lists) or "none"
-        raise RecipeError(
-            f"keep_layers needs exactly one list of transformer layers, found {found}",
-            hint="layer reduction supports encoder-only models (BERT, ViT, wav2vec2...)",
-        )
-    return lists[0]
 
 
 def keep_layers(model: nn.Module, keep: list[int]) -> list[int]:

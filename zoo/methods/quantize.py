@@ -13,7 +13,7 @@ from torch import nn
 
 from formats import codecs
 from formats.codecs.base import DTYPES, from_groups, to_groups
-from formats.spec import CodecSpec, IntSpec
+from formats.spec import CodecSpec, DenseSpec, IntSpec
 
 
 def straight_through(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -40,6 +40,17 @@ class RoundTripFake(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         restored = codecs.decode(codecs.encode(w, self.spec), self.spec, tuple(w.shape))
         return straight_through(w, restored.to(w.dtype))
+
+
+class DenseFake(nn.Module):
+    """Plain values stored in a float dtype: rounded to it, gradient straight through."""
+
+    def __init__(self, spec: DenseSpec):
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return stored(w, self.spec.dtype)
 
 
 class IntFake(nn.Module):

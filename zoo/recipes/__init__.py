@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from formats.spec import CodecSpec
 
 from ..errors import RecipeError
+from .pruning import PruningSpec
 from .search import SearchRecord, SearchSpec
 from .training import TrainingSpec
 
@@ -67,13 +68,22 @@ class Recipe(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str
-    rules: list[Rule] = Field(min_length=1)
+    rules: list[Rule] = Field(default_factory=list, description="codecs; may be empty for a recipe that only prunes")
     dense_dtype: Literal["keep", "float16", "bfloat16"] = "keep"
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     search: SearchSpec | None = Field(
         None, description="choose each module's codec by a ratio-budget search; the rules only select the modules"
     )
     searched: SearchRecord | None = Field(None, description="what a search chose (set by zoo, not written by hand)")
+    pruning: PruningSpec | None = Field(None, description="block movement pruning of heads and FFN neurons (needs --task)")
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> Recipe:
+        if not self.rules and self.pruning is None:
+            raise ValueError("a recipe needs rules (codecs), a pruning section, or both")
+        if self.pruning is not None and self.search is not None:
+            raise ValueError("a search and pruning cannot be combined yet")
+        return self
 
     def codec_for(self, module: str, kind: str) -> CodecSpec | None:
         for rule in self.rules:
@@ -83,7 +93,10 @@ class Recipe(BaseModel):
 
     @cached_property
     def summary(self) -> str:
-        return "; ".join(rule.codec.describe() for rule in self.rules)
+        parts = [rule.codec.describe() for rule in self.rules]
+        if self.pruning is not None:
+            parts.append(f"prune {self.pruning.heads:.0%} of heads, {self.pruning.ffn:.0%} of FFN neurons")
+        return "; ".join(parts)
 
 
 def _builtin_dir():

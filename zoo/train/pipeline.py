@@ -3,8 +3,9 @@
 1. The teacher: `--teacher DIR`, MODEL itself when it already has this task's head, or MODEL
    fine-tuned here first (kept in OUT.work/teacher, so a rerun or `--resume` reuses it).
 2. The student: a copy of the teacher (minus layers, for XTC's `keep_layers`) whose target weights
-   are parametrized by the recipe's training-time methods, trained with distillation on Trainer,
-   a checkpoint per epoch in OUT.work/student.
+   are parametrized by the recipe's training-time methods (and gated, for block pruning), trained
+   with distillation on Trainer, a checkpoint per epoch in OUT.work/student; pruned heads and FFN
+   neurons are then removed physically.
 3. Export: the compressed weights are packed (and verified to fit the codec) into the compact
    format, the stored checkpoint is loaded back through the loaders and evaluated, and only then
    does OUT appear, by rename, with the measured teacher and student results in its manifest."""
@@ -27,7 +28,8 @@ from formats.writer import ensure_writable, replace_dir
 
 from ..compress import write_compact
 from ..errors import RecipeError
-from ..methods import attach, export, keep_layers, layer_list, plan_modules
+from ..methods import attach, check_plan, export, keep_layers, layer_list, plan_modules, stored_tensors
+from ..methods.prune import Pruner, PruningSchedule, check_pruning
 from ..recipes import Recipe
 from ..resolve import ResolvedModel, resolve_model
 from ..tasks import Score, Task, TaskError, evaluate
@@ -77,14 +79,26 @@ def compress_with_training(
     ensure_writable(out, overwrite)
     overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size}
     t = recipe.training.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    from ..architecture import meta_model
+
     if recipe.search is not None:  # an unreachable target fails here, before any fine-tuning
         if t.keep_layers:
             raise RecipeError(f"recipe {recipe.name}: a search and keep_layers cannot be combined yet",
                               hint="search on the full model, or fix the codecs of a layer-reduced recipe")
-        from ..architecture import meta_model
         from ..search import check_reachable, searched_modules
 
         check_reachable(searched_modules(meta_model(model.path), recipe), recipe.search)
+    else:  # so do codecs that do not fit their layers (Kronecker factors that do not divide them...)
+        meta = meta_model(model.path)
+        if t.keep_layers:
+            keep_layers(meta, t.keep_layers)
+        if recipe.rules:
+            check_plan(meta, recipe)
+        if recipe.pruning is not None:  # ... and pruning blocks that do not tile the layers
+            if t.epochs == 0:
+                raise RecipeError(f"recipe {recipe.name} prunes by movement scores, which only training measures",
+                                  hint="give it at least one epoch (leave out --epochs 0)")
+            check_pruning(meta, recipe.pruning, plan_modules(meta, recipe) if recipe.rules else {})
     work = work_dir_for(out)
     if not resume and (work / "student").exists():
         shutil.rmtree(work / "student")
@@ -99,17 +113,21 @@ def compress_with_training(
         recipe = task_search(teacher_net, teacher_dir, recipe, task, search_progress)
     student = copy.deepcopy(teacher_net)
     kept = keep_layers(student, t.keep_layers) if t.keep_layers else None
-    plan = plan_modules(student, recipe)
+    plan = plan_modules(student, recipe) if recipe.rules else {}
     attach(student, plan, t)
+    pruner = Pruner(student, recipe.pruning) if recipe.pruning is not None else None
 
     trainer = _trainer(student, teacher_net, teacher_dir, task, t, kept, work / "student", device, limit,
-                       callbacks("student"))
+                       callbacks("student"), pruner)
     checkpoint = last_checkpoint(work / "student") if resume else None
-    with quiet_transformers():
-        trainer.train(resume_from_checkpoint=checkpoint)
+    if t.epochs > 0:  # --epochs 0: the compressed teacher as it is, measured the same way
+        with quiet_transformers():
+            trainer.train(resume_from_checkpoint=checkpoint)
+    stored = stored_tensors(student)
     export(student)
+    structure = pruner.remove(student) if pruner is not None else None
 
-    staged, packed = _pack(student, model, recipe, teacher_dir, work)
+    staged, packed = _pack(student, model, recipe, teacher_dir, work, stored, structure)
     if set(packed.manifest.modules) != set(plan):
         raise RecipeError(f"the packed modules differ from the trained ones: {sorted(set(plan) ^ set(packed.manifest.modules))}")
     scores = _measure(teacher_net, teacher_dir, staged, task, limit, t.max_length)
@@ -137,7 +155,7 @@ def compress_with_training(
 
 
 def _trainer(student, teacher_net, teacher_dir: Path, task: Task, t, kept, work: Path, device: str,
-             limit: int | None, extra_callbacks: list) -> DistillTrainer:
+             limit: int | None, extra_callbacks: list, pruner: Pruner | None = None) -> DistillTrainer:
     train_features = task.features("train", teacher_dir, limit=limit, max_length=t.max_length)
     steps = math.ceil(len(train_features) / t.batch_size * t.epochs)
     args = training_arguments(work, epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size,
@@ -150,14 +168,15 @@ def _trainer(student, teacher_net, teacher_dir: Path, task: Task, t, kept, work:
         eval_dataset=task.features("validation", teacher_dir, limit=limit, max_length=t.max_length),
         data_collator=task.collator(teacher_dir), compute_metrics=accuracy_metric,
         callbacks=[CompressionSchedule(student, dropout=t.dropout, mask_interval=t.mask_interval,
-                                       prune_ramp=t.prune_ramp), *extra_callbacks],
+                                       prune_ramp=t.prune_ramp),
+                   *([PruningSchedule(pruner)] if pruner is not None else []), *extra_callbacks],
     )
     if extra_callbacks:  # a progress bar replaces the printed log dicts
         trainer.remove_callback(PrinterCallback)
     return trainer
 
 
-def _pack(student, model: ResolvedModel, recipe: Recipe, teacher_dir: Path, work: Path):
+def _pack(student, model: ResolvedModel, recipe: Recipe, teacher_dir: Path, work: Path, stored=None, structure=None):
     """The exported student through `pack`, which refuses any weight that does not fit the codec."""
     dense = work / "student-dense"
     shutil.rmtree(dense, ignore_errors=True)
@@ -166,7 +185,8 @@ def _pack(student, model: ResolvedModel, recipe: Recipe, teacher_dir: Path, work
     copy_processor(teacher_dir, dense)
     staged = work / "export"
     source = ResolvedModel(path=dense, id=model.id, revision=model.revision, source=model.source)
-    return staged, write_compact(source, recipe, staged, pack=True, overwrite=True, reference=teacher_dir)
+    return staged, write_compact(source, recipe, staged, pack=True, overwrite=True, reference=teacher_dir,
+                                 stored=stored, structure=structure)
 
 
 def _measure(teacher_net, teacher_dir: Path, compressed_dir: Path, task: Task, limit: int | None,
