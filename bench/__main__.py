@@ -2,7 +2,8 @@
 
 In order: post-training compression size/time with each codec's information bound (compress), load time,
 memory and latency per recipe and mode (load), growth with model size (scale), optionally fine-tuned accuracy
-per recipe (--accuracy: about two hours on 2 CPU cores; resumable), zoo beside compressed-tensors and dense
+per recipe (--accuracy: about two hours on 2 CPU cores, plus 1.5 for Kronecker and block pruning (structure);
+resumable), zoo beside compressed-tensors and dense
 fp32/fp16 (peer: needs a fine-tuned teacher, made once under bench/work/ when absent, about 17 minutes),
 the headline table and plot (summary), and registry upload/pull/list times (registry; not with --quick). --quick runs each part reduced (a small teacher on 256 examples, one
 or two recipes, small models, one load per row, 128 test examples) to check the machinery in about ten
@@ -16,7 +17,7 @@ import importlib.util
 import time
 from pathlib import Path
 
-from bench import accuracy, compress, load, peer, registry, scale, summary
+from bench import accuracy, compress, load, peer, registry, scale, structure, summary
 
 parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
 parser.add_argument("--quick", action="store_true", help="a reduced run for CI-like checks (under ten minutes)")
@@ -37,6 +38,8 @@ teacher = args.teacher or accuracy.ensure_teacher(acc_work, 256 if args.quick el
 if args.accuracy:
     recipes = ["int8", "4bit-2of4"] if args.quick else accuracy.RECIPES
     accuracy.main(out, recipes, teacher, acc_work, limit)
+    if not args.quick:  # Kronecker and block pruning: about 1.5 hours more
+        structure.main(out, structure.RECIPES, teacher, acc_work)
 peer.main(teacher, acc_work, args.work / ("peer-quick" if args.quick else "peer"), out, 1 if args.quick else 5, limit)
 summary.main(out)
 if not args.quick:

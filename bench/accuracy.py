@@ -70,7 +70,7 @@ def run_recipe(recipe: str, teacher: Path, work: Path, limit: list[str]) -> dict
         "n_test": next(r["n_examples"] for r in m["evaluation"] if r["split"] == "test"),
     }
     row["retention"] = row["test"] / row["teacher_test"]
-    if not m["training"].get("keep_layers"):  # post-training only: layer reduction needs training
+    if not m["training"].get("keep_layers") and not m.get("structure"):  # layer reduction, pruning need training
         post = work / f"{recipe}-post"
         if not (post / "config.json").is_file():
             zoo("compress", teacher, "--recipe", recipe, "--out", post, "--overwrite")

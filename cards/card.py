@@ -194,6 +194,9 @@ def _made_section(manifest: Manifest) -> list[str]:
 
 def _layers_section(manifest: Manifest) -> list[str]:
     rows = layer_rows(manifest)
+    if not rows:  # a pruned model with plain dense layers
+        return ["## Per-layer table", "", "No module is stored through a codec: every layer is plain dense, in the "
+                "shapes described above. " + f"All tensors: {_mb(other_tensors_nbytes(manifest))}.", ""]
     searched = (manifest.recipe.spec.get("searched") or {}).get("modules", {})
     extra = " loss increase (search) |" if searched else ""
     lines = ["## Per-layer table", "",

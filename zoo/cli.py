@@ -479,14 +479,20 @@ def info(
     if res.agreement is not None:
         out.print(f"  agreement with the teacher: {pct(res.agreement)}")
 
-    table = Table(title="compressed modules", title_justify="left", show_edge=False, header_style="bold")
-    # module names are what people grep for: never elide them, fold them if the terminal is narrow
-    table.add_column("module", overflow="fold", min_width=max(map(len, m.modules)))
-    for col in ("codec", "bits", "sparsity", "bytes", "ratio"):
-        table.add_column(col, justify="left" if col == "codec" else "right", no_wrap=True)
-    for r in layers:
-        table.add_row(r.module, r.method, f"{r.bits:.3g}", f"{100 * r.sparsity:.0f}%", f"{r.nbytes:,}", f"{r.ratio:.2f}x")
-    out.print(table)
+    if m.structure is not None:
+        st = m.structure
+        out.print(f"  pruned          heads per layer {st.attention_heads} (of {st.heads_before}), FFN widths "
+                  f"{st.intermediate_sizes} (of {st.intermediate_size_before}); plain dense layers")
+    if layers:
+        table = Table(title="compressed modules", title_justify="left", show_edge=False, header_style="bold")
+        # module names are what people grep for: never elide them, fold them if the terminal is narrow
+        table.add_column("module", overflow="fold", min_width=max(map(len, m.modules)))
+        for col in ("codec", "bits", "sparsity", "bytes", "ratio"):
+            table.add_column(col, justify="left" if col == "codec" else "right", no_wrap=True)
+        for r in layers:
+            table.add_row(r.module, r.method, f"{r.bits:.3g}", f"{100 * r.sparsity:.0f}%", f"{r.nbytes:,}",
+                          f"{r.ratio:.2f}x")
+        out.print(table)
     out.print(f"  other tensors (embeddings, norms, biases, heads): {_mb(other_tensors_nbytes(m))}")
 
 

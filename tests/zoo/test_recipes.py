@@ -123,3 +123,23 @@ def test_unknown_recipe_name_suggests_close_ones():
 def test_missing_recipe_file():
     with pytest.raises(RecipeError, match="does not exist"):
         load_recipe("nowhere/recipe.yaml")
+
+
+@pytest.mark.parametrize("name", ["kron-8x", "kron-19x"])
+def test_kronecker_recipes_whole_checkpoint_ratio_is_what_they_claim(name):
+    """'~Nx whole checkpoint': MiniLM's weight file vs the factors' bytes plus everything else at dense_dtype,
+    computed from the safetensors headers and the codecs' layouts (no weights read)."""
+    from formats import SafetensorsDir
+    from formats.codecs.base import DTYPES
+    from tests.conftest import minilm_path
+    from zoo.compress import make_plan
+
+    recipe = load_recipe(name)
+    claimed = float(re.search(r"~(\d+(?:\.\d+)?)x whole checkpoint", recipe.description).group(1))
+    source = SafetensorsDir(minilm_path())
+    plan = make_plan(source, minilm_path(), recipe)
+    assert "embeddings.word_embeddings" in plan.modules and "pooler.dense" in plan.modules
+    stored = sum(e.nbytes for e in plan.modules.values())
+    stored += sum(source.numel(n) * DTYPES[recipe.dense_dtype].itemsize for n in source.names()
+                  if n.removesuffix(".weight") not in plan.modules)
+    assert source.file_nbytes() / stored == pytest.approx(claimed, rel=0.03)

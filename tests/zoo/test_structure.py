@@ -139,6 +139,14 @@ def test_block_pruned_student_is_smaller_and_loads_with_its_shapes(pruned_studen
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in teacher.parameters())
 
 
+def test_info_and_card_describe_the_pruned_structure(pruned_student, run_cli):
+    result = run_cli("info", pruned_student.path)
+    assert result.exit_code == 0, result.output
+    assert "pruned          heads per layer [1, 1] (of 2)" in result.output
+    card = (pruned_student.path / "README.md").read_text()
+    assert "Block movement pruning removed whole attention heads and FFN neurons" in card
+
+
 def test_unpacking_a_pruned_model_pads_it_back_to_a_plain_checkpoint(pruned_student, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
