@@ -26,6 +26,14 @@ from zoo.train.pipeline import compress_with_training
 IDS = torch.tensor([[101, 7592, 2088, 2003, 2307, 102], [101, 2023, 3185, 2001, 6659, 102]])
 
 
+def compress_on_task(run_cli, model, tmp_path, recipe_yaml: str, *extra: str):
+    """`zoo compress MODEL --recipe YAML --task rotten_tomatoes` into tmp_path/out; the CLI's result."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe_yaml)
+    return run_cli("compress", model, "--recipe", recipe, "--task", "rotten_tomatoes", "--data", RT, *extra,
+                   "--out", tmp_path / "out")
+
+
 def logits(model) -> torch.Tensor:
     with torch.no_grad():
         return model(input_ids=IDS).logits
@@ -63,11 +71,9 @@ def test_kronecker_student_is_evaluated_as_stored_in_every_mode(kron_student, ta
 
 
 def test_kronecker_factors_that_do_not_divide_fail_before_the_teacher_is_trained(tiny_bert_dir, tmp_path, run_cli):
-    recipe = tmp_path / "kron.yaml"
-    recipe.write_text("name: k\ndescription: x\nrules: [{codec: {codec: kronecker, b_shape: [3, 3]}}]\n")
+    result = compress_on_task(run_cli, tiny_bert_dir, tmp_path,
+                              "name: k\ndescription: x\nrules: [{codec: {codec: kronecker, b_shape: [3, 3]}}]\n")
     out = tmp_path / "out"
-    result = run_cli("compress", tiny_bert_dir, "--recipe", recipe, "--task", "rotten_tomatoes", "--data", RT,
-                     "--out", out)
     assert result.exit_code == 1
     assert "does not divide the weight 64x64" in result.output and "Traceback" not in result.output
     assert not out.exists() and not (tmp_path / "out.work").exists() and not leftovers(tmp_path)
@@ -161,11 +167,9 @@ def test_unpacking_a_pruned_model_pads_it_back_to_a_plain_checkpoint(pruned_stud
 
 
 def test_ffn_block_that_does_not_tile_fails_before_the_teacher_is_trained(tiny_bert_dir, tmp_path, run_cli):
-    recipe = tmp_path / "prune.yaml"
-    recipe.write_text("name: p\ndescription: x\npruning: {heads: 0.5, ffn: 0.5, ffn_block: 48}\n")
+    result = compress_on_task(run_cli, tiny_bert_dir, tmp_path,
+                              "name: p\ndescription: x\npruning: {heads: 0.5, ffn: 0.5, ffn_block: 48}\n")
     out = tmp_path / "out"
-    result = run_cli("compress", tiny_bert_dir, "--recipe", recipe, "--task", "rotten_tomatoes", "--data", RT,
-                     "--out", out)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "48 FFN neurons does not tile layer 0's FFN width 160" in result.output
     assert not out.exists() and not (tmp_path / "out.work").exists()
@@ -177,20 +181,15 @@ def test_ffn_block_that_does_not_tile_fails_before_the_teacher_is_trained(tiny_b
     ("{heads: 0.5, ramp: [0.5, 0.2]}", "ramp must be"),
 ])
 def test_bad_pruning_sections_are_recipe_errors(tiny_bert_dir, tmp_path, run_cli, pruning, message):
-    recipe = tmp_path / "prune.yaml"
-    recipe.write_text(f"name: p\ndescription: x\npruning: {pruning}\n")
-    result = run_cli("compress", tiny_bert_dir, "--recipe", recipe, "--task", "rotten_tomatoes", "--data", RT,
-                     "--out", tmp_path / "out")
+    result = compress_on_task(run_cli, tiny_bert_dir, tmp_path, f"name: p\ndescription: x\npruning: {pruning}\n")
     assert result.exit_code == 1 and message in result.output and not (tmp_path / "out").exists()
 
 
 def test_pruning_needs_a_task_and_no_codecs_inside_the_layers(tiny_bert_dir, tmp_path, run_cli):
     result = run_cli("compress", tiny_bert_dir, "--recipe", "block-prune", "--out", tmp_path / "out")
     assert result.exit_code == 1 and "run it with --task" in result.output and not (tmp_path / "out").exists()
-    recipe = tmp_path / "both.yaml"
-    recipe.write_text("name: p\ndescription: x\npruning: {heads: 0.5}\nrules: [{codec: {codec: int, bits: 8}}]\n")
-    result = run_cli("compress", tiny_bert_dir, "--recipe", recipe, "--task", "rotten_tomatoes", "--data", RT,
-                     "--out", tmp_path / "out")
+    result = compress_on_task(run_cli, tiny_bert_dir, tmp_path,
+                              "name: p\ndescription: x\npruning: {heads: 0.5}\nrules: [{codec: {codec: int, bits: 8}}]\n")
     assert result.exit_code == 1 and "cannot also get codecs" in result.output
 
 
@@ -204,3 +203,40 @@ def test_resize_refuses_an_empty_layer_and_unknown_layouts(teacher_dir, task):  
     with pytest.raises(RecipeError, match="a search and pruning cannot be combined"):
         parse_recipe("name: p\ndescription: x\npruning: {heads: 0.5}\nsearch: {target_ratio: 8}\n"
                      "rules: [{codec: {codec: int, bits: 8}}]\n", "x")
+
+
+def _tiny_vit():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                       image_size=32, patch_size=8)
+    return ViTForImageClassification(config), {"pixel_values": torch.randn(2, 3, 32, 32)}
+
+
+def _tiny_wav2vec2():
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    config = Wav2Vec2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                            conv_dim=(32, 32), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
+                            num_conv_pos_embedding_groups=4)
+    return Wav2Vec2Model(config), {"input_values": torch.randn(2, 4000)}
+
+
+@pytest.mark.parametrize("build", [_tiny_vit, _tiny_wav2vec2], ids=["vit", "wav2vec2"])
+def test_pruning_removes_blocks_exactly_in_vit_and_wav2vec2_layers(build):
+    from zoo.methods import export
+
+    torch.manual_seed(0)
+    model, inputs = build()
+    model.eval()
+    pruner = Pruner(model, PruningSpec(heads=0.5, ffn=0.5, ffn_block=16))
+    for scores in (*pruner.scores["heads"], *pruner.scores["ffn"]):
+        scores.copy_(torch.randn(len(scores)))
+    pruner.update(1.0)
+    with torch.no_grad():
+        gated = model(**inputs)[0]
+    export(model)
+    structure = pruner.remove(model)
+    assert sum(structure.attention_heads) == 4 and sum(structure.intermediate_sizes) == 128
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs)[0], gated, atol=1e-5)
