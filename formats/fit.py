@@ -32,7 +32,13 @@ def check_fits(weight: torch.Tensor, spec: CodecSpec, *, rtol: float = DEFAULT_R
                 f"not {spec.n}:{spec.m} sparse: row {row}, columns {first}-{last} hold "
                 f"{int(counts[row, group])} nonzeros (at most {spec.n} allowed)"
             )
-    restored = codecs.decode_checked(codecs.encode(w, spec), spec, tuple(w.shape))
+    check_decodes_to(codecs.encode(w, spec), spec, w, rtol=rtol)
+
+
+def check_decodes_to(tensors, spec: CodecSpec, weight: torch.Tensor, *, rtol: float = DEFAULT_RTOL) -> None:
+    """Do a codec's stored tensors decode to `weight`, within `rtol` of each row's largest |w|?"""
+    w = as_matrix(weight)
+    restored = codecs.decode_checked(tensors, spec, tuple(weight.shape)).reshape(w.shape)
     scale = w.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
     deviation = ((restored - w).abs() / scale).max()
     if float(deviation) > rtol:

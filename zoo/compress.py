@@ -36,7 +36,7 @@ from formats import (
     tensor_name,
 )
 from formats.codecs.base import DTYPES
-from formats.fit import DEFAULT_RTOL
+from formats.fit import check_decodes_to
 from formats.memory import release_freed_memory
 from formats.writer import DEFAULT_MAX_SHARD_BYTES, ensure_writable, sha256_file
 
@@ -128,11 +128,7 @@ def _checked(given: dict[str, torch.Tensor], weight: torch.Tensor, module: str, 
     if set(given) != set(layout) or any(tuple(given[k].shape) != tuple(layout[k].shape) or given[k].dtype != layout[k].dtype
                                         for k in layout):
         raise CodecError(f"the tensors given for {module} do not have the layout of {entry.codec.describe()}")
-    restored = codecs.decode_checked(given, entry.codec, tuple(entry.shape))
-    w = weight.to(torch.float32).reshape(restored.shape)
-    scale = w.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
-    if float(((restored - w).abs() / scale).max()) > DEFAULT_RTOL:
-        raise CodecError(f"the tensors given for {module} do not decode to its weight")
+    check_decodes_to(given, entry.codec, weight)
     return given
 
 
