@@ -160,7 +160,8 @@ def kronecker_linear(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: to
     With X the tokens reshaped to (M, n1, n2), each term is A_r X B_r^T. Laid out as one
     (n1, M*n2) matrix, the A side is a single large GEMM for all tokens (a batched product of M
     small ones is several times slower on CPU), and the B side one GEMM over its small dimension.
-    FLOPs per token: r * m2 * n1 * (m1 + n2)... for W's m * n, i.e. n2 / r of dense when B is small."""
+    Multiply-adds per token: r * m1 * n2 * (n1 + m2), against m1 * m2 * n1 * n2 for the dense
+    product: about r / m2 of it when B is small (as many at rank 2 with B 2 x 2, half at rank 1)."""
     _, m1, n1 = a.shape
     _, m2, n2 = b.shape
     lead = x.shape[:-1]

@@ -13,7 +13,8 @@ chosen once after loading (`prepare`):
                with no kernel on the model's device is refused with ModeError
 
 Kronecker factors are never multiplied out, in any mode: a linear layer computes A X B^T products
-and an embedding builds only the rows it looks up, so FLOPs and memory fall with the parameters
+and an embedding builds only the rows it looks up, so memory falls with the parameters (FLOPs too, by
+about m2 / rank for B with m2 rows; see kernels.kronecker_linear)
 (materialize and kernel decode the factors once; packed decodes them on every forward).
 
 `weight` is available in every mode (decoded on demand unless materialized), so code that reads
