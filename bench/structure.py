@@ -32,45 +32,43 @@ TARGETS = {
 LATENCY_TARGET = {"block-prune": 1.5}  # x faster than the teacher on CPU
 
 
-def encoder_linear_params(path: Path) -> int:
-    """Parameters of the encoder-linear weights as stored: Kronecker factors, or the (pruned) dense shapes."""
-    import math
-
-    from formats import Checkpoint, SafetensorsDir
-    from formats.codecs.kronecker import factor_shapes
-    from formats.spec import KroneckerSpec
-    from zoo.architecture import module_kinds
-    from zoo.recipes import is_encoder_linear
-
-    manifest = Checkpoint.open(path, verify=False).manifest
-    source = SafetensorsDir(path)
-    dense = [n[: -len(".weight")] for n in source.names() if n.endswith(".weight")]
-    kinds, _ = module_kinds(path, dense)
-    total = 0
-    for module, entry in manifest.modules.items():
-        if entry.encoder_linear:
-            if isinstance(entry.codec, KroneckerSpec):
-                a, b = factor_shapes(tuple(entry.shape), entry.codec)
-                total += math.prod(a) + math.prod(b)
-            else:
-                total += entry.numel
-    for module in dense:
-        if module not in manifest.modules and is_encoder_linear(module, kinds.get(module, "other")):
-            total += math.prod(source.shape(module + ".weight"))
-    return total
-
-
-def teacher_params(teacher: Path) -> int:
+def _dense_encoder_linears(path: Path, skip=()) -> int:
+    """Parameters of the encoder-linear weights stored densely in `path` (modules in `skip` left out)."""
     import math
 
     from formats import SafetensorsDir
     from zoo.architecture import module_kinds
     from zoo.recipes import is_encoder_linear
 
-    source = SafetensorsDir(teacher)
+    source = SafetensorsDir(path)
     dense = [n[: -len(".weight")] for n in source.names() if n.endswith(".weight")]
-    kinds, _ = module_kinds(teacher, dense)
-    return sum(math.prod(source.shape(m + ".weight")) for m in dense if is_encoder_linear(m, kinds[m]))
+    kinds, _ = module_kinds(path, dense)
+    return sum(math.prod(source.shape(m + ".weight")) for m in dense
+               if m not in skip and is_encoder_linear(m, kinds[m]))
+
+
+def encoder_linear_params(path: Path) -> int:
+    """Parameters of the encoder-linear weights as stored: Kronecker factors, or the (pruned) dense shapes."""
+    import math
+
+    from formats import Checkpoint
+    from formats.codecs.kronecker import factor_shapes
+    from formats.spec import KroneckerSpec
+
+    manifest = Checkpoint.open(path, verify=False).manifest
+    total = 0
+    for entry in manifest.modules.values():
+        if entry.encoder_linear:
+            if isinstance(entry.codec, KroneckerSpec):
+                a, b = factor_shapes(tuple(entry.shape), entry.codec)
+                total += math.prod(a) + math.prod(b)
+            else:
+                total += entry.numel
+    return total + _dense_encoder_linears(path, skip=manifest.modules)
+
+
+def teacher_params(teacher: Path) -> int:
+    return _dense_encoder_linears(teacher)
 
 
 def child(teacher: str, path: str) -> None:

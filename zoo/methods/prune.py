@@ -62,9 +62,10 @@ def _layers(model: nn.Module, spec: PruningSpec) -> list[_Layer]:
         raise RecipeError(f"cannot prune {type(model).__name__}: {exc}", hint=exc.hint) from None
 
 
-def check_pruning(model: nn.Module, spec: PruningSpec, plan: dict | None = None) -> None:
-    """Fail before any training if the model's layers cannot be pruned as `spec` asks (meta model is fine).
-    `plan`: the modules the recipe's codecs compress, which must lie outside the pruned layers."""
+def check_pruning(model: nn.Module, spec: PruningSpec, plan: dict | None = None) -> list[_Layer]:
+    """Fail before any training if the model's layers cannot be pruned as `spec` asks (meta model is fine);
+    the layers' shapes otherwise. `plan`: the modules the recipe's codecs compress, which must lie outside
+    the pruned layers."""
     layers = _layers(model, spec)
     name, _ = layer_list(model)
     inside = sorted(m for m in plan or {} if m.startswith(name + "."))
@@ -79,6 +80,7 @@ def check_pruning(model: nn.Module, spec: PruningSpec, plan: dict | None = None)
         if share and keep < len(units):
             raise RecipeError(f"pruning {share:.0%} of {sum(units)} {kind} leaves fewer than one per layer",
                               hint="lower the share: every layer keeps at least one head and one FFN block")
+    return layers
 
 
 def cubic(progress: float, start: float, end: float) -> float:
@@ -92,8 +94,8 @@ def cubic(progress: float, start: float, end: float) -> float:
 class Pruner:
     def __init__(self, model: nn.Module, spec: PruningSpec):
         self.spec = spec
-        self.layers = _layers(model, spec)
-        check_pruning(model, spec, {n for n, m in model.named_modules() if parametrize.is_parametrized(m, "weight")})
+        self.layers = check_pruning(model, spec, {n for n, m in model.named_modules()
+                                                  if parametrize.is_parametrized(m, "weight")})
         _, modules = layer_list(model)
         self.head_gates: list[ColumnGate] = []
         self.ffn_gates: list[ColumnGate] = []

@@ -92,13 +92,12 @@ def compress_with_training(
         meta = meta_model(model.path)
         if t.keep_layers:
             keep_layers(meta, t.keep_layers)
-        if recipe.rules:
-            check_plan(meta, recipe)
+        planned = check_plan(meta, recipe) if recipe.rules else {}
         if recipe.pruning is not None:  # ... and pruning blocks that do not tile the layers
             if t.epochs == 0:
                 raise RecipeError(f"recipe {recipe.name} prunes by movement scores, which only training measures",
                                   hint="give it at least one epoch (leave out --epochs 0)")
-            check_pruning(meta, recipe.pruning, plan_modules(meta, recipe) if recipe.rules else {})
+            check_pruning(meta, recipe.pruning, planned)
     work = work_dir_for(out)
     if not resume and (work / "student").exists():
         shutil.rmtree(work / "student")
