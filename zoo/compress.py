@@ -79,7 +79,9 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned
     kinds, tied = module_kinds(model_dir, names)
     modules = {}
     for module in names:
-        spec = recipe.codec_for(module, kinds[module])
+        weight = module + WEIGHT_SUFFIX
+        shape = source.shape(weight)
+        spec = recipe.spec_for(module, kinds[module], shape)
         if spec is None:
             continue
         if module in tied:
@@ -87,8 +89,6 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned
                 f"recipe {recipe.name} compresses {module}, whose weight the model ties to {tied[module]}",
                 hint="zoo cannot rebuild tied compressed weights yet; add the module to the rule's ignore list",
             )
-        weight = module + WEIGHT_SUFFIX
-        shape = source.shape(weight)
         try:
             modules[module] = module_entry(
                 kinds[module], is_encoder_linear(module, kinds[module]), shape, source.dtype(weight), spec

@@ -9,6 +9,9 @@ m2 x n2 block becomes one row, R[(i1,j1), (i2,j2)] = W[i1*m2+i2, j1*n2+j2]; the 
 sum of Kronecker products is the truncated SVD of R, with sqrt(sigma) given to each factor.
 Decoding sums the r Kronecker products in order r = 0, 1, ...; runtime modules (loaders) apply
 the factors without building W.
+
+`shapes_for_ratio` turns a target compression ratio into concrete factor shapes for one weight
+(what a recipe's `ratio:` rule is resolved to, module by module).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 
 from .. import codecs as _codecs
 from ..errors import CodecError
-from ..spec import KroneckerSpec
+from ..spec import DenseSpec, KroneckerSpec
 from .base import TensorLayout, as_matrix, layout_with_prefix, strip_prefix, with_prefix
 
 
@@ -37,6 +40,58 @@ def factor_shapes(shape, spec: KroneckerSpec) -> tuple[tuple[int, int, int], tup
     if spec.rank > min(m1 * n1, m2 * n2):
         raise CodecError(f"Kronecker rank {spec.rank} exceeds min({m1 * n1}, {m2 * n2}) for A {m1}x{n1}, B {m2}x{n2}")
     return (spec.rank, m1, n1), (spec.rank, m2, n2)
+
+
+def _divisors(k: int) -> list[int]:
+    return [d for d in range(1, k + 1) if k % d == 0]
+
+
+def multiply_adds(a_shape: tuple[int, int], b_shape: tuple[int, int], rank: int) -> int:
+    """Multiply-adds per input vector of the factored product y = sum_r vec(B_r X A_r^T), X the input
+    as an n1 x n2 matrix, in the cheaper of the two association orders (dense: m * n)."""
+    (m1, n1), (m2, n2) = a_shape, b_shape
+    return rank * min(m2 * n1 * (n2 + m1), m1 * n2 * (n1 + m2))
+
+
+def shapes_for_ratio(shape, ratio: float, *, rank: int = 1, factors=None, one_row_b: bool = False) -> KroneckerSpec:
+    """The factor shapes for a weight of `shape` that store it at least `ratio` times smaller than
+    fp32, rank `rank`, factors through `factors`.
+
+    Every split m = m1 * m2, n = n1 * n2 (neither factor the whole weight) is a candidate; of those
+    that reach the ratio, the one that stores the most bytes wins (the closest to the target: the
+    most capacity the budget allows), then the one with the fewest multiply-adds, then the smaller B.
+    `one_row_b` keeps B to one row (embedding tables: each token's row is a_i (x) b, rows of
+    different tokens are never mixed). Raises CodecError when no split reaches the ratio."""
+    factors = factors if factors is not None else DenseSpec()
+    if len(shape) != 2:
+        raise CodecError(f"the Kronecker codec needs a 2-D weight, got shape {tuple(shape)}")
+    if ratio <= 1:
+        raise CodecError(f"a target ratio must be above 1, got {ratio}")
+    m, n = shape
+    budget = 4 * m * n / ratio
+    best, best_key = None, None
+    for m2 in [1] if one_row_b else _divisors(m):
+        for n2 in _divisors(n):
+            m1, n1 = m // m2, n // n2
+            if (m1 * n1 == 1) or (m2 * n2 == 1) or rank > min(m1 * n1, m2 * n2):
+                continue
+            try:
+                stored = sum(t.nbytes for part in ((rank, m1, n1), (rank, m2, n2))
+                             for t in _codecs.layout(part, factors).values())
+            except CodecError:
+                continue
+            if stored > budget:
+                continue
+            key = (-stored, multiply_adds((m1, n1), (m2, n2), rank), m2 * n2, m2)
+            if best_key is None or key < best_key:
+                best, best_key = (m2, n2), key
+    if best is None:
+        raise CodecError(
+            f"no Kronecker factor shapes of rank {rank} store a {m}x{n} weight {ratio:g}x smaller than fp32"
+            f" with {factors.describe()} factors",
+            hint="lower the ratio, lower the rank, or store the factors in fewer bits",
+        )
+    return KroneckerSpec(b_shape=best, rank=rank, factors=factors)
 
 
 def nearest_kronecker(w: torch.Tensor, a_shape: tuple[int, int], rank: int) -> tuple[torch.Tensor, torch.Tensor]:

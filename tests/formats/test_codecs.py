@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from formats import codecs
 from formats.bitpack import pack_bits
+from formats.codecs.kronecker import multiply_adds, shapes_for_ratio
 from formats.errors import CodecError
 from formats.spec import BinarySpec, CodebookSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
 
@@ -863,6 +864,53 @@ def test_kronecker_needs_2d_and_rank_fitting():
     with pytest.raises(CodecError):
         codecs.encode(torch.randn(4, 6), KroneckerSpec(a_shape=(2, 3), rank=5))  # min(6, 4) = 4
     codecs.encode(torch.randn(4, 6), KroneckerSpec(a_shape=(2, 3), rank=4))
+
+
+def _split_bytes(shape, m2, n2, rank, factors):
+    """Stored bytes of rank-`rank` factors with B m2 x n2, or None when that split is not allowed."""
+    (m, n) = shape
+    m1, n1 = m // m2, n // n2
+    if m1 * n1 == 1 or m2 * n2 == 1 or rank > min(m1 * n1, m2 * n2):
+        return None
+    return codecs.nbytes(shape, KroneckerSpec(b_shape=(m2, n2), rank=rank, factors=factors))
+
+
+@PROPS
+@given(st.data())
+def test_kronecker_shapes_for_a_ratio_reach_it_with_the_most_bytes(data):
+    m, n = data.draw(st.integers(1, 48)), data.draw(st.integers(1, 48))
+    ratio = data.draw(st.floats(1.01, 40))
+    rank = data.draw(st.integers(1, 3))
+    one_row = data.draw(st.booleans())
+    factors = data.draw(st.sampled_from([DenseSpec(), DenseSpec(dtype="float32"), IntSpec(bits=8), IntSpec(bits=4, group_size=8)]))
+    budget = 4 * m * n / ratio
+    splits = {(m2, n2): _split_bytes((m, n), m2, n2, rank, factors)
+              for m2 in range(1, m + 1) for n2 in range(1, n + 1)
+              if m % m2 == 0 and n % n2 == 0 and (m2 == 1 or not one_row)}
+    fitting = {k: v for k, v in splits.items() if v is not None and v <= budget}
+    if not fitting:
+        with pytest.raises(CodecError, match="no Kronecker factor shapes"):
+            shapes_for_ratio((m, n), ratio, rank=rank, factors=factors, one_row_b=one_row)
+        return
+    spec = shapes_for_ratio((m, n), ratio, rank=rank, factors=factors, one_row_b=one_row)
+    assert spec.rank == rank and spec.factors == factors and (spec.b_shape[0] == 1 or not one_row)
+    stored = codecs.nbytes((m, n), spec)
+    assert stored == fitting[spec.b_shape] and 4 * m * n / stored >= ratio
+    assert stored == max(fitting.values())  # the closest to the target: no split that fits stores more
+
+
+def test_kronecker_shapes_for_a_ratio_on_minilm_layers():
+    int8 = IntSpec(bits=8, group_size=64)
+    # 8x smaller with int8 factors leaves 2 bytes per 1 fp32 weight... minus the scales: 1/3 of the
+    # parameters is the largest split that fits (B 1x3); ties go to the fewest multiply-adds
+    spec = shapes_for_ratio((384, 384), 8, factors=int8)
+    assert spec.b_shape == (1, 3) and 4 * 384 * 384 / codecs.nbytes((384, 384), spec) >= 8
+    assert multiply_adds((384, 128), (1, 3), 1) < 384 * 384 / 2
+    assert shapes_for_ratio((30522, 384), 16, factors=int8, one_row_b=True).b_shape == (1, 6)
+    with pytest.raises(CodecError, match="must be above 1"):
+        shapes_for_ratio((8, 8), 1.0)
+    with pytest.raises(CodecError, match="2-D"):
+        shapes_for_ratio((8,), 2.0)
 
 
 # ============================================================================= all codecs

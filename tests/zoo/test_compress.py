@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import zoo
 from formats import Checkpoint, PatternError, SafetensorsDir, codecs
+from formats.spec import KroneckerSpec
 from loaders import unpack
 from tests.conftest import leftovers
 from zoo.compress import write_compact
@@ -100,6 +102,37 @@ def test_kronecker_shape_that_does_not_divide_fails_before_writing(tiny_bert_dir
     with pytest.raises(RecipeError, match="does not divide"):
         compress(tiny_bert_dir, str(recipe), tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_kronecker_ratio_rule_gets_concrete_factor_shapes_per_module(tiny_bert_dir, tmp_path):
+    recipe = tmp_path / "kron.yaml"
+    recipe.write_text(
+        "name: k\ndescription: x\nrules:\n"
+        "  - {targets: ['word_embeddings$'], kinds: [embedding], codec: {codec: kronecker, ratio: 16, factors: {codec: int, bits: 8}}}\n"
+        "  - codec: {codec: kronecker, ratio: 6, rank: 2}\n"
+    )
+    ckpt = Checkpoint.open(compress(tiny_bert_dir, str(recipe), tmp_path / "o").path)
+    modules = ckpt.manifest.modules
+    for name, entry in modules.items():
+        spec, shape = entry.codec, tuple(entry.shape)
+        assert isinstance(spec, KroneckerSpec) and spec.b_shape is not None  # the manifest says what was done
+        target = 16 if name.endswith("word_embeddings") else 6
+        assert 4 * math.prod(shape) / codecs.nbytes(shape, spec) >= target
+    assert modules["embeddings.word_embeddings"].codec.b_shape[0] == 1  # token rows are never mixed
+    assert {modules[n].codec.rank for n in modules if n.startswith("encoder.")} == {2}
+    # 64x64 and 64x160 / 160x64 layers get different splits from the same rule
+    assert len({modules[n].codec.b_shape for n in modules if n.startswith("encoder.")}) > 1
+    model = zoo.from_pretrained(ckpt.path)
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=torch.tensor([[101, 7592, 102]])).last_hidden_state).all()
+
+
+def test_kronecker_ratio_no_split_reaches_fails_before_writing(tiny_bert_dir, tmp_path):
+    recipe = tmp_path / "kron.yaml"
+    recipe.write_text("name: k\ndescription: x\nrules: [{codec: {codec: kronecker, ratio: 5000}}]\n")
+    with pytest.raises(RecipeError, match="no Kronecker factor shapes of rank 1 store a 64x64 weight 5000x"):
+        compress(tiny_bert_dir, str(recipe), tmp_path / "o")
+    assert not (tmp_path / "o").exists() and leftovers(tmp_path) == []
 
 
 def test_existing_output_is_refused(tiny_bert_dir, tmp_path):

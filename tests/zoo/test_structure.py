@@ -84,6 +84,14 @@ def test_kronecker_factors_that_do_not_divide_fail_before_the_teacher_is_trained
     assert not out.exists() and not (tmp_path / "out.work").exists() and not leftovers(tmp_path)
 
 
+def test_kronecker_ratio_no_split_reaches_fails_before_the_teacher_is_trained(tiny_bert_dir, tmp_path, run_cli):
+    result = compress_on_task(run_cli, tiny_bert_dir, tmp_path,
+                              "name: k\ndescription: x\nrules: [{codec: {codec: kronecker, ratio: 3000, rank: 2}}]\n")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "no Kronecker factor shapes of rank 2 store a 64x64 weight 3000x smaller" in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.work").exists() and not leftovers(tmp_path)
+
+
 def test_cubic_schedule():
     assert cubic(0.05, 0.1, 0.7) == 0 and cubic(0.7, 0.1, 0.7) == 1 and cubic(1.0, 0.1, 0.7) == 1
     assert 0.5 < cubic(0.3, 0.1, 0.7) < 1  # fast early, slow late

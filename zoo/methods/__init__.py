@@ -67,7 +67,7 @@ def plan_modules(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
     plan = {}
     for name, module in model.named_modules():
         kind = layer_kind(module)
-        spec = recipe.codec_for(name, kind) if kind else None
+        spec = recipe.spec_for(name, kind, tuple(module.weight.shape)) if kind else None
         if spec is None:
             continue
         if name in tied:

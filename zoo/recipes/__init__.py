@@ -4,7 +4,11 @@ A recipe is a list of rules; the first rule whose `targets` regexes match a modu
 (re.search), whose `ignore` regexes do not, and whose `kinds` include the module's kind
 (linear, embedding, conv) decides the module's codec. Modules no rule takes stay dense
 (cast to `dense_dtype` unless it is `keep`). Built-in recipes are YAML files next to this
-module; `--recipe path/to/file.yaml` works the same way."""
+module; `--recipe path/to/file.yaml` works the same way.
+
+A rule's codec is one of the stored codecs (formats.spec), or `{codec: kronecker, ratio: R}`:
+Kronecker factors whose shapes zoo chooses for each module from the target ratio (see
+`KroneckerTarget`); the manifest then records the concrete shapes."""
 
 from __future__ import annotations
 
@@ -13,12 +17,22 @@ import re
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from formats.spec import CodecSpec
+from formats.errors import CodecError
+from formats.spec import CodecSpec, DenseSpec, KroneckerSpec, ValueSpec
 
 from ..errors import RecipeError
 from .pruning import PruningSpec
@@ -37,13 +51,48 @@ def is_encoder_linear(module: str, kind: str) -> bool:
     return kind == "linear" and _BLOCK.search(module) is not None
 
 
+class KroneckerTarget(BaseModel):
+    """Kronecker factors whose shapes are chosen per module from a target ratio: `ratio` is how many
+    times smaller than fp32 each matched weight must be stored (factors through `factors` included).
+    Of the splits that reach it, zoo takes the one storing the most bytes, then the fewest
+    multiply-adds (formats.codecs.kronecker.shapes_for_ratio); embedding tables keep B to one row."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    codec: Literal["kronecker"] = "kronecker"
+    ratio: float = Field(gt=1)
+    rank: int = Field(default=1, ge=1)
+    factors: ValueSpec = DenseSpec()
+
+    def describe(self) -> str:
+        return f"kron {self.ratio:g}x r{self.rank} + {self.factors.describe()}"
+
+    def resolve(self, shape: tuple[int, ...], kind: str) -> KroneckerSpec:
+        from formats.codecs.kronecker import shapes_for_ratio
+
+        return shapes_for_ratio(shape, self.ratio, rank=self.rank, factors=self.factors,
+                                one_row_b=kind == "embedding")
+
+
+def _codec_tag(value: Any) -> str:
+    if isinstance(value, KroneckerTarget) or (isinstance(value, dict) and "ratio" in value):
+        return "target"
+    return "codec"
+
+
+RuleCodec = Annotated[
+    Annotated[CodecSpec, Tag("codec")] | Annotated[KroneckerTarget, Tag("target")],
+    Discriminator(_codec_tag),
+]
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     targets: list[str] = Field(default_factory=lambda: [BLOCK_PATTERN], min_length=1)
     ignore: list[str] = Field(default_factory=list)
     kinds: list[Kind] = Field(default_factory=lambda: ["linear"], min_length=1)
-    codec: CodecSpec
+    codec: RuleCodec
 
     @field_validator("targets", "ignore")
     @classmethod
@@ -85,11 +134,23 @@ class Recipe(BaseModel):
             raise ValueError("a search and pruning cannot be combined yet")
         return self
 
-    def codec_for(self, module: str, kind: str) -> CodecSpec | None:
+    def codec_for(self, module: str, kind: str) -> CodecSpec | KroneckerTarget | None:
+        """The codec of the first rule that takes the module (a ratio target still unresolved)."""
         for rule in self.rules:
             if rule.matches(module, kind):
                 return rule.codec
         return None
+
+    def spec_for(self, module: str, kind: str, shape: tuple[int, ...]) -> CodecSpec | None:
+        """The concrete codec for a module whose weight has `shape`: ratio targets get their factor
+        shapes here. A target no factor shape reaches is a RecipeError naming the module."""
+        spec = self.codec_for(module, kind)
+        if not isinstance(spec, KroneckerTarget):
+            return spec
+        try:
+            return spec.resolve(tuple(shape), kind)
+        except CodecError as exc:
+            raise RecipeError(f"recipe {self.name}: module {module} {list(shape)}: {exc}", hint=exc.hint) from None
 
     @cached_property
     def summary(self) -> str:
