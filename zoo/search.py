@@ -3,10 +3,11 @@
 1. Candidates: every `bits` x `patterns` of the recipe's `search:` section, as codecs (int-N, zero-preserving,
    symmetric, group `group_size`; N:M patterns store their kept values with that int-N codec).
 2. Sensitivity: for each searched module and candidate, the module's weight is replaced by what the codec
-   stores (decode(encode(w)), exactly what the checkpoint would hold), one module at a time, and the loss on a
-   small calibration set is measured against the unmodified model's: task cross-entropy on training
-   examples with --task, else fidelity to the dense model on built-in sample sentences (KL of the output
-   distributions for models with a head, 1 - cosine of mean-pooled hidden states for encoders).
+   stores (decode(encode(w)), exactly what the checkpoint would hold), one module at a time, and its
+   distance from the unmodified model is measured on a small calibration set: KL of the output
+   distributions (models with a head) or 1 - cosine of mean-pooled hidden states (encoders), on task
+   training examples with --task, else on built-in sample sentences. A distance to the dense model is never
+   negative, so unlike a labelled loss it cannot credit a setting with noise that happens to help.
 3. Choice: a multiple-choice knapsack solved exactly by dynamic programming over bytes: one candidate per
    module, total stored bytes <= fp32 bytes / target ratio, least summed loss increase.
 The result is an ordinary recipe with one rule per module and a `searched` record for the manifest.
@@ -184,49 +185,52 @@ def run_search(model: nn.Module, recipe: Recipe, loss: LossFn, measure_text: str
 
 
 # -- the losses ----------------------------------------------------------------------------------
-def task_loss(features: list[dict], collator, batch_size: int = 32) -> LossFn:
-    """Mean cross-entropy of the model's own head on labelled examples."""
-    batches = [collator(features[i:i + batch_size]) for i in range(0, len(features), batch_size)]
-
-    def loss(model: nn.Module) -> float:
-        total = 0.0
-        for b in batches:
-            total += float(model(**b).loss) * len(b["labels"])
-        return total / len(features)
-
-    return loss
-
-
-def fidelity_loss(reference_outputs: torch.Tensor, batch: dict, head: bool) -> LossFn:
-    """KL(reference || model) for heads; 1 - cosine of mean-pooled hidden states for encoders."""
+def fidelity_loss(model: nn.Module, batches: list[dict]) -> tuple[LossFn, bool]:
+    """Distance of a modified model from `model` as it is now, on `batches`: KL(reference || model) for
+    models with a head, 1 - cosine of mean-pooled hidden states for encoders (averaged over examples)."""
     from .tasks.fidelity import model_outputs
 
-    want = reference_outputs
+    with torch.no_grad():
+        outputs = [model_outputs(model, b) for b in batches]
+    references, head = [o for o, _ in outputs], outputs[0][1]
+    count = sum(len(r) for r in references)
 
-    def loss(model: nn.Module) -> float:
-        got, _ = model_outputs(model, batch)
-        if head:
-            return float(torch.nn.functional.kl_div(got.log_softmax(-1), want.log_softmax(-1), log_target=True,
-                                                    reduction="batchmean"))
-        return float(1 - torch.nn.functional.cosine_similarity(got, want).mean())
+    def loss(modified: nn.Module) -> float:
+        total = 0.0
+        for b, want in zip(batches, references, strict=True):
+            got, _ = model_outputs(modified, b)
+            if head:
+                total += float(torch.nn.functional.kl_div(got.log_softmax(-1), want.log_softmax(-1),
+                                                          log_target=True, reduction="sum"))
+            else:
+                total += float((1 - torch.nn.functional.cosine_similarity(got, want)).sum())
+        return total / count
 
-    return loss
+    return loss, head
+
+
+def _what(head: bool) -> str:
+    return "KL to the dense model's outputs" if head else "1 - cosine to the dense model's mean-pooled hidden states"
 
 
 def fidelity_search(model: nn.Module, model_dir, recipe: Recipe, progress: ProgressFn | None = None) -> Recipe:
     """Search without a task: sensitivity is fidelity to the dense model on built-in sample sentences."""
-    from .tasks.fidelity import model_outputs, sample_texts, text_batch
+    from .tasks.fidelity import sample_texts, text_batch
 
     texts = sample_texts()[: recipe.search.calibration]
-    batch = text_batch(model_dir, texts, max_length=recipe.training.max_length)
-    reference, head = model_outputs(model, batch)
-    what = "KL to the dense model's outputs" if head else "1 - cosine to the dense model's mean-pooled hidden states"
-    return run_search(model, recipe, fidelity_loss(reference, batch, head),
-                      f"{what} on {len(texts)} built-in sample sentences", progress)
+    loss, head = fidelity_loss(model, [text_batch(model_dir, texts, max_length=recipe.training.max_length)])
+    return run_search(model, recipe, loss, f"{_what(head)} on {len(texts)} built-in sample sentences", progress)
 
 
-def task_search(model: nn.Module, model_dir, recipe: Recipe, task, progress: ProgressFn | None = None) -> Recipe:
-    """Search with a task: sensitivity is the task loss on a seeded subset of its training split."""
-    features = task.features("train", model_dir, limit=recipe.search.calibration, max_length=recipe.training.max_length)
-    return run_search(model, recipe, task_loss(features, task.collator(model_dir)),
-                      f"cross-entropy on {len(features)} {task.dataset} training examples", progress)
+def task_search(model: nn.Module, model_dir, recipe: Recipe, task, progress: ProgressFn | None = None,
+                limit: int | None = None, batch_size: int = 32) -> Recipe:
+    """Search with a task: sensitivity is fidelity to the dense (fine-tuned) model on a seeded subset of the
+    task's training split (its inputs only: labels play no part), `calibration` examples or `limit` if fewer."""
+    count = min(recipe.search.calibration, limit) if limit is not None else recipe.search.calibration
+    features = task.features("train", model_dir, limit=count, max_length=recipe.training.max_length)
+    collate = task.collator(model_dir)
+    batches = [collate([{k: v for k, v in f.items() if k != "labels"} for f in features[i:i + batch_size]])
+               for i in range(0, len(features), batch_size)]
+    loss, head = fidelity_loss(model, batches)
+    return run_search(model, recipe, loss, f"{_what(head)} on {len(features)} {task.dataset} training examples",
+                      progress)

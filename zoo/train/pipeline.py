@@ -109,7 +109,7 @@ def compress_with_training(
     if recipe.search is not None:  # per-module codecs from the task loss of the dense teacher
         from ..search import task_search
 
-        recipe = task_search(teacher_net, teacher_dir, recipe, task, search_progress)
+        recipe = task_search(teacher_net, teacher_dir, recipe, task, search_progress, limit=limit)
     student = copy.deepcopy(teacher_net)
     kept = keep_layers(student, t.keep_layers) if t.keep_layers else None
     plan = plan_modules(student, recipe) if recipe.rules else {}
