@@ -49,7 +49,7 @@ def kron_student(teacher_dir, task, tmp_path_factory):  # noqa: F811
 def test_kronecker_student_stores_int8_factors_of_every_targeted_layer(kron_student):
     manifest = Checkpoint.open(kron_student.path).manifest
     emb = manifest.modules["bert.embeddings.word_embeddings"]
-    assert isinstance(emb.codec, KroneckerSpec) and emb.codec.b_shape == (1, 4)
+    assert isinstance(emb.codec, KroneckerSpec) and emb.codec.b_shape == (1, 64) and emb.codec.rank == 16
     linears = {n: e for n, e in manifest.modules.items() if e.encoder_linear}
     assert len(linears) == 12 and all(isinstance(e.codec, KroneckerSpec) for e in linears.values())
     assert {n: e.codec.rank for n, e in linears.items()} == {n: 2 if "attention" in n else 3 for n in linears}
