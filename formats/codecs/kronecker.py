@@ -47,8 +47,8 @@ def _divisors(k: int) -> list[int]:
 
 
 def multiply_adds(a_shape: tuple[int, int], b_shape: tuple[int, int], rank: int) -> int:
-    """Multiply-adds per input vector of the factored product y = sum_r vec(B_r X A_r^T), X the input
-    as an n1 x n2 matrix, in the cheaper of the two association orders (dense: m * n)."""
+    """Multiply-adds per input vector of the factored product y = sum_r vec(A_r X B_r^T), X the input
+    as an n1 x n2 matrix (row-major), in the cheaper of the two association orders (dense: m * n)."""
     (m1, n1), (m2, n2) = a_shape, b_shape
     return rank * min(m2 * n1 * (n2 + m1), m1 * n2 * (n1 + m2))
 
