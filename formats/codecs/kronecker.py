@@ -67,17 +67,16 @@ def shapes_for_ratio(shape, ratio: float, *, rank: int = 1, factors=None, one_ro
         raise CodecError(f"the Kronecker codec needs a 2-D weight, got shape {tuple(shape)}")
     if ratio <= 1:
         raise CodecError(f"a target ratio must be above 1, got {ratio}")
-    m, n = shape
+    m, n = shape = tuple(shape)
     budget = 4 * m * n / ratio
     best, best_key = None, None
     for m2 in [1] if one_row_b else _divisors(m):
         for n2 in _divisors(n):
             m1, n1 = m // m2, n // n2
-            if (m1 * n1 == 1) or (m2 * n2 == 1) or rank > min(m1 * n1, m2 * n2):
+            if m1 * n1 == 1 or m2 * n2 == 1:  # one factor would be the whole weight
                 continue
-            try:
-                stored = sum(t.nbytes for part in ((rank, m1, n1), (rank, m2, n2))
-                             for t in _codecs.layout(part, factors).values())
+            try:  # a rank above the split's limit, or factors the value codec refuses
+                stored = _codecs.nbytes(shape, KroneckerSpec(b_shape=(m2, n2), rank=rank, factors=factors))
             except CodecError:
                 continue
             if stored > budget:
