@@ -164,3 +164,14 @@ def test_attention_distillation_runs(teacher_dir, task, tmp_path):
     recipe = recipe_with("int8", epochs=1, distill={"attention": 1.0, "hidden": 0.0, "labels": 0.0})
     result = compress_with_training(resolve_model(str(teacher_dir)), recipe, task, tmp_path / "a", limit=64)
     assert result.losses and all(loss == loss for loss in result.losses)  # logged and not NaN
+
+
+def test_training_seed_decides_the_run(teacher_dir, task, tmp_path):
+    """Same recipe seed: the same losses step for step; another seed: another data order and dropout."""
+    def losses(seed: int, name: str) -> list[float]:
+        recipe = recipe_with("int8", epochs=1, seed=seed, dropout={"start": 0.1, "end": 0.1})
+        return compress_with_training(resolve_model(str(teacher_dir)), recipe, task, tmp_path / name, limit=64).losses
+
+    first = losses(7, "a")
+    assert first and losses(7, "b") == first
+    assert losses(8, "c") != first

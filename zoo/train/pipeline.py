@@ -159,7 +159,8 @@ def _trainer(student, teacher_net, teacher_dir: Path, task: Task, t, kept, work:
     steps = math.ceil(len(train_features) / t.batch_size * t.epochs)
     args = training_arguments(work, epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size,
                               device=device, warmup_ratio=t.warmup_ratio, lr_scheduler=t.lr_scheduler,
-                              weight_decay=t.weight_decay, logging_steps=max(1, steps // 20))
+                              weight_decay=t.weight_decay, seed=t.seed,
+                              logging_steps=max(1, steps // 20))
     trainer = DistillTrainer(
         model=student, args=args, teacher=teacher_net, distill=t.distill,
         layer_map=hidden_map(len(layer_list(student)[1]), kept),
