@@ -41,7 +41,7 @@ class TrainingSpec(_Spec):
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
     weight_decay: float = Field(0.0, ge=0)
     max_length: int = Field(64, ge=8, description="tokens per text example")
-    seed: int = Field(42, ge=0, description="seeds data order, dropout and any freshly initialised weights")
+    seed: int = Field(42, ge=0, description="seeds the training data order and dropout (the Trainer seed)")
     distill: DistillSpec = Field(default_factory=DistillSpec)
     dropout: DropoutSchedule | None = None
     keep_layers: list[int] | None = Field(
