@@ -107,6 +107,17 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     return (word >> (offsets % 8).to(torch.int32)) & mask
 
 
+def unpack_bits_at(packed: torch.Tensor, bits: int, index: torch.Tensor) -> torch.Tensor:
+    """The codes at positions `index` (any shape) of a stream packed by :func:`pack_bits`, as int32, reading
+    only the bytes they occupy (an embedding lookup decodes its rows, not the table)."""
+    _check_bits(bits)
+    offsets = index.to(torch.int64) * bits
+    first_byte = offsets // 8
+    window = torch.cat([packed, packed.new_zeros(2)]).to(torch.int32)
+    word = window[first_byte] | (window[first_byte + 1] << 8) | (window[first_byte + 2] << 16)
+    return (word >> (offsets % 8).to(torch.int32)) & ((1 << bits) - 1)
+
+
 def pack_trits(trits: torch.Tensor) -> torch.Tensor:
     """Pack values in {0, 1, 2} five to a byte; see the module doc for order."""
     if trits.is_floating_point():
@@ -131,3 +142,11 @@ def unpack_trits(packed: torch.Tensor, count: int) -> torch.Tensor:
     if packed.numel() and int(data.max()) >= 3**TRITS_PER_BYTE:
         raise CodecError("packed trit byte out of range (>= 243)")
     return ((data.unsqueeze(1) // _POW3.to(data.device)) % 3).reshape(-1)[:count]
+
+
+def unpack_trits_at(packed: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The trits at positions `index` (any shape) of a stream packed by :func:`pack_trits`, as int32."""
+    data = packed[index.to(torch.int64) // TRITS_PER_BYTE].to(torch.int32)
+    if data.numel() and int(data.max()) >= 3**TRITS_PER_BYTE:
+        raise CodecError("packed trit byte out of range (>= 243)")
+    return (data // _POW3.to(data.device)[index.to(torch.int64) % TRITS_PER_BYTE]) % 3

@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from .codecs import nbytes as codec_nbytes
 from .errors import ManifestError
@@ -44,10 +44,23 @@ class ModuleEntry(_Model):
     dtype: FloatDType = Field(description="dtype of the original weight")
     codec: CodecSpec
     nbytes: int = Field(description="bytes of the stored tensors")
+    tied: list[str] = Field(
+        default_factory=list,
+        description="modules whose weight the model ties to this one's: stored once, here, and shared at load",
+    )
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_tied(self, handler):
+        # `tied` is written only when there is a tie, so the manifests (and shard hashes) of untied models
+        # read exactly as before the field existed
+        data = handler(self)
+        if not self.tied:
+            data.pop("tied", None)
+        return data
 
 
 class FileInfo(_Model):
@@ -186,7 +199,8 @@ def _first_problem(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}{more}"
 
 
-def module_entry(kind: ModuleKind, encoder_linear: bool, shape, dtype: str, codec: CodecSpec) -> ModuleEntry:
+def module_entry(kind: ModuleKind, encoder_linear: bool, shape, dtype: str, codec: CodecSpec,
+                 tied: list[str] | None = None) -> ModuleEntry:
     """Entry for a module about to be encoded; its byte count comes from the codec's layout."""
     return ModuleEntry(
         kind=kind,
@@ -195,4 +209,5 @@ def module_entry(kind: ModuleKind, encoder_linear: bool, shape, dtype: str, code
         dtype=dtype,
         codec=codec,
         nbytes=codec_nbytes(tuple(shape), codec),
+        tied=list(tied or []),
     )

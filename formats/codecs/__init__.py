@@ -2,7 +2,8 @@
 
     encode(weight, spec) -> dict[str, Tensor]      keys are suffixes: '<module>.weight_<key>'
     decode(tensors, spec, shape) -> Tensor          float32, in the original shape
-    decode_rows(tensors, spec, shape, rows)         float32, only the given rows (embedding lookups)
+    decode_rows(tensors, spec, shape, rows)         float32, only the given rows (embedding lookups),
+                                                    reading only the bytes those rows occupy
     layout(shape, spec) -> dict[str, TensorLayout]  what encode produces, without encoding
     nbytes(shape, spec) -> int                      bytes on disk, from the layout
 
@@ -35,8 +36,14 @@ def _impl(spec: CodecSpec):
     return _IMPLS[spec.codec]
 
 
-def encode(weight: torch.Tensor, spec: CodecSpec) -> dict[str, torch.Tensor]:
-    return _impl(spec).encode(weight, spec)
+def encode(weight: torch.Tensor, spec: CodecSpec, *, scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """`scale`: for int-N on a symmetric zero-preserving grid (alone or as N:M values), the group scales to
+    store instead of the ones the absmax rule picks, when a post-training method chose them (GPTQ)."""
+    if scale is None:
+        return _impl(spec).encode(weight, spec)
+    if spec.codec not in ("int", "nm"):
+        raise CodecError(f"{spec.describe()} takes no given scales")
+    return _impl(spec).encode(weight, spec, scale)
 
 
 def layout(shape: Shape, spec: CodecSpec) -> dict[str, TensorLayout]:
@@ -75,14 +82,9 @@ def decode_checked(tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: 
 def decode_rows(
     tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape, rows: torch.Tensor
 ) -> torch.Tensor:
-    """Rows `rows` of the decoded weight, equal to decode(...)[rows]. Codecs whose rows are
-    byte-aligned in storage decode only those rows; the others decode everything and index."""
-    shape = tuple(shape)
-    rows_only = getattr(_impl(spec), "decode_rows", None)
-    picked = rows_only(tensors, spec, shape, rows) if rows_only is not None else None
-    if picked is None:
-        picked = decode_checked(tensors, spec, shape)[rows]
-    return picked
+    """Rows `rows` of the decoded weight, equal to decode(...)[rows], reading only what those rows store
+    (an embedding lookup in packed and kernel mode: memory follows the compressed table, not the dense one)."""
+    return _impl(spec).decode_rows(tensors, spec, tuple(shape), rows)
 
 
 __all__ = [

@@ -99,11 +99,20 @@ def round_to_dtype(values: torch.Tensor, dtype_name: str) -> torch.Tensor:
     return stored
 
 
-def row_bytes(packed: torch.Tensor, rows: int, bits_per_row: int, picked: torch.Tensor) -> torch.Tensor | None:
-    """The packed bytes of the picked rows, when every row starts on a byte boundary; else None."""
-    if bits_per_row % 8:
-        return None
-    return packed.view(rows, bits_per_row // 8)[picked].reshape(-1)
+def row_positions(rows: torch.Tensor, cols: int) -> torch.Tensor:
+    """(len(rows), cols) positions in a row-major stream of the elements of the given rows."""
+    return rows.to(torch.int64).unsqueeze(1) * cols + torch.arange(cols, device=rows.device)
+
+
+def row_codes(packed: torch.Tensor, bits: int, total_rows: int, cols: int, rows: torch.Tensor) -> torch.Tensor:
+    """(len(rows), cols) int32 codes of the given rows of a (total_rows, cols) matrix of `bits`-wide codes
+    packed by `bitpack.pack_bits`: whole bytes when every row starts on a byte boundary, else code by code."""
+    from ..bitpack import unpack_bits, unpack_bits_at
+
+    if (cols * bits) % 8 == 0:
+        picked = packed.view(total_rows, cols * bits // 8)[rows].reshape(-1)
+        return unpack_bits(picked, bits, len(rows) * cols).view(len(rows), cols)
+    return unpack_bits_at(packed, bits, row_positions(rows, cols))
 
 
 def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from .base import (
     matrix_shape,
     to_groups,
     round_to_dtype,
-    row_bytes,
+    row_codes,
     scale_layout,
 )
 
@@ -32,17 +32,19 @@ def encode(weight: torch.Tensor, spec: BinarySpec) -> dict[str, torch.Tensor]:
 
 def decode(tensors, spec: BinarySpec, shape) -> torch.Tensor:
     rows, cols = matrix_shape(shape)
-    signs = unpack_bits(tensors["packed"], 1, rows * cols).view(rows, cols).to(torch.float32) * 2 - 1
-    alpha = tensors["scale"].to(torch.float32).unsqueeze(-1)
-    return from_groups(to_groups(signs, spec.group_size) * alpha, cols).reshape(shape)
+    bits = unpack_bits(tensors["packed"], 1, rows * cols).view(rows, cols)
+    return _values(bits, tensors["scale"], spec).reshape(shape)
 
 
-def decode_rows(tensors, spec: BinarySpec, shape, rows: torch.Tensor) -> torch.Tensor | None:
+def decode_rows(tensors, spec: BinarySpec, shape, rows: torch.Tensor) -> torch.Tensor:
     total, cols = matrix_shape(shape)
-    packed = row_bytes(tensors["packed"], total, cols, rows)
-    if packed is None:
-        return None
-    return decode({"packed": packed, "scale": tensors["scale"][rows]}, spec, (len(rows), cols))
+    return _values(row_codes(tensors["packed"], 1, total, cols, rows), tensors["scale"][rows], spec)
+
+
+def _values(bits: torch.Tensor, scale: torch.Tensor, spec: BinarySpec) -> torch.Tensor:
+    signs = bits.to(torch.float32) * 2 - 1
+    alpha = scale.to(torch.float32).unsqueeze(-1)
+    return from_groups(to_groups(signs, spec.group_size) * alpha, bits.shape[1])
 
 
 def layout(shape, spec: BinarySpec) -> dict[str, TensorLayout]:

@@ -19,7 +19,7 @@ import torch
 
 from ..bitpack import pack_bits, packed_nbytes, unpack_bits
 from ..spec import CodebookSpec
-from .base import DTYPES, TensorLayout, as_matrix, matrix_shape, round_to_dtype, row_bytes
+from .base import DTYPES, TensorLayout, as_matrix, matrix_shape, round_to_dtype, row_codes
 
 
 def codebook_count(rows: int, spec: CodebookSpec) -> tuple[int, int]:
@@ -109,13 +109,10 @@ def decode(tensors, spec: CodebookSpec, shape) -> torch.Tensor:
     return book[which, idx].reshape(shape)
 
 
-def decode_rows(tensors, spec: CodebookSpec, shape, rows: torch.Tensor) -> torch.Tensor | None:
+def decode_rows(tensors, spec: CodebookSpec, shape, rows: torch.Tensor) -> torch.Tensor:
     total, cols = matrix_shape(shape)
     per, _ = codebook_count(total, spec)
-    packed = row_bytes(tensors["indices"], total, cols * spec.bits, rows)
-    if packed is None:
-        return None
-    idx = unpack_bits(packed, spec.bits, len(rows) * cols).view(len(rows), cols).long()
+    idx = row_codes(tensors["indices"], spec.bits, total, cols, rows).long()
     book = tensors["codebook"].to(torch.float32)
     return book[(rows // per).unsqueeze(1), idx]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..bitpack import pack_bits, packed_nbytes, unpack_bits
+from ..errors import CodecError
 from ..spec import IntSpec
 from .base import (
     TensorLayout,
@@ -29,7 +30,7 @@ from .base import (
     matrix_shape,
     to_groups,
     round_to_dtype,
-    row_bytes,
+    row_codes,
     scale_layout,
 )
 
@@ -43,17 +44,26 @@ def _safe(scale: torch.Tensor) -> torch.Tensor:
     return torch.where(s == 0, torch.ones_like(s), s)
 
 
-def encode(weight: torch.Tensor, spec: IntSpec) -> dict[str, torch.Tensor]:
+def encode(weight: torch.Tensor, spec: IntSpec, scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """`scale` (symmetric zero-preserving grids only): the group scales to store instead of the absmax rule's,
+    as chosen by a post-training method (GPTQ with clipping); values beyond the grid clamp to its ends."""
     w = as_matrix(weight)
     cols = w.shape[1]
     x = to_groups(w, spec.group_size)
     levels = (1 << spec.bits) - 1
     out: dict[str, torch.Tensor] = {}
+    if scale is not None and not (spec.symmetric and spec.zero_preserving):
+        raise CodecError(f"given scales need a symmetric zero-preserving grid, not {spec.describe()}")
     if spec.symmetric:
         half = _offset(spec)
         absmax = x.abs().amax(dim=-1)
         if spec.zero_preserving:
-            scale = round_to_dtype(absmax / (half - 1), spec.scale_dtype)
+            if scale is None:
+                scale = round_to_dtype(absmax / (half - 1), spec.scale_dtype)
+            elif tuple(scale.shape) != tuple(absmax.shape):
+                raise CodecError(f"given scales are {tuple(scale.shape)}, the groups {tuple(absmax.shape)}")
+            else:
+                scale = round_to_dtype(scale, spec.scale_dtype)
             q = torch.round(x / _safe(scale)).clamp(-(half - 1), half - 1)
         else:
             scale = round_to_dtype(absmax / (half - 0.5), spec.scale_dtype)
@@ -75,28 +85,31 @@ def encode(weight: torch.Tensor, spec: IntSpec) -> dict[str, torch.Tensor]:
 def decode(tensors, spec: IntSpec, shape) -> torch.Tensor:
     rows, cols = matrix_shape(shape)
     _, n = group_count(cols, spec.group_size)
-    codes = unpack_bits(tensors["packed"], spec.bits, rows * cols).view(rows, cols).to(torch.float32)
-    x = to_groups(codes, spec.group_size)
-    s = tensors["scale"].to(torch.float32).unsqueeze(-1)
+    codes = unpack_bits(tensors["packed"], spec.bits, rows * cols).view(rows, cols)
+    zero = None if spec.symmetric else unpack_bits(tensors["zero_point"], spec.bits, rows * n).view(rows, n)
+    return _values(codes, tensors["scale"], zero, spec).reshape(shape)
+
+
+def decode_rows(tensors, spec: IntSpec, shape, rows: torch.Tensor) -> torch.Tensor:
+    total, cols = matrix_shape(shape)
+    _, n = group_count(cols, spec.group_size)
+    codes = row_codes(tensors["packed"], spec.bits, total, cols, rows)
+    zero = None if spec.symmetric else row_codes(tensors["zero_point"], spec.bits, total, n, rows)
+    return _values(codes, tensors["scale"][rows], zero, spec)
+
+
+def _values(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, spec: IntSpec) -> torch.Tensor:
+    """(rows, cols) float32 values from unsigned codes, each row's group scales and (asymmetric) zero points."""
+    cols = codes.shape[1]
+    x = to_groups(codes.to(torch.float32), spec.group_size)
+    s = scale.to(torch.float32).unsqueeze(-1)
     if spec.symmetric:
         q = x - _offset(spec)
         if not spec.zero_preserving:
             q = q + 0.5
     else:
-        zero = unpack_bits(tensors["zero_point"], spec.bits, rows * n).view(rows, n, 1).to(torch.float32)
-        q = x - zero
-    return from_groups(q * s, cols).reshape(shape)
-
-
-def decode_rows(tensors, spec: IntSpec, shape, rows: torch.Tensor) -> torch.Tensor | None:
-    total, cols = matrix_shape(shape)
-    _, n = group_count(cols, spec.group_size)
-    picked = {"packed": row_bytes(tensors["packed"], total, cols * spec.bits, rows), "scale": tensors["scale"][rows]}
-    if not spec.symmetric:
-        picked["zero_point"] = row_bytes(tensors["zero_point"], total, n * spec.bits, rows)
-    if any(t is None for t in picked.values()):
-        return None
-    return decode(picked, spec, (len(rows), cols))
+        q = x - zero.to(torch.float32).unsqueeze(-1)
+    return from_groups(q * s, cols)
 
 
 def layout(shape, spec: IntSpec) -> dict[str, TensorLayout]:

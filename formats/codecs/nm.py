@@ -30,7 +30,7 @@ from .. import codecs as _codecs
 from ..bitpack import pack_bits, packed_nbytes, unpack_bits
 from ..errors import CodecError
 from ..spec import NMSpec
-from .base import TensorLayout, as_matrix, matrix_shape
+from .base import TensorLayout, as_matrix, matrix_shape, row_codes
 
 _BINOM = torch.tensor([[math.comb(j, i) for i in range(17)] for j in range(17)], dtype=torch.int64)
 
@@ -87,7 +87,8 @@ def select(w: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]
     return torch.zeros_like(magnitude, dtype=torch.bool).scatter_(1, top, True), top.sort(dim=1).values
 
 
-def encode(weight: torch.Tensor, spec: NMSpec) -> dict[str, torch.Tensor]:
+def encode(weight: torch.Tensor, spec: NMSpec, scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """`scale`: given scales of the value codec (see `codecs.encode`)."""
     w = as_matrix(weight)
     rows, cols = w.shape
     n, m = spec.n, spec.m
@@ -96,7 +97,7 @@ def encode(weight: torch.Tensor, spec: NMSpec) -> dict[str, torch.Tensor]:
     padded = F.pad(w, (0, groups * m - cols)).view(rows * groups, m)
     values = padded.gather(1, positions).view(rows, groups * n)
     out = {"nm_codes": pack_bits(pattern_codes(mask), pattern_bits(n, m))}
-    out.update(_codecs.encode(values, spec.values))
+    out.update(_codecs.encode(values, spec.values, scale=scale))
     return out
 
 
@@ -112,6 +113,22 @@ def decode(tensors, spec: NMSpec, shape) -> torch.Tensor:
     dense = torch.zeros(rows * groups, m, dtype=torch.float32, device=kept.device)
     dense.scatter_(1, kept_positions(codes, n, m), kept)
     return dense.view(rows, groups * m)[:, :cols].reshape(shape)
+
+
+def decode_rows(tensors, spec: NMSpec, shape, rows: torch.Tensor) -> torch.Tensor:
+    """Only the given rows: their pattern codes, and their kept values through the value codec's own
+    `decode_rows` (the kept values form a (rows, groups * N) matrix)."""
+    total, cols = matrix_shape(shape)
+    n, m = spec.n, spec.m
+    groups = _groups(cols, m)
+    codes = row_codes(tensors["nm_codes"], pattern_bits(n, m), total, groups, rows).long().reshape(-1)
+    if codes.numel() and int(codes.max()) >= math.comb(m, n):
+        raise CodecError(f"invalid {n}:{m} pattern code {int(codes.max())} (at most {math.comb(m, n) - 1})")
+    values = {k: v for k, v in tensors.items() if k != "nm_codes"}
+    kept = _codecs.decode_rows(values, spec.values, (total, groups * n), rows).reshape(-1, n)
+    dense = torch.zeros(len(rows) * groups, m, dtype=torch.float32, device=kept.device)
+    dense.scatter_(1, kept_positions(codes, n, m), kept)
+    return dense.view(len(rows), groups * m)[:, :cols]
 
 
 def layout(shape, spec: NMSpec) -> dict[str, TensorLayout]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..bitpack import pack_trits, trit_nbytes, unpack_trits
+from ..bitpack import pack_trits, trit_nbytes, unpack_trits, unpack_trits_at
 from ..spec import TernarySpec
 from .base import (
     TensorLayout,
@@ -22,6 +22,7 @@ from .base import (
     matrix_shape,
     to_groups,
     round_to_dtype,
+    row_positions,
     scale_layout,
 )
 
@@ -39,9 +40,21 @@ def encode(weight: torch.Tensor, spec: TernarySpec) -> dict[str, torch.Tensor]:
 
 def decode(tensors, spec: TernarySpec, shape) -> torch.Tensor:
     rows, cols = matrix_shape(shape)
-    t = unpack_trits(tensors["packed"], rows * cols).view(rows, cols).to(torch.float32) - 1
-    alpha = tensors["scale"].to(torch.float32).unsqueeze(-1)
-    return from_groups(to_groups(t, spec.group_size) * alpha, cols).reshape(shape)
+    trits = unpack_trits(tensors["packed"], rows * cols).view(rows, cols)
+    return _values(trits, tensors["scale"], spec).reshape(shape)
+
+
+def decode_rows(tensors, spec: TernarySpec, shape, rows: torch.Tensor) -> torch.Tensor:
+    """Only the trits of the given rows (a row seldom starts on a byte: 5 trits share each one)."""
+    _, cols = matrix_shape(shape)
+    trits = unpack_trits_at(tensors["packed"], row_positions(rows, cols))
+    return _values(trits, tensors["scale"][rows], spec)
+
+
+def _values(trits: torch.Tensor, scale: torch.Tensor, spec: TernarySpec) -> torch.Tensor:
+    t = trits.to(torch.float32) - 1
+    alpha = scale.to(torch.float32).unsqueeze(-1)
+    return from_groups(to_groups(t, spec.group_size) * alpha, trits.shape[1])
 
 
 def layout(shape, spec: TernarySpec) -> dict[str, TensorLayout]:

@@ -1103,3 +1103,58 @@ def test_dense_encode_never_aliases_the_input():
     enc = codecs.encode(w, DenseSpec(dtype="float32"))
     enc["values"][0, 0] = 123.0
     assert w[0, 0] != 123.0
+
+
+# ============================================================================= row lookups (embeddings)
+
+
+@st.composite
+def any_codec(draw, cols: int):
+    """Any codec that can store a (rows, cols) matrix, N:M of every value codec included."""
+    kind = draw(st.sampled_from(["int", "binary", "ternary", "codebook", "dense", "nm"]))
+    if kind == "int":
+        return int_spec(draw, cols)
+    if kind == "codebook":
+        return CodebookSpec(bits=draw(st.integers(1, 4)), group_rows=draw(st.one_of(st.none(), st.integers(1, 5))),
+                            iterations=3)
+    if kind == "nm":
+        n, m = draw(st.one_of(st.just((2, 4)), nm_pairs))
+        return NMSpec(n=n, m=m, values=draw(nm_value_specs(math.ceil(cols / m) * n)))
+    if kind == "dense":
+        return DenseSpec(dtype=draw(st.sampled_from(["float32", "float16", "bfloat16"])))
+    group = group_size_for(draw, cols)
+    if kind == "binary":
+        return BinarySpec(group_size=group)
+    return TernarySpec(group_size=group, threshold=draw(st.floats(0.0, 2.0)))
+
+
+@PROPS
+@given(st.data())
+def test_decode_rows_equals_the_rows_of_decode(data):
+    """An embedding lookup decodes only its rows, whatever the codec, and gets exactly what a full decode gives;
+    rows that start mid-byte (3-bit codes, trits, N:M codes) included."""
+    rows = data.draw(st.integers(1, 9))
+    cols = data.draw(st.integers(1, 40))
+    w = make_weight((rows, cols), data.draw(st.integers(0, 2**32 - 1)), data.draw(st.sampled_from(KINDS)),
+                    dyadic=True)
+    spec = data.draw(any_codec(cols))
+    try:
+        enc = codecs.encode(t(w), spec)
+    except CodecError:  # a scale or value beyond its storage dtype
+        return
+    picked = torch.tensor(data.draw(st.lists(st.integers(0, rows - 1), min_size=1, max_size=12)))
+    full = codecs.decode(enc, spec, (rows, cols))
+    assert torch.equal(codecs.decode_rows(enc, spec, (rows, cols), picked), full[picked])
+
+
+def test_decode_rows_reads_only_the_rows_asked_for(monkeypatch):
+    """No full decode behind a lookup: each codec's decode_rows is served without calling its decode."""
+    from formats.codecs import binary, codebook, intn, nm, ternary
+
+    w = torch.randn(50, 36)
+    for module in (intn, binary, ternary, codebook, nm):
+        monkeypatch.setattr(module, "decode", lambda *a, **k: pytest.fail("decode_rows decoded everything"))
+    for spec in [IntSpec(bits=3, group_size=12), BinarySpec(group_size=9), TernarySpec(group_size=12),
+                 CodebookSpec(bits=2, group_rows=1), NMSpec(n=2, m=4, values=IntSpec(bits=4, group_size=6))]:
+        enc = codecs.encode(w, spec)
+        assert codecs.decode_rows(enc, spec, (50, 36), torch.tensor([3, 49, 3])).shape == (3, 36)
