@@ -44,12 +44,22 @@ def model_paths(model: torch.nn.Module, names) -> dict[str, str | None]:
     return out
 
 
-def tied_modules(model: torch.nn.Module) -> dict[str, str]:
-    """Module path -> the module path its weight is tied with, both ways (e.g. lm_head <-> embeddings)."""
+def tied_groups(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Module path whose weight is stored -> the module paths that share it (their weights are tied to it):
+    BERT-MLM's embeddings -> [its decoder], T5's shared -> [encoder and decoder embed_tokens, lm_head]."""
     tied = getattr(model, "all_tied_weights_keys", None) or {}
-    out = {}
+    groups: dict[str, list[str]] = {}
     for target, source in tied.items():
         if target.endswith(".weight") and source.endswith(".weight"):
-            out[target.removesuffix(".weight")] = source.removesuffix(".weight")
-            out[source.removesuffix(".weight")] = target.removesuffix(".weight")
-    return out
+            groups.setdefault(source.removesuffix(".weight"), []).append(target.removesuffix(".weight"))
+    return groups
+
+
+def tie_partners(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Every module path of a tied group -> the other paths of its group (whichever of them a checkpoint stores)."""
+    partners: dict[str, list[str]] = {}
+    for source, targets in tied_groups(model).items():
+        group = [source, *targets]
+        for path in group:
+            partners[path] = [other for other in group if other != path]
+    return partners

@@ -22,10 +22,11 @@ from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from formats import Checkpoint, Manifest
+from formats.codecs.base import DTYPES
 from formats.memory import release_freed_memory
 from formats.errors import FormatError, ZooError
 
-from .naming import model_paths, tied_modules
+from .naming import model_paths, tie_partners
 from .runtime import DEFAULT_MODE, ModeError, ZooModule, check_mode, runtime_module
 from .structure import apply_structure
 
@@ -83,6 +84,9 @@ class ZooHfQuantizer(HfQuantizer):
             )
         super().__init__(quantization_config, **kwargs)
         self.modules: dict[str, str] = {}  # manifest name -> model module name
+        self.shared: dict[str, str] = {}  # module tied to a compressed one -> the path of the one it shares
+        self.untied: dict[str, str] = {}  # transformers' tie entries zoo took over (restored by dequantize)
+        self.stored_dtypes: dict[str, torch.dtype] = {}  # plain float tensors of the file -> their dtype there
 
     @property
     def mode(self) -> str:
@@ -101,13 +105,16 @@ class ZooHfQuantizer(HfQuantizer):
     def _process_model_before_weight_loading(self, model, dtype=None, checkpoint_files=None, **kwargs):
         if checkpoint_files:
             # names, shapes, dtypes and the shards' manifest hash, before a byte is loaded
-            Checkpoint.open(Path(checkpoint_files[0]).parent, verify=False)
+            ckpt = Checkpoint.open(Path(checkpoint_files[0]).parent, verify=False)
+            owned = ckpt.stored_owners()
+            self.stored_dtypes = {name: DTYPES[ckpt.weights.dtype(name)] for name in ckpt.weights.names()
+                                  if name not in owned and ckpt.weights.dtype(name) in DTYPES}
         manifest = self.quantization_config.manifest
         if manifest.structure is not None:  # a pruned model: its layers' shapes first
             apply_structure(model, manifest.structure.attention_heads, manifest.structure.intermediate_sizes)
         modules = manifest.modules
         paths = model_paths(model, modules)
-        tied = tied_modules(model)
+        partners = tie_partners(model)
         for name, entry in modules.items():
             path = paths[name]
             if path is None:
@@ -115,31 +122,33 @@ class ZooHfQuantizer(HfQuantizer):
                     f"module {name} named by the manifest does not exist in {type(model).__name__}",
                     hint="load with the architecture the checkpoint was compressed from (zoo.from_pretrained picks it)",
                 )
-            if path in tied:
-                raise FormatError(
-                    f"module {name} is compressed, but {type(model).__name__} ties its weight to {tied[path]}",
-                    hint="load with the class it was compressed from (zoo.from_pretrained picks it), "
-                    "or compress without that module",
-                )
-            original = model.get_submodule(path)
-            # Compute in the dtype the layer was built in (from_pretrained's `dtype`, or fp32 where the
-            # model keeps a module in fp32): transformers' preprocess_model does not pass `dtype` on.
-            weight = getattr(original, "weight", None)
-            if isinstance(weight, torch.Tensor) and weight.is_floating_point():
-                compute_dtype = weight.dtype
-            else:
-                compute_dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
-            with torch.device("meta"):
-                _replace(model, path, runtime_module(name, entry, original, compute_dtype))
+            owner = _swap(model, path, name, entry, dtype)
             self.modules[name] = path
+            # the modules the model ties to this one (and those the manifest says were stored with it) share it
+            recorded = model_paths(model, entry.tied)
+            for other in sorted(set(partners.get(path, [])) | {p for p in recorded.values() if p and p != path}):
+                _swap(model, other, other, entry, dtype, owner)
+                self.shared[other] = path
+        self._take_over_ties(model)
         return model
+
+    def _take_over_ties(self, model) -> None:
+        """transformers would tie the shared modules' `weight` Parameters after loading; zoo's runtime modules
+        share their stored tensors instead, so those tie entries are taken out of the model's tie map."""
+        tied = getattr(model, "all_tied_weights_keys", None)
+        if not tied:
+            return
+        ours = {f"{path}.weight" for path in [*self.shared, *self.shared.values()]}
+        for target, source in list(tied.items()):
+            if target in ours or source in ours:
+                self.untied[target] = tied.pop(target)
 
     def _process_model_after_weight_loading(self, model, **kwargs):
         rebuilt = {name for name, module in model.named_modules() if isinstance(module, ZooModule)}
         missing = sorted(n for n, path in self.modules.items() if path not in rebuilt)
         if missing or len(self.modules) != len(self.quantization_config.manifest.modules):
             raise FormatError(f"modules named by the manifest were not rebuilt: {', '.join(missing) or 'unknown'}")
-        for path in self.modules.values():
+        for path in [*self.modules.values(), *self.shared]:  # owners first: a shared module uses what they decode
             module = model.get_submodule(path)
             module.check_loaded()
             module.prepare(self.mode)
@@ -154,25 +163,64 @@ class ZooHfQuantizer(HfQuantizer):
         return False
 
     def get_state_dict_and_metadata(self, model):
-        # The stored tensors are persistent buffers, so the model's own state dict is the compact one.
+        # The stored tensors are persistent buffers, so the model's own state dict is the compact one, but for
+        # the plain tensors the checkpoint stored in a smaller float dtype (a recipe's dense_dtype: norms,
+        # biases, heads in fp16), which transformers loaded into the model's dtype: they go back as stored.
         # No zoo metadata: with more than transformers' own {"format": "pt"}, safetensors 0.8 writes
         # the keys in random order and re-saves would not be byte-identical (safetensors issue #584).
-        return None, {}
+        state = model.state_dict()
+        prefix = getattr(model, "base_model_prefix", "") or ""
+
+        def storage(tensor: torch.Tensor) -> tuple:  # tied tensors: one storage under several names
+            return tensor.data_ptr(), tuple(tensor.shape), tensor.stride()
+
+        cast: dict[tuple, torch.Tensor] = {}
+        for key, tensor in state.items():
+            want = next((self.stored_dtypes[k] for k in (key, key.removeprefix(prefix + "."), f"{prefix}.{key}")
+                         if k in self.stored_dtypes), None)
+            if want is not None and tensor.is_floating_point() and tensor.dtype != want:
+                cast.setdefault(storage(tensor), tensor.to(want))
+        changed = False
+        for key, tensor in state.items():
+            if storage(tensor) in cast:
+                state[key] = cast[storage(tensor)]
+                changed = True
+        return (state if changed else None), {}
 
     def _dequantize(self, model, dtype=None):
         if isinstance(dtype, str):  # transformers passes model.config.dtype: a string once save_pretrained ran
             dtype = getattr(torch, dtype)
+        dense = {}
         for path in self.modules.values():
-            module = model.get_submodule(path)
-            _replace(model, path, dense_module(module, dtype))
+            dense[path] = dense_module(model.get_submodule(path), dtype)
+            _replace(model, path, dense[path])
+        for path, owner in self.shared.items():  # tied again: one Parameter, as transformers ties them
+            _replace(model, path, dense_module(model.get_submodule(path), dtype, weight=dense[owner].weight))
+        getattr(model, "all_tied_weights_keys", {}).update(self.untied)
         return model
 
 
-def dense_module(module: ZooModule, dtype: torch.dtype | None) -> torch.nn.Module:
-    """A plain torch module with the decoded weight of a runtime module."""
+def _swap(model, path: str, name: str, entry, dtype, owner: ZooModule | None = None) -> ZooModule:
+    """Replace the module at `path` by its runtime module (one sharing `owner`'s tensors, if given)."""
+    original = model.get_submodule(path)
+    # Compute in the dtype the layer was built in (from_pretrained's `dtype`, or fp32 where the
+    # model keeps a module in fp32): transformers' preprocess_model does not pass `dtype` on.
+    weight = getattr(original, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.is_floating_point():
+        compute_dtype = weight.dtype
+    else:
+        compute_dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
+    with torch.device("meta"):
+        module = runtime_module(name, entry, original, compute_dtype, owner)
+    _replace(model, path, module)
+    return module
+
+
+def dense_module(module: ZooModule, dtype: torch.dtype | None, weight: torch.nn.Parameter | None = None) -> torch.nn.Module:
+    """A plain torch module with the decoded weight of a runtime module (or `weight` itself, to share it)."""
     from .runtime import ZooConv, ZooEmbedding, ZooLinear
 
-    weight = module.decoded_weight(dtype)
+    weight = module.decoded_weight(dtype) if weight is None else weight
     bias = getattr(module, "bias", None)
     if isinstance(module, ZooLinear):
         dense = torch.nn.Linear(module.in_features, module.out_features, bias=bias is not None, device="meta")
@@ -184,7 +232,7 @@ def dense_module(module: ZooModule, dtype: torch.dtype | None) -> torch.nn.Modul
         dense = module._conv
     else:  # pragma: no cover - every runtime module type is listed above
         raise TypeError(type(module))
-    dense.weight = torch.nn.Parameter(weight)
+    dense.weight = weight if isinstance(weight, torch.nn.Parameter) else torch.nn.Parameter(weight)
     if bias is not None:
         dense.bias = torch.nn.Parameter(bias.detach().to(weight.dtype))
     return dense

@@ -52,28 +52,37 @@ def check_mode(mode: str) -> Mode:
 
 
 class ZooModule(torch.nn.Module):
-    """Common part of the runtime modules: the stored tensors, decoding, mode bookkeeping."""
+    """Common part of the runtime modules: the stored tensors, decoding, mode bookkeeping.
 
-    def __init__(self, name: str, entry: ModuleEntry, compute_dtype: torch.dtype):
+    A module whose weight the model ties to another one's (BERT-MLM's decoder and word embeddings, T5's
+    lm_head and shared embeddings) is built with `owner`: it holds no tensors of its own and computes from
+    the owner's stored tensors (and, in materialize mode, the owner's decoded weight), so the weight is
+    stored, loaded and saved once."""
+
+    def __init__(self, name: str, entry: ModuleEntry, compute_dtype: torch.dtype, owner: ZooModule | None = None):
         super().__init__()
         self.zoo_name = name
         self.codec = entry.codec
         self.weight_shape = tuple(entry.shape)
         self.compute_dtype = compute_dtype
         self.mode: Mode | None = None
+        object.__setattr__(self, "owner", owner)  # not a submodule: its tensors are saved and moved once
         layouts = codecs.layout(self.weight_shape, entry.codec)
         self._keys = list(layouts)
-        for key, layout in layouts.items():
-            self.register_buffer(f"weight_{key}", torch.empty(layout.shape, dtype=layout.dtype, device="meta"))
+        if owner is None:
+            for key, layout in layouts.items():
+                self.register_buffer(f"weight_{key}", torch.empty(layout.shape, dtype=layout.dtype, device="meta"))
 
     def stored(self) -> dict[str, torch.Tensor]:
+        if self.owner is not None:
+            return self.owner.stored()
         return {key: getattr(self, f"weight_{key}") for key in self._keys}
 
     def _apply(self, fn, recurse=True):
         # model.to(dtype) / .half() move the stored tensors but never cast them: they are the
         # checkpoint's bytes (a fp16 scale made bf16 loses bits, and save_pretrained would write
         # tensors the manifest does not describe). What the module computes in follows the cast.
-        stored = self.stored()
+        stored = self.stored() if self.owner is None else {}
         super()._apply(fn, recurse)
         for key, before in stored.items():
             after = getattr(self, f"weight_{key}")
@@ -86,6 +95,9 @@ class ZooModule(torch.nn.Module):
 
     def check_loaded(self) -> None:
         """Fail loudly if transformers did not fill every stored tensor from the checkpoint."""
+        if self.owner is not None:
+            self.owner.check_loaded()
+            return
         for key, tensor in self.stored().items():
             if tensor.is_meta or not getattr(tensor, "_is_hf_initialized", False):
                 raise FormatError(
@@ -100,8 +112,12 @@ class ZooModule(torch.nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         if self.mode == "materialize" and not self.factored:
-            return self.weight_dense
+            return self.dense_weight()
         return self.decoded_weight()
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight decoded once at load (materialize mode); a tied module reads its owner's."""
+        return self.owner.dense_weight() if self.owner is not None else self.weight_dense
 
     @property
     def factored(self) -> bool:
@@ -110,13 +126,17 @@ class ZooModule(torch.nn.Module):
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Kronecker factors A, B in the compute dtype: decoded once (materialize, kernel) or now (packed)."""
         if self.mode in ("materialize", "kernel"):
-            return self.kron_a, self.kron_b
+            return (self.owner.kron_a, self.owner.kron_b) if self.owner is not None else (self.kron_a, self.kron_b)
         a, b = kronecker_factors(self.stored(), self.codec, self.weight_shape)
         return a.to(self.compute_dtype), b.to(self.compute_dtype)
 
     def prepare(self, mode: Mode) -> None:
+        """Decode what the mode keeps. A tied module's owner is prepared first and decodes for both."""
         self.mode = mode
-        if self.factored:
+        if self.owner is not None:
+            if self.owner.mode != mode:
+                raise ModeError(f"module {self.zoo_name} shares {self.owner.zoo_name}, which is not prepared for {mode}")
+        elif self.factored:
             if mode != "packed":
                 a, b = kronecker_factors(self.stored(), self.codec, self.weight_shape)
                 self.register_buffer("kron_a", a.to(self.compute_dtype), persistent=False)
@@ -131,12 +151,14 @@ class ZooModule(torch.nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"{self.codec.describe()}, mode={self.mode}"
+        shared = f", shares {self.owner.zoo_name}" if self.owner is not None else ""
+        return f"{self.codec.describe()}, mode={self.mode}{shared}"
 
 
 class ZooLinear(ZooModule):
-    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.Linear, compute_dtype: torch.dtype):
-        super().__init__(name, entry, compute_dtype)
+    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.Linear, compute_dtype: torch.dtype,
+                 owner: ZooModule | None = None):
+        super().__init__(name, entry, compute_dtype, owner)
         self.in_features, self.out_features = original.in_features, original.out_features
         self.bias = None
         if original.bias is not None:
@@ -164,7 +186,7 @@ class ZooLinear(ZooModule):
         if self.factored:
             return kronecker_linear(x, *self.factors(), self.bias)
         if self.mode == "materialize":
-            return F.linear(x, self.weight_dense, self.bias)
+            return F.linear(x, self.dense_weight(), self.bias)
         if self.mode == "kernel":
             if isinstance(self.kernel, Int8Matmul):
                 return self.kernel(x, self.bias)
@@ -176,8 +198,9 @@ class ZooEmbedding(ZooModule):
     """Lookups decode only the rows asked for in packed and kernel mode (for Kronecker factors,
     without building the table)."""
 
-    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.Embedding, compute_dtype: torch.dtype):
-        super().__init__(name, entry, compute_dtype)
+    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.Embedding, compute_dtype: torch.dtype,
+                 owner: ZooModule | None = None):
+        super().__init__(name, entry, compute_dtype, owner)
         self.num_embeddings, self.embedding_dim = original.num_embeddings, original.embedding_dim
         self.padding_idx = original.padding_idx
         self.max_norm, self.norm_type = original.max_norm, original.norm_type
@@ -185,11 +208,11 @@ class ZooEmbedding(ZooModule):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.mode == "materialize" and not self.factored:
-            return F.embedding(ids, self.weight_dense, self.padding_idx, self.max_norm, self.norm_type,
+            return F.embedding(ids, self.dense_weight(), self.padding_idx, self.max_norm, self.norm_type,
                                self.scale_grad_by_freq, self.sparse)
         rows, inverse = torch.unique(ids, return_inverse=True)
         if self.factored and self.mode != "packed":
-            table = kron_rows(self.kron_a, self.kron_b, rows)
+            table = kron_rows(*self.factors(), rows)
         else:
             table = codecs.decode_rows(self.stored(), self.codec, self.weight_shape, rows)
         table = table.to(self.compute_dtype)
@@ -199,8 +222,9 @@ class ZooEmbedding(ZooModule):
 class ZooConv(ZooModule):
     """Convolutions (e.g. wav2vec2's feature encoder): materialize or packed; no kernel."""
 
-    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.modules.conv._ConvNd, compute_dtype):
-        super().__init__(name, entry, compute_dtype)
+    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.modules.conv._ConvNd, compute_dtype,
+                 owner: ZooModule | None = None):
+        super().__init__(name, entry, compute_dtype, owner)
         # the original module, unregistered, lends its hyperparameters and _conv_forward
         object.__setattr__(self, "_conv", original)
         self.bias = None
@@ -213,17 +237,19 @@ class ZooConv(ZooModule):
         super().prepare(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight_dense if self.mode == "materialize" else self.decoded_weight(x.dtype)
+        weight = self.dense_weight() if self.mode == "materialize" else self.decoded_weight(x.dtype)
         return self._conv._conv_forward(x, weight, self.bias)
 
 
-def runtime_module(name: str, entry: ModuleEntry, original: torch.nn.Module, compute_dtype: torch.dtype) -> ZooModule:
+def runtime_module(name: str, entry: ModuleEntry, original: torch.nn.Module, compute_dtype: torch.dtype,
+                   owner: ZooModule | None = None) -> ZooModule:
+    """The runtime module replacing `original`; with `owner`, one that shares the owner's stored weight."""
     if type(original) is torch.nn.Linear:
-        return ZooLinear(name, entry, original, compute_dtype)
+        return ZooLinear(name, entry, original, compute_dtype, owner)
     if type(original) is torch.nn.Embedding:
-        return ZooEmbedding(name, entry, original, compute_dtype)
+        return ZooEmbedding(name, entry, original, compute_dtype, owner)
     if isinstance(original, torch.nn.modules.conv._ConvNd) and not isinstance(original, torch.nn.modules.conv._ConvTransposeNd):
-        return ZooConv(name, entry, original, compute_dtype)
+        return ZooConv(name, entry, original, compute_dtype, owner)
     raise FormatError(
         f"module {name} is a {type(original).__name__}; zoo rebuilds only Linear, Embedding and Conv layers",
         hint="compress it with a recipe that leaves this module dense",

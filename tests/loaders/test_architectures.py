@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import loaders
 import zoo
 from formats import Checkpoint, SafetensorsDir
-from loaders import ModeError, ZooLinear, ZooModule
+from loaders import ModeError, ZooEmbedding, ZooLinear, ZooModule
 from loaders.kernels import Int8Matmul
 from loaders.runtime import ZooConv
 from zoo.compress import write_compact
@@ -27,7 +27,8 @@ class Arch:
     cls: str  # transformers class the config names
     auto: str  # the Auto class to load it with
     task: str  # zoo.from_pretrained's task for that Auto class
-    modules: int  # linear layers inside the blocks: what the built-in recipes compress
+    modules: int  # what the built-in recipes compress: the blocks' linears, embeddings, projections
+    tied: int = 0  # modules sharing a compressed module's weight (T5 and Marian's embed_tokens and lm_head)
 
     def build(self, name: str):
         import transformers as T
@@ -60,13 +61,15 @@ class Arch:
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "decoder_input_ids": ids[:, :5]}
 
 
-ARCHS = {
+ARCHS = {  # ViT's position embeddings are a Parameter, not an nn.Embedding: they stay fp16 with its patch conv
     "vit": Arch("ViTForImageClassification", "AutoModelForImageClassification", "image-classification", 2 * 6),
     "wav2vec2-cls": Arch("Wav2Vec2ForSequenceClassification", "AutoModelForAudioClassification",
-                         "audio-classification", 2 * 6),
-    "wav2vec2-ctc": Arch("Wav2Vec2ForCTC", "AutoModelForCTC", "automatic-speech-recognition", 2 * 6),
-    "marian": Arch("MarianMTModel", "AutoModelForSeq2SeqLM", "translation", 2 * 6 + 2 * 10),
-    "t5": Arch("T5ForConditionalGeneration", "AutoModelForSeq2SeqLM", "text2text-generation", 2 * 6 + 2 * 10),
+                         "audio-classification", 2 * 6 + 1),  # + the feature projection
+    "wav2vec2-ctc": Arch("Wav2Vec2ForCTC", "AutoModelForCTC", "automatic-speech-recognition", 2 * 6 + 1),
+    # + the shared embeddings, stored once for the encoder's and decoder's embed_tokens and the lm_head
+    "marian": Arch("MarianMTModel", "AutoModelForSeq2SeqLM", "translation", 2 * 6 + 2 * 10 + 1, tied=3),
+    "t5": Arch("T5ForConditionalGeneration", "AutoModelForSeq2SeqLM", "text2text-generation", 2 * 6 + 2 * 10 + 1,
+               tied=3),
 }
 
 
@@ -138,19 +141,21 @@ def test_architecture_loads_in_every_mode(name, recipe, checkpoints):
         assert type(model).__name__ == arch.cls
         assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
         layers = rebuilt(model)
-        assert len(layers) == len(manifest.modules) > 0
-        assert all(type(m) is ZooLinear and m.mode == mode for m in layers.values())
+        assert len(layers) == len(manifest.modules) + arch.tied > 0
+        assert sum(m.owner is not None for m in layers.values()) == arch.tied
+        assert all(type(m) in (ZooLinear, ZooEmbedding) and m.mode == mode for m in layers.values())
         logits, hidden = outputs(model, inputs)
         assert (logits - ref_logits).abs().max() <= 1e-4 and (hidden - ref_hidden).abs().max() <= 1e-4
 
     # plain transformers, through the Auto class of the task, and zoo's task name for it
     model, info = auto.from_pretrained(path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
-    assert len(rebuilt(model)) == len(manifest.modules)
+    assert len(rebuilt(model)) == len(manifest.modules) + arch.tied
     assert torch.equal(outputs(model, inputs)[0], outputs(zoo.from_pretrained(path, task=arch.task), inputs)[0])
 
     model = zoo.from_pretrained(path, mode="kernel")
-    assert all(m.mode == "kernel" and isinstance(m.kernel, Int8Matmul) for m in rebuilt(model).values())
+    assert all(m.mode == "kernel" for m in rebuilt(model).values())
+    assert all(isinstance(m.kernel, Int8Matmul) for m in rebuilt(model).values() if isinstance(m, ZooLinear))
     logits, hidden = outputs(model, inputs)
     assert torch.isfinite(logits).all() and not torch.equal(logits, ref_logits)  # int8 activations really ran
     assert cos(hidden, ref_hidden) >= 0.99 and cos(logits, ref_logits) >= 0.99
@@ -159,7 +164,7 @@ def test_architecture_loads_in_every_mode(name, recipe, checkpoints):
 @pytest.mark.parametrize("mode", ["materialize", "packed", "kernel"])
 @pytest.mark.parametrize("name", ["marian", "t5"])
 def test_seq2seq_generate_gives_the_dense_models_tokens(name, mode, checkpoints):
-    path, dense_dir = checkpoints(name, "4bit")
+    path, dense_dir = checkpoints(name, "int8")  # int4 shared embeddings make a tiny random model ignore its input
     ids = torch.tensor([[5, 17, 42, 8, 33, 1], [9, 23, 4, 61, 1, 0]])
     # a random model's favourite token is pad: suppress it so the tokens depend on the input
     settings = {"attention_mask": (ids != 0).long(), "max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False,
@@ -167,7 +172,9 @@ def test_seq2seq_generate_gives_the_dense_models_tokens(name, mode, checkpoints)
     dense = loaders.load(dense_dir).eval()
     expected = dense.generate(ids, **settings)
     model = zoo.from_pretrained(path, mode=mode).eval()
-    assert len(rebuilt(model)) == ARCHS[name].modules
+    assert len(rebuilt(model)) == ARCHS[name].modules + ARCHS[name].tied
+    embeddings = model.get_input_embeddings()  # T5's shared; Marian's encoder embed_tokens, which shares model.shared
+    assert type(model.lm_head) is ZooLinear and model.lm_head.owner is (embeddings.owner or embeddings)  # stored once
     tokens = model.generate(ids, **settings)
     assert tokens.shape == expected.shape == (2, 1 + 8) and not torch.equal(expected[0], expected[1])
     if mode != "kernel":  # kernel mode quantizes activations: a near tie may go the other way

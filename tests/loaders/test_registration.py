@@ -48,7 +48,7 @@ def test_import_zoo_registers_when_transformers_is_imported_later(checkpoint):
     report = run_python(code, path, ckpt.manifest.modules)
     assert report["before"] == []  # `import zoo` alone keeps the CLI fast: no transformers, no loaders
     assert report["registered"]  # importing transformers brought zoo's quantizer in
-    assert report["types"] == ["ZooLinear"]
+    assert report["types"] == ["ZooEmbedding", "ZooLinear"]
     assert report["missing"] == [] and report["unexpected"] == []
 
 
@@ -56,7 +56,7 @@ def test_import_zoo_after_transformers_registers_at_once(checkpoint):
     path, ckpt = checkpoint
     code = "import transformers\nfrom transformers import AutoModel\nimport zoo\n" + LOAD
     report = run_python(code, path, ckpt.manifest.modules)
-    assert report["types"] == ["ZooLinear"]
+    assert report["types"] == ["ZooEmbedding", "ZooLinear"]
     assert report["missing"] == [] and report["unexpected"] == []
 
 
@@ -72,7 +72,7 @@ def test_plain_transformers_without_zoo_leaves_compressed_layers_random(checkpoi
     )
     report = run_python(code, path, ckpt.manifest.modules)
     assert not report["registered"]
-    assert report["types"] == ["Linear"]
+    assert report["types"] == ["Embedding", "Linear"]
     assert report["missing"] == sorted(f"{m}.weight" for m in ckpt.manifest.modules)
     assert report["unexpected"] == sorted(ckpt.stored_owners())
     assert not report["same_weight"]
