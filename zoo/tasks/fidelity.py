@@ -6,15 +6,47 @@ states. No labels are needed, so it works for any model and before any fine-tuni
 
 from __future__ import annotations
 
+import random
 from importlib import resources
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from .base import TaskError
 
 
 def sample_texts() -> list[str]:
     text = resources.files(__package__).joinpath("samples.txt").read_text(encoding="utf-8")
     return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def calibration_texts(source: str | Path | None, limit: int) -> tuple[list[str], str]:
+    """Up to `limit` texts to calibrate on, and what they are: the built-in sample sentences (None), the lines
+    of a text file, or a seeded subset of the texts of a data directory's train split (labels unused)."""
+    if source is None:
+        texts = sample_texts()[:limit]
+        return texts, f"{len(texts)} built-in sample sentences"
+    path = Path(source)
+    if path.is_file():
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TaskError(f"cannot read calibration text {path}: {exc}") from None
+        texts = lines[:limit]
+        where = path.name
+    elif path.is_dir():
+        from .text import TextClassification
+
+        examples = TextClassification(name="calibration", source=str(path)).texts("train")
+        texts = [examples[i] for i in sorted(random.Random(0).sample(range(len(examples)), min(limit, len(examples))))]
+        where = f"{path.name} train"
+    else:
+        raise TaskError(f"calibration text {path} does not exist",
+                        hint="give a .txt file (one text per line) or a data directory with a train split")
+    if not texts:
+        raise TaskError(f"calibration text {path} holds no text")
+    return texts, f"{len(texts)} texts from {where}"
 
 
 @torch.inference_mode()

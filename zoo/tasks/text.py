@@ -93,6 +93,11 @@ class TextClassification:
             self._loaded[split] = self._load(check_split(split))
         return self._loaded[split]
 
+    def texts(self, split: str) -> list[str]:
+        """The split's texts alone (calibration needs no labels, so none are read)."""
+        rows, columns, where = self._raw(split)
+        return [str(r[_pick(columns, self.text_column, TEXT_COLUMNS, "text", where)]) for r in rows]
+
     def _load(self, split: str) -> Examples:
         rows, columns, where = self._raw(split)
         text_col = _pick(columns, self.text_column, TEXT_COLUMNS, "text", where)

@@ -1,0 +1,267 @@
+"""GPTQ (Frantar et al., 2023): post-training rounding that compensates each column's rounding error in the
+columns not yet rounded, from the layer's inputs on a calibration set.
+
+For a linear layer y = W x the rounding error of a row w is measured on the calibration inputs X as
+|| (w - q) X ||^2, whose Hessian is H = 2 X X^T. Columns are rounded one at a time, in order; the error of
+column i, divided by [H^-1]_ii, is spread over the remaining columns along row i of the Cholesky factor of
+H^-1, so later columns absorb what earlier ones lost. Transformer blocks are rounded in the order the model
+uses them, each measured on the outputs of the blocks already rounded.
+
+Served codecs (the grid is the codec's own, so the result is stored exactly):
+- int-N, symmetric, zero-preserving, any group size: a group's scale is chosen when its first column is
+  reached, from the weights as updated so far: the clip of the group's |w| max (100% down to 52%) that rounds
+  them with the least squared error, rounded to the scale's storage dtype.
+- N:M with such int-N values: the kept positions are the codec's own (the N largest |w| of each M, on the
+  original weight); a pruned weight's error is compensated like a rounding error (SparseGPT with a magnitude
+  mask). A value group must cover whole N:M groups.
+Other codecs (and layers that are not linear, such as embeddings) keep the codec's round-to-nearest."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from formats.codecs.base import DTYPES
+from formats.codecs.nm import select
+from formats.spec import CodecSpec, IntSpec, NMSpec
+
+from ..recipes import BLOCK_PATTERN
+
+CLIPS = [1.0 - 0.02 * i for i in range(25)]
+
+
+@dataclass(frozen=True)
+class Rounded:
+    weight: torch.Tensor  # float32, on the codec's grid: what it decodes to
+    scale: torch.Tensor  # the (value) codec's group scales, as stored
+
+
+def serves(spec: CodecSpec, shape: tuple[int, ...]) -> bool:
+    """Whether GPTQ rounds a 2-D weight of `shape` for this codec (else the codec's own rounding applies)."""
+    if len(shape) != 2:
+        return False
+    values = spec.values if isinstance(spec, NMSpec) else spec
+    if not (isinstance(values, IntSpec) and values.symmetric and values.zero_preserving):
+        return False
+    if isinstance(spec, NMSpec):
+        kept = shape[1] // spec.m * spec.n
+        group = values.group_size or kept
+        return shape[1] % spec.m == 0 and min(group, kept) % spec.n == 0
+    return True
+
+
+def _scale(block: torch.Tensor, q: int, dtype_name: str) -> torch.Tensor:
+    """Per row of `block` (rows, cols; pruned entries zero): the stored scale whose clip rounds it best."""
+    amax = block.abs().amax(dim=1, keepdim=True)
+    best = err = None
+    for clip in CLIPS:
+        s = (amax * clip / q).to(DTYPES[dtype_name]).to(block.dtype)
+        safe = torch.where(s == 0, torch.ones_like(s), s)
+        e = ((torch.round(block / safe).clamp(-q, q) * s - block) ** 2).sum(dim=1, keepdim=True)
+        if best is None:
+            best, err = s, e
+        else:
+            better = e < err
+            best, err = torch.where(better, s, best), torch.where(better, e, err)
+    return best
+
+
+def _inverse_factor(h: torch.Tensor, damp: float) -> torch.Tensor | None:
+    """Upper Cholesky factor of H^-1 (dampened), or None when H stays singular."""
+    h = h.clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0  # a column no calibration input reaches: rounded to nearest, nothing to compensate
+    eye = torch.eye(h.shape[0], dtype=h.dtype)
+    mean = torch.mean(torch.diag(h))
+    for attempt in range(4):
+        try:
+            lower = torch.linalg.cholesky(h + damp * (10**attempt) * mean * eye)
+            return torch.linalg.cholesky(torch.cholesky_inverse(lower), upper=True)
+        except torch.linalg.LinAlgError:
+            continue
+    return None
+
+
+@contextmanager
+def _one_thread():
+    """The column loop is thousands of small operations: on one thread they take seconds, while OpenMP's
+    threads waiting on each other (worst when the cores are busy) took minutes here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@_one_thread()
+def round_weight(weight: torch.Tensor, hessian: torch.Tensor, spec: CodecSpec, damp: float = 0.01,
+                 block: int = 128) -> Rounded | None:
+    """GPTQ-round a (rows, cols) weight for `spec` given H = 2 X X^T of its inputs; None if H is unusable.
+
+    int-N: columns are rounded in decreasing order of H's diagonal (the inputs with the most energy first,
+    GPTQ's "act order"), `block` at a time with the updates to later columns applied once per block; each
+    group's scale is fixed first, from the original weights, so the stored groups stay contiguous.
+    N:M: columns in order, one value group at a time; at its start the group's kept positions are chosen from
+    the weights as updated so far, by SparseGPT's saliency w^2 / [H^-1]_jj (the N most salient of each M),
+    then its scale from the kept values."""
+    if isinstance(spec, NMSpec):
+        return _round_sparse(weight, hessian, spec, damp)
+    q = (1 << (spec.bits - 1)) - 1
+    rows, cols = weight.shape
+    w = weight.detach().to(torch.float64)
+    group = torch.arange(cols) // min(spec.group_size or cols, cols)
+    scale = torch.cat([_scale(w[:, group == g], q, spec.scale_dtype) for g in range(int(group.max()) + 1)], dim=1)
+    order = torch.argsort(torch.diag(hessian), descending=True, stable=True)
+    factor = _inverse_factor(hessian.to(torch.float64)[order][:, order], damp)
+    if factor is None:
+        return None
+    col_scale = scale[:, group[order]]
+    out = _compensated(w[:, order].clone(), factor, col_scale, torch.ones(rows, cols, dtype=torch.bool), q, block)
+    restored = torch.empty_like(out)
+    restored[:, order] = out
+    return Rounded(weight=restored.to(torch.float32), scale=scale.to(DTYPES[spec.scale_dtype]))
+
+
+def _round_sparse(weight: torch.Tensor, hessian: torch.Tensor, spec: NMSpec, damp: float) -> Rounded | None:
+    values = spec.values
+    q = (1 << (values.bits - 1)) - 1
+    rows, cols = weight.shape
+    factor = _inverse_factor(hessian.to(torch.float64), damp)
+    if factor is None:
+        return None
+    w = weight.detach().to(torch.float64).clone()
+    kept = cols // spec.m * spec.n
+    width = min(values.group_size or kept, kept) // spec.n * spec.m  # the columns of one value group
+    out = torch.zeros_like(w)
+    scales = []
+    for start in range(0, cols, width):
+        end = min(start + width, cols)
+        part = w[:, start:end]
+        saliency = (part / torch.diag(factor)[start:end]) ** 2
+        keep = select(saliency.float(), spec.n, spec.m)[0].view(rows, end - start)
+        s = _scale(part * keep, q, values.scale_dtype)
+        scales.append(s)
+        cols_scale = s.expand(rows, end - start)
+        tail = _compensated(w[:, start:].clone(), factor[start:, start:], cols_scale, keep, q, end - start, stop=end - start)
+        out[:, start:end] = tail[:, : end - start]
+        w[:, start:] = tail  # the columns after this group carry its errors
+    scale = torch.cat(scales, dim=1).to(DTYPES[values.scale_dtype])
+    return Rounded(weight=out.to(torch.float32), scale=scale)
+
+
+def _compensated(w: torch.Tensor, factor: torch.Tensor, col_scale: torch.Tensor, keep: torch.Tensor, q: int,
+                 block: int, stop: int | None = None) -> torch.Tensor:
+    """Round the first `stop` columns of w (all by default) in order, each onto q-level grid of its column
+    scale (or to zero where `keep` is false), spreading each error over the later columns through the upper
+    Cholesky factor of H^-1. Returns the rounded columns, followed by the later ones as updated."""
+    rows, cols = w.shape
+    stop = cols if stop is None else stop
+    safe = torch.where(col_scale == 0, torch.ones_like(col_scale), col_scale)
+    for start in range(0, stop, block):
+        end = min(start + block, stop)
+        part, errors = w[:, start:end].clone(), torch.zeros(rows, end - start, dtype=w.dtype)
+        inv = factor[start:end, start:end]
+        for i in range(end - start):
+            c = start + i
+            rounded = torch.where(keep[:, c], torch.round(part[:, i] / safe[:, c]).clamp(-q, q) * col_scale[:, c], 0.0)
+            err = (part[:, i] - rounded) / inv[i, i]
+            part[:, i:] -= err.unsqueeze(1) * inv[i, i:].unsqueeze(0)
+            part[:, i] = rounded
+            errors[:, i] = err
+        w[:, start:end] = part
+        w[:, end:] -= errors @ factor[start:end, end:]
+    return w
+
+
+def round_clipped(weight: torch.Tensor, spec: CodecSpec) -> Rounded:
+    """Round to nearest on the grid of the best clip per group (the scale search of `round_weight`, without
+    inputs to compensate errors with): for layers GPTQ cannot measure, such as embedding tables."""
+    identity = torch.eye(weight.shape[1], dtype=torch.float64)
+    return round_weight(weight, identity, spec, damp=0.0, block=weight.shape[1])
+
+
+class _Stop(Exception):
+    """Raised by the last hook of a stage: the rest of the forward pass is not needed."""
+
+
+_BLOCK = re.compile(rf"^(.*?{BLOCK_PATTERN})")  # a module's block: everything up to its layer index
+
+
+def _stages(model: nn.Module, names: list[str], batch: dict) -> list[list[str]]:
+    """`names` in the order the model calls them, grouped by transformer block: a block's layers are measured
+    together, on the outputs of the blocks before it, already rounded (one pass over the calibration set per
+    block; rounding inside a block one layer after another cost 3x the time for no measurable gain)."""
+    calls: list[str] = []
+    hooks = [model.get_submodule(n).register_forward_hook(lambda *_, n=n: calls.append(n)) for n in names]
+    try:
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    stages: dict[str, list[str]] = {}
+    for name in calls:
+        block = _BLOCK.match(name)
+        stage = stages.setdefault(block.group(1) if block else name, [])
+        if name not in stage:
+            stage.append(name)
+    return list(stages.values())
+
+
+@torch.no_grad()
+def gptq(model: nn.Module, plan: dict[str, CodecSpec], batches: list[dict], *, damp: float = 0.01,
+         progress: Callable[[int, int], None] | None = None) -> dict[str, Rounded]:
+    """Round the planned linear layers of `model` (module path -> codec) with GPTQ on `batches` (tokenized
+    calibration inputs with an attention mask). The model's weights are replaced by the rounded ones as it
+    goes (later layers are measured on rounded earlier ones); returns what each layer stores."""
+    model.eval()
+    targets = [n for n, spec in plan.items() if isinstance(model.get_submodule(n), nn.Linear)
+               and serves(spec, tuple(model.get_submodule(n).weight.shape))]
+    if not targets:
+        return {}
+    out: dict[str, Rounded] = {}
+    state: dict[str, torch.Tensor] = {}
+    done = 0
+    for stage in _stages(model, targets, batches[0]):
+        hessians = {n: torch.zeros(model.get_submodule(n).in_features, model.get_submodule(n).in_features,
+                                   dtype=torch.float64) for n in stage}
+        counts = dict.fromkeys(stage, 0)
+
+        def accumulate(_module, inputs, _output, name, last):
+            x = inputs[0]
+            x = x[state["mask"]] if state["mask"] is not None and x.shape[:2] == state["mask"].shape else x
+            x = x.reshape(-1, x.shape[-1]).to(torch.float64)
+            hessians[name] += 2 * x.T @ x
+            counts[name] += x.shape[0]
+            if last:
+                raise _Stop
+
+        hooks = [model.get_submodule(n).register_forward_hook(
+            lambda m, i, o, n=n, last=(n == stage[-1]): accumulate(m, i, o, n, last)) for n in stage]
+        try:
+            for batch in batches:
+                mask = batch.get("attention_mask")
+                state["mask"] = mask.bool() if mask is not None else None
+                try:
+                    model(**batch)
+                except _Stop:
+                    pass
+        finally:
+            for h in hooks:
+                h.remove()
+        for name in stage:
+            layer = model.get_submodule(name)
+            rounded = round_weight(layer.weight, hessians[name] / max(counts[name], 1), plan[name], damp)
+            if rounded is not None:
+                layer.weight.copy_(rounded.weight.to(layer.weight.dtype))
+                out[name] = rounded
+            done += 1
+            if progress is not None:
+                progress(done, len(targets))
+    return out
