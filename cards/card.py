@@ -160,6 +160,9 @@ def _made_section(manifest: Manifest) -> list[str]:
     lines.append(f"- Base model: `{base.id}` ({base.source}" + (f", revision `{base.revision}`" if base.revision else "")
                  + f"), {_mb(base.weights_nbytes)} of weights.")
     lines.append(f"- Recipe: `{m.recipe.name}` — {m.recipe.spec.get('description', '')}".rstrip(" —"))
+    gptq = m.recipe.spec.get("gptq") or {}
+    if m.training is None and gptq.get("calibrated_on"):
+        lines.append(f"- Post-training rounding (GPTQ): {gptq['calibrated_on']}.")
     if m.training is not None:
         t = m.training
         layers = f"; keeps layers {t.keep_layers} of the teacher" if t.keep_layers else ""
@@ -205,12 +208,15 @@ def _layers_section(manifest: Manifest) -> list[str]:
     for r in rows:
         found = next((v for k, v in searched.items() if r.module == k or r.module.endswith("." + k)), None)
         cell = (f" {found['loss_increase']:.4g} |" if found else " - |") if searched else ""
-        lines.append(f"| `{r.module}` | {r.method} | {r.bits:.3g} | {100 * r.sparsity:.0f}% | {r.nbytes:,} | "
+        shared = f" (shared with {', '.join(f'`{t}`' for t in r.tied)})" if r.tied else ""
+        lines.append(f"| `{r.module}`{shared} | {r.method} | {r.bits:.3g} | {100 * r.sparsity:.0f}% | {r.nbytes:,} | "
                      f"{r.bits_per_weight:.2f} | {r.ratio:.2f}x |" + cell)
     dense = manifest.recipe.spec.get("dense_dtype", "keep")
     dense = "in its original dtype" if dense == "keep" else f"as {dense}"
-    lines += ["", (f"{len(rows)} compressed modules, {_mb(sum(r.nbytes for r in rows))}. Everything else (embeddings, "
-                   f"norms, biases, heads and file headers) is stored {dense}: {_mb(other_tensors_nbytes(manifest))}."),
+    lines += ["", (f"{len(rows)} compressed modules, {_mb(sum(r.nbytes for r in rows))}. Everything else (norms, "
+                   f"biases, heads, any layer no rule took, and file headers) is stored {dense}: "
+                   f"{_mb(other_tensors_nbytes(manifest))}. A module shared with others is one weight the model ties "
+                   "to several layers: stored once, used by all."),
               ""]
     return lines
 
@@ -237,11 +243,12 @@ def build_card(directory: str | Path, *, name: str | None = None, plot: str | No
     )
     s = manifest.sizes
     intro = (f"This is `{manifest.base_model.id}` compressed by [zoo](https://pypi.org/project/zoo-compress/) with the "
-             f"`{manifest.recipe.name}` recipe: {len(manifest.modules)} modules "
-             f"({', '.join(sorted({e.codec.describe() for e in manifest.modules.values()}))}). "
-             f"The checkpoint is {_mb(s.checkpoint_nbytes)}, {s.checkpoint_ratio:.2f}x smaller than the dense "
-             f"teacher's {_mb(s.source_nbytes)}; its encoder linear weights are {s.encoder_linear_ratio:.2f}x smaller "
-             "than fp32. The bytes on disk are the packed values, not fake-quantized floats.")
+             f"`{manifest.recipe.name}` recipe into a **{_mb(s.checkpoint_nbytes)} checkpoint, {s.checkpoint_ratio:.2f}x "
+             f"smaller than the dense model's {_mb(s.source_nbytes)}** (every weight file counted: embeddings, norms "
+             f"and heads included). {len(manifest.modules)} modules are compressed "
+             f"({', '.join(sorted({e.codec.describe() for e in manifest.modules.values()}))}); the encoder linear "
+             f"weights alone are {s.encoder_linear_ratio:.2f}x smaller than fp32. The bytes on disk are the packed "
+             "values, not fake-quantized floats.")
     body = [f"# {name}", "", intro, ""]
     body += _results_section(manifest, res, plot, plot_note)
     body += _load_section(name, tag)

@@ -58,6 +58,7 @@ class LayerRow:
     nbytes: int
     bits_per_weight: float  # what the module really costs: stored bytes * 8 / parameters
     ratio: float  # vs the original dtype
+    tied: list[str] = field(default_factory=list)  # modules sharing this stored weight (stored once, here)
 
 
 def value_bits(codec) -> float:
@@ -86,7 +87,7 @@ def layer_rows(manifest: Manifest) -> list[LayerRow]:
         original = e.numel * DTYPES[e.dtype].itemsize
         rows.append(LayerRow(
             module=name, kind=e.kind, method=e.codec.describe(), bits=value_bits(e.codec), sparsity=sparsity(e.codec),
-            nbytes=e.nbytes, bits_per_weight=e.nbytes * 8 / e.numel, ratio=original / e.nbytes,
+            nbytes=e.nbytes, bits_per_weight=e.nbytes * 8 / e.numel, ratio=original / e.nbytes, tied=list(e.tied),
         ))
     return rows
 
@@ -162,7 +163,7 @@ def results(manifest: Manifest) -> Results:
 
 
 def other_tensors_nbytes(manifest: Manifest) -> int:
-    """Bytes of the weights no codec compressed (embeddings, norms, biases, heads: kept dense)."""
+    """Bytes of everything no codec stores (norms, biases, heads and any layer no rule took) and file headers."""
     return manifest.sizes.checkpoint_nbytes - sum(e.nbytes for e in manifest.modules.values())
 
 

@@ -41,9 +41,10 @@ def meta_model(model_dir: Path):
         return AutoModel.from_config(config)
 
 
-def module_kinds(model_dir: Path, module_names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Kind ('linear', 'embedding', 'conv', 'other') of each named module of the checkpoint, and the
-    modules whose weight the architecture ties to another (name -> what it is tied to)."""
+def module_kinds(model_dir: Path, module_names: list[str]) -> tuple[dict[str, str], dict[str, list[tuple[str, str]]]]:
+    """Kind ('linear', 'embedding', 'conv', 'other') of each named module of the checkpoint, and for each one
+    whose weight the architecture ties to others, those others as (name, kind): they share one tensor, which
+    the checkpoint stores once. A partner the checkpoint does not name is given its path in the model."""
     try:
         model = meta_model(model_dir)
     except (ValueError, KeyError, OSError, TypeError, ImportError) as exc:
@@ -51,10 +52,16 @@ def module_kinds(model_dir: Path, module_names: list[str]) -> tuple[dict[str, st
             f"transformers cannot build the architecture in {model_dir / 'config.json'}: {str(exc).splitlines()[0]}",
             hint="zoo reads the model class to tell linear layers from others; upgrade transformers or check config.json",
         ) from None
-    from loaders.naming import model_paths, tied_modules
+    from loaders.naming import model_paths, tie_partners
 
     paths = model_paths(model, module_names)
-    tied_paths = tied_modules(model)
-    kinds = {name: (layer_kind(model.get_submodule(path)) if path else None) or "other" for name, path in paths.items()}
-    tied = {name: tied_paths[path] for name, path in paths.items() if path in tied_paths}
+    names_by_path = {path: name for name, path in paths.items() if path}
+    partners = tie_partners(model)
+
+    def kind(path: str | None) -> str:
+        return (layer_kind(model.get_submodule(path)) if path else None) or "other"
+
+    kinds = {name: kind(path) for name, path in paths.items()}
+    tied = {name: [(names_by_path.get(other, other), kind(other)) for other in partners[path]]
+            for name, path in paths.items() if path in partners}
     return kinds, tied

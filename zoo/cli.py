@@ -143,7 +143,7 @@ def _load_recipe(recipe: str, target_ratio: float | None):
 
 def _run_compact(
     model: str, recipe: str, out_dir: Path | None, revision: str | None, overwrite: bool, max_shard_size: str,
-    *, pack: bool, target_ratio: float | None = None,
+    *, pack: bool, target_ratio: float | None = None, calibration: Path | None = None,
 ) -> None:
     from formats import SafetensorsDir
 
@@ -158,10 +158,14 @@ def _run_compact(
     total = sum(source.nbytes(name) for name in source.names())
     with _progress() as bar:
         searching = bar.add_task("searching", total=None, visible=False)
+        rounding = bar.add_task("rounding (GPTQ)", total=None, visible=False)
         task = bar.add_task("packing" if pack else "compressing", total=total)
 
         def searched(done: int, total_: int) -> None:
             bar.update(searching, completed=done, total=total_, visible=done < total_)
+
+        def rounded(done: int, total_: int) -> None:
+            bar.update(rounding, completed=done, total=total_, visible=done < total_)
 
         result = write_compact(
             resolved,
@@ -172,6 +176,8 @@ def _run_compact(
             max_shard_bytes=shard_bytes,
             progress=lambda _name, nbytes: bar.advance(task, nbytes),
             search_progress=searched,
+            calibration=calibration,
+            rounding_progress=rounded,
         )
     _print_result("Packed" if pack else "Compressed", result, model)
 
@@ -235,7 +241,13 @@ def compress(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last epoch checkpoint in OUT.work/.")] = False,
     target_ratio: Annotated[
         float | None, typer.Option("--target-ratio",
-                                   help="Search recipes: encoder-linear compression ratio to reach [default: the recipe's].")
+                                   help="Search recipes: how many times smaller than the dense model the whole "
+                                   "checkpoint must be [default: the recipe's].")
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option("--calibration", help="Post-training only: text to measure on, for recipes that "
+                                  "round with GPTQ and for a search's sensitivity: a .txt file (one text per line) or "
+                                  "a data directory (its train split's texts) [default: built-in sample sentences].")
     ] = None,
     overwrite: OverwriteOpt = False,
     max_shard_size: ShardOpt = "2GB",
@@ -254,8 +266,12 @@ def compress(
         given = [name for name, value in training_only.items() if value is not None]
         if given:
             raise ZooError(f"{', '.join(given)} only apply with --task", hint="add --task to fine-tune while compressing")
-        _run_compact(model, recipe, out_dir, revision, overwrite, max_shard_size, pack=False, target_ratio=target_ratio)
+        _run_compact(model, recipe, out_dir, revision, overwrite, max_shard_size, pack=False, target_ratio=target_ratio,
+                     calibration=calibration)
         return
+    if calibration is not None:
+        raise ZooError("--calibration applies to post-training compression; with --task the student is fine-tuned "
+                       "on the task's data", hint="leave out --calibration (or --task)")
     from .resolve import resolve_model
     from .train.pipeline import compress_with_training
     from .train.progress import RichProgress

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -56,6 +56,7 @@ WEIGHT_SUFFIX = ".weight"
 class Plan:
     kinds: dict[str, str]  # every module with a floating-point .weight -> its kind
     modules: dict[str, ModuleEntry]  # the ones the recipe compresses
+    copies: dict[str, str] = field(default_factory=dict)  # a tied module the source also stores -> its owner
 
 
 @dataclass(frozen=True)
@@ -77,21 +78,23 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned
     """Decide every module's codec from the headers, failing before any tensor is read."""
     names = _weight_modules(source)
     kinds, tied = module_kinds(model_dir, names)
-    modules = {}
+    modules: dict[str, ModuleEntry] = {}
+    copies: dict[str, str] = {}
     for module in names:
+        if module in copies:
+            continue
         weight = module + WEIGHT_SUFFIX
         shape = source.shape(weight)
-        spec = recipe.spec_for(module, kinds[module], shape)
+        partners = tied.get(module, [])
+        spec = recipe.spec_for_tied(module, kinds[module], partners, shape)
         if spec is None:
             continue
-        if module in tied:
-            raise RecipeError(
-                f"recipe {recipe.name} compresses {module}, whose weight the model ties to {tied[module]}",
-                hint="zoo cannot rebuild tied compressed weights yet; add the module to the rule's ignore list",
-            )
+        stored_too = [name for name, _ in partners if name in kinds]  # an older file may hold a tied copy
+        copies.update({name: module for name in stored_too})
         try:
             modules[module] = module_entry(
-                kinds[module], is_encoder_linear(module, kinds[module]), shape, source.dtype(weight), spec
+                kinds[module], is_encoder_linear(module, kinds[module]), shape, source.dtype(weight), spec,
+                tied=[name for name, _ in partners],
             )
         except CodecError as exc:
             raise RecipeError(f"recipe {recipe.name}: module {module} {list(shape)}: {exc}", hint=exc.hint) from None
@@ -100,7 +103,7 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned
             f"recipe {recipe.name} matches no module of {model_dir}",
             hint="check the recipe's targets/kinds against the names `zoo info` or the model's safetensors show",
         )
-    return Plan(kinds=kinds, modules=modules)
+    return Plan(kinds=kinds, modules=modules, copies=copies)
 
 
 def _dense(tensor: torch.Tensor, dense_dtype: str) -> torch.Tensor:
@@ -130,6 +133,14 @@ def _checked(given: dict[str, torch.Tensor], weight: torch.Tensor, module: str, 
         raise CodecError(f"the tensors given for {module} do not have the layout of {entry.codec.describe()}")
     check_decodes_to(given, entry.codec, weight)
     return given
+
+
+def _check_copy(source: SafetensorsDir, module: str, owner: str) -> None:
+    if not torch.equal(source.get(module + WEIGHT_SUFFIX), source.get(owner + WEIGHT_SUFFIX)):
+        raise RecipeError(
+            f"{module} and {owner} are tied in the model's class but hold different weights in the checkpoint",
+            hint="set tie_word_embeddings to false in config.json if they are meant to differ",
+        )
 
 
 def _encoder_linear_fp32(source: SafetensorsDir, kinds: dict[str, str]) -> int:
@@ -173,15 +184,75 @@ def _weight_hashes(source: SafetensorsDir) -> dict[str, str]:
     return {f: sha256_file(source.directory / f) for f in source.files}
 
 
-def search_checkpoint(model_dir: Path, recipe: Recipe, progress: Callable[[int, int], None] | None = None) -> Recipe:
-    """The concrete per-module recipe a search recipe picks for the dense checkpoint in `model_dir`."""
+def _dense_model(model_dir: Path):
+    """The dense checkpoint as the class its config names, in float32 (for measuring, never for writing)."""
     from loaders.auto import model_class, read_config as read_hf_config
 
+    from .train.finetune import quiet_transformers
+
+    with quiet_transformers():
+        return model_class(None, read_hf_config(model_dir)).from_pretrained(model_dir, dtype=torch.float32)
+
+
+def search_checkpoint(model_dir: Path, recipe: Recipe, progress: Callable[[int, int], None] | None = None,
+                      calibration: str | Path | None = None) -> Recipe:
+    """The concrete per-module recipe a search recipe picks for the dense checkpoint in `model_dir`."""
     from .search import fidelity_search
 
+    return fidelity_search(_dense_model(model_dir), model_dir, recipe, progress, calibration)
+
+
+def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str | Path | None = None,
+                  progress: Callable[[int, int], None] | None = None):
+    """GPTQ-round the planned modules it serves (recipe's `gptq:` section) on calibration text: the recipe
+    with what it was measured on, and per module the rounded weight and the codec tensors that store it."""
+    from transformers import AutoTokenizer
+
+    from loaders.auto import model_class, read_config as read_hf_config
+    from loaders.naming import model_paths
+
+    from .methods.gptq import gptq, round_clipped, serves
+    from .tasks.fidelity import calibration_texts
+
+    spec = recipe.gptq
+    texts, described = calibration_texts(calibration, spec.calibration)
+
+    def skipped(why: str):
+        if calibration is not None:
+            raise RecipeError(f"--calibration is text, but {why}", hint="leave out --calibration for this model")
+        record = spec.model_copy(update={"calibrated_on": f"not used: {why}; every module was rounded to nearest"})
+        return recipe.model_copy(update={"gptq": record}), {}, None
+
     cls = model_class(None, read_hf_config(model_dir))
-    dense = cls.from_pretrained(model_dir, dtype=torch.float32)
-    return fidelity_search(dense, model_dir, recipe, progress)
+    if cls.main_input_name != "input_ids":  # an image or audio model: no calibration text to run it on
+        return skipped(f"{cls.__name__} reads {cls.main_input_name}, not text")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # what transformers raises for a missing tokenizer
+        return skipped(f"{model_dir.name} has no tokenizer ({str(exc).splitlines()[0][:120]})")
+    batches = [dict(tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=spec.max_length,
+                              return_tensors="pt")) for i in range(0, len(texts), 32)]
+    dense = _dense_model(model_dir)
+    if dense.config.is_encoder_decoder:  # T5, Marian: the decoder reads the same text (teacher forcing a copy)
+        batches = [{**b, "decoder_input_ids": b["input_ids"], "decoder_attention_mask": b["attention_mask"]}
+                   for b in batches]
+    paths = model_paths(dense, plan.modules)
+    names = {path: name for name, path in paths.items() if path}
+    rounded = gptq(dense, {paths[n]: e.codec for n, e in plan.modules.items() if paths[n]}, batches, damp=spec.damp,
+                   progress=progress)
+    measured = len(rounded)
+    for name, entry in plan.modules.items():  # embeddings: no inputs to measure, but the best clip still helps
+        path = paths[name]
+        if path and path not in rounded and serves(entry.codec, tuple(entry.shape)):
+            rounded[path] = round_clipped(dense.get_submodule(path).weight, entry.codec)
+    del dense
+    weights = {names[path]: r.weight for path, r in rounded.items()}
+    stored = {names[path]: codecs.encode(r.weight, plan.modules[names[path]].codec, scale=r.scale)
+              for path, r in rounded.items()}
+    record = spec.model_copy(update={"calibrated_on": (
+        f"{described}, at most {spec.max_length} tokens each: {measured} of {len(plan.modules)} modules rounded by GPTQ, "
+        f"{len(rounded) - measured} (embeddings) to the best clip, the rest to nearest")})
+    return recipe.model_copy(update={"gptq": record}), weights, stored
 
 
 def write_compact(
@@ -197,13 +268,17 @@ def write_compact(
     search_progress: Callable[[int, int], None] | None = None,
     stored: dict[str, dict[str, torch.Tensor]] | None = None,
     structure: Structure | None = None,
+    calibration: str | Path | None = None,
+    rounding_progress: Callable[[int, int], None] | None = None,
 ) -> CompressResult:
     """Compress (or, with pack=True, only pack) `model` with `recipe` into the directory `out`.
     `reference`: the dense model that sizes are compared with, when it is not `model` itself.
     A recipe with a `search:` section first picks each module's codec (zoo.search, fidelity to `model`).
     `stored`: module -> the codec's tensors as training made them (Kronecker factors), checked against
     the module's weight and written as they are. `structure`: the per-layer shapes of a model that
-    block pruning made smaller (recorded in the manifest, so loaders rebuild them)."""
+    block pruning made smaller (recorded in the manifest, so loaders rebuild them). A recipe with a `gptq:`
+    section rounds the linear layers GPTQ serves on `calibration` text (default: the built-in sample
+    sentences) instead of to the nearest grid point; so does a search recipe's sensitivity measure."""
     start = time.perf_counter()
     ensure_writable(out, overwrite)
     if not pack and recipe.training.keep_layers:
@@ -227,21 +302,27 @@ def write_compact(
         if pack:
             raise RecipeError(f"recipe {recipe.name} chooses codecs by measuring a dense model, so it cannot pack",
                               hint="use `zoo compress` with it; `zoo pack` takes recipes with fixed codecs")
-        recipe = search_checkpoint(model.path, recipe, search_progress)
+        recipe = search_checkpoint(model.path, recipe, search_progress, calibration)
     source = SafetensorsDir(model.path)
     dense_base = SafetensorsDir(reference) if reference else source
     plan = make_plan(source, model.path, recipe, pruned=structure is not None)
+    replaced: dict[str, torch.Tensor] = {}
+    if recipe.gptq is not None and not pack and stored is None:
+        recipe, replaced, stored = gptq_rounding(model.path, recipe, plan, calibration, rounding_progress)
     with CheckpointWriter(
         out, overwrite=overwrite, max_shard_bytes=max_shard_bytes, metadata=shard_metadata(plan.modules)
     ) as writer:
         for name in source.names():
             module = name.removesuffix(WEIGHT_SUFFIX)
             entry = plan.modules.get(module) if name.endswith(WEIGHT_SUFFIX) else None
-            if entry is None:
+            if name.endswith(WEIGHT_SUFFIX) and module in plan.copies:
+                _check_copy(source, module, plan.copies[module])  # stored once, with its owner
+            elif entry is None:
                 writer.add(name, _dense(source.get(name), recipe.dense_dtype))
             else:
                 given = (stored or {}).get(module)
-                for key, value in _encode(source.get(name), module, entry, pack, given).items():
+                weight = replaced[module] if module in replaced else source.get(name)
+                for key, value in _encode(weight, module, entry, pack, given).items():
                     writer.add(tensor_name(module, key), value)
                 release_freed_memory()
             if progress is not None:

@@ -9,7 +9,10 @@
    training examples with --task, else on built-in sample sentences. A distance to the dense model is never
    negative, so unlike a labelled loss it cannot credit a setting with noise that happens to help.
 3. Choice: a multiple-choice knapsack solved exactly by dynamic programming over bytes: one candidate per
-   module, total stored bytes <= fp32 bytes / target ratio, least summed loss increase.
+   module, least summed loss increase, within the budget of the whole checkpoint: the dense source's weight
+   files / target ratio, less what the search does not decide (every other tensor as it will be stored:
+   norms, biases and heads at the recipe's dense dtype, plus an allowance for the safetensors headers).
+   Embeddings and the pooler are items of the knapsack like any layer when the recipe's rules select them.
 The result is an ordinary recipe with one rule per module and a `searched` record for the manifest.
 """
 
@@ -52,19 +55,67 @@ def candidates(spec: SearchSpec) -> list[CodecSpec]:
 @dataclass(frozen=True)
 class Target:
     name: str  # module path in the live model
-    shape: tuple[int, int]
+    shape: tuple[int, ...]
+    kind: str = "linear"
+
+
+# Bytes allowed per stored tensor for its entry in a safetensors header (name, dtype, shape, offsets):
+# MiniLM's entries average under 100 bytes, so the budget errs on the safe side.
+HEADER_ALLOWANCE = 160
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the searched modules may store: the whole checkpoint's share left by everything else."""
+
+    reference_nbytes: int  # the dense checkpoint's weight files, which the target ratio divides
+    fixed_nbytes: int  # every tensor the search does not decide, as it will be stored, with header allowances
+    target_ratio: float
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.reference_nbytes / self.target_ratio) - self.fixed_nbytes
+
+    def ratio(self, searched_nbytes: float) -> float:
+        """The whole-checkpoint ratio the searched modules reach at `searched_nbytes`."""
+        return self.reference_nbytes / (self.fixed_nbytes + searched_nbytes)
 
 
 def searched_modules(model: nn.Module, recipe: Recipe) -> list[Target]:
-    """The modules of `model` the recipe's rules select (the ones the search decides)."""
-    found = [Target(name, tuple(module.weight.shape)) for name, module in model.named_modules()
-             if (kind := layer_kind(module)) and recipe.codec_for(name, kind) is not None]
+    """The modules of `model` the recipe's rules select (the ones the search decides); a module whose
+    weight the model ties to an earlier one is stored with it, so only the first of a tied group counts."""
+    from loaders.naming import tied_groups
+
+    copies = {member for members in tied_groups(model).values() for member in members}
+    found = [Target(name, tuple(module.weight.shape), kind) for name, module in model.named_modules()
+             if (kind := layer_kind(module)) and name not in copies and recipe.codec_for(name, kind) is not None]
     if not found:
         raise RecipeError(f"recipe {recipe.name} selects no module of the model to search")
     return found
 
 
-def check_reachable(targets: list[Target], spec: SearchSpec) -> None:
+def search_budget(model: nn.Module, model_dir, targets: list[Target], recipe: Recipe) -> Budget:
+    """The byte budget of the searched modules, from the dense checkpoint in `model_dir` (its file size, and
+    every tensor the search leaves to the recipe's dense dtype)."""
+    from formats import SafetensorsDir
+    from formats.codecs.base import DTYPES
+    from loaders.naming import model_paths
+
+    source = SafetensorsDir(model_dir)
+    names = list(source.names())
+    paths = model_paths(model, [n.removesuffix(".weight") for n in names if n.endswith(".weight")])
+    searched = {t.name for t in targets}
+    dense = recipe.dense_dtype
+    fixed = 3 * HEADER_ALLOWANCE * len(targets)  # a candidate stores at most 3 tensors (N:M codes, values, scales)
+    for name in names:
+        if name.endswith(".weight") and paths.get(name.removesuffix(".weight")) in searched:
+            continue
+        recast = dense != "keep" and source.dtype(name) in DTYPES
+        fixed += (source.numel(name) * DTYPES[dense].itemsize if recast else source.nbytes(name)) + HEADER_ALLOWANCE
+    return Budget(reference_nbytes=source.file_nbytes(), fixed_nbytes=fixed, target_ratio=recipe.search.target_ratio)
+
+
+def check_reachable(targets: list[Target], spec: SearchSpec, budget: Budget) -> None:
     """Fail before any measuring or training when no combination of candidates meets the target."""
     cands = candidates(spec)
     for t in targets:
@@ -76,13 +127,14 @@ def check_reachable(targets: list[Target], spec: SearchSpec) -> None:
                     f"search candidate {c.describe()} cannot store {t.name} {t.shape[0]}x{t.shape[1]}: {exc}",
                     hint="drop that pattern or group size from the recipe's search section",
                 ) from None
-    fp32 = sum(4 * math.prod(t.shape) for t in targets)
     smallest = sum(min(codecs.nbytes(t.shape, c) for c in cands) for t in targets)
-    if fp32 / smallest < spec.target_ratio:
+    if smallest > budget.nbytes:
+        best = budget.ratio(smallest)
         raise RecipeError(
-            f"target ratio {spec.target_ratio:g}x cannot be reached: the smallest candidates give "
-            f"{fp32 / smallest:.2f}x for these {len(targets)} modules",
-            hint=f"ask for at most {math.floor(fp32 / smallest * 10) / 10:g}x, or add fewer bits / sparser patterns",
+            f"target ratio {spec.target_ratio:g}x cannot be reached: the smallest candidates for these "
+            f"{len(targets)} modules give a checkpoint {best:.2f}x smaller than the dense one",
+            hint=f"ask for at most {math.floor(best * 10) / 10:g}x, search more modules (embeddings, pooler), "
+            "or add fewer bits / sparser patterns",
         )
 
 
@@ -145,30 +197,31 @@ def choose(costs: np.ndarray, losses: np.ndarray, budget: int, resolution: int =
     return chosen[::-1]
 
 
-def _rule_for(name: str, prefix: str, codec: CodecSpec) -> Rule:
+def _rule_for(target: Target, prefix: str, codec: CodecSpec) -> Rule:
     """A rule for exactly this module, whether the checkpoint names it with the model's prefix or without."""
-    short = name.removeprefix(prefix + ".") if prefix else name
-    return Rule(targets=[rf"(^|\.){re.escape(short)}$"], kinds=["linear"], codec=codec)
+    short = target.name.removeprefix(prefix + ".") if prefix else target.name
+    return Rule(targets=[rf"(^|\.){re.escape(short)}$"], kinds=[target.kind], codec=codec)
 
 
-def run_search(model: nn.Module, recipe: Recipe, loss: LossFn, measure_text: str,
+def run_search(model: nn.Module, model_dir, recipe: Recipe, loss: LossFn, measure_text: str,
                progress: ProgressFn | None = None) -> Recipe:
-    """The concrete recipe the search picks for `model` (eval mode, the dense reference)."""
+    """The concrete recipe the search picks for `model` (eval mode, the dense reference), whose dense
+    checkpoint is `model_dir` (the whole-checkpoint budget is counted against its files)."""
     spec = recipe.search
     if spec is None:
         raise RecipeError(f"recipe {recipe.name} has no search section")
     targets = searched_modules(model, recipe)
-    check_reachable(targets, spec)
+    budget = search_budget(model, model_dir, targets, recipe)
+    check_reachable(targets, spec, budget)
     cands = candidates(spec)
     _base, increase = measure(model, targets, cands, loss, progress)
     costs = np.array([[codecs.nbytes(t.shape, c) for c in cands] for t in targets], dtype=np.float64)
-    fp32 = sum(4 * math.prod(t.shape) for t in targets)
-    budget = int(fp32 / spec.target_ratio)
-    picks = choose(costs, increase, budget)
+    picks = choose(costs, increase, budget.nbytes)
     stored = int(sum(costs[i, j] for i, j in enumerate(picks)))
     prefix = getattr(model, "base_model_prefix", "") or ""
     record = SearchRecord(
-        target_ratio=spec.target_ratio, achieved_ratio=round(fp32 / stored, 4), measure=measure_text,
+        target_ratio=spec.target_ratio, achieved_ratio=round(budget.ratio(stored), 4),
+        estimated_nbytes=budget.fixed_nbytes + stored, measure=measure_text,
         candidates=[c.describe() for c in cands],
         total_loss_increase=round(float(sum(increase[i, j] for i, j in enumerate(picks))), 6),
         modules={t.name.removeprefix(prefix + ".") if prefix else t.name: SearchChoice(
@@ -178,7 +231,7 @@ def run_search(model: nn.Module, recipe: Recipe, loss: LossFn, measure_text: str
     return recipe.model_copy(update={
         "description": f"per-layer search (target {spec.target_ratio:g}x, reached {record.achieved_ratio:.2f}x "
                        f"on {len(targets)} modules): {recipe.description}",
-        "rules": [_rule_for(t.name, prefix, cands[j]) for t, j in zip(targets, picks, strict=True)],
+        "rules": [_rule_for(t, prefix, cands[j]) for t, j in zip(targets, picks, strict=True)],
         "search": None,
         "searched": record,
     })
@@ -213,13 +266,17 @@ def _what(head: bool) -> str:
     return "KL to the dense model's outputs" if head else "1 - cosine to the dense model's mean-pooled hidden states"
 
 
-def fidelity_search(model: nn.Module, model_dir, recipe: Recipe, progress: ProgressFn | None = None) -> Recipe:
-    """Search without a task: sensitivity is fidelity to the dense model on built-in sample sentences."""
-    from .tasks.fidelity import sample_texts, text_batch
+def fidelity_search(model: nn.Module, model_dir, recipe: Recipe, progress: ProgressFn | None = None,
+                    calibration=None) -> Recipe:
+    """Search without a task: sensitivity is fidelity to the dense model on calibration text (the built-in
+    sample sentences, or `calibration`: a text file or a data directory's train split)."""
+    from .tasks.fidelity import calibration_texts, text_batch
 
-    texts = sample_texts()[: recipe.search.calibration]
-    loss, head = fidelity_loss(model, [text_batch(model_dir, texts, max_length=recipe.training.max_length)])
-    return run_search(model, recipe, loss, f"{_what(head)} on {len(texts)} built-in sample sentences", progress)
+    texts, described = calibration_texts(calibration, recipe.search.calibration)
+    batches = [text_batch(model_dir, texts[i:i + 32], max_length=recipe.training.max_length)
+               for i in range(0, len(texts), 32)]
+    loss, head = fidelity_loss(model, batches)
+    return run_search(model, model_dir, recipe, loss, f"{_what(head)} on {described}", progress)
 
 
 def task_search(model: nn.Module, model_dir, recipe: Recipe, task, progress: ProgressFn | None = None,
@@ -232,5 +289,5 @@ def task_search(model: nn.Module, model_dir, recipe: Recipe, task, progress: Pro
     batches = [collate([{k: v for k, v in f.items() if k != "labels"} for f in features[i:i + batch_size]])
                for i in range(0, len(features), batch_size)]
     loss, head = fidelity_loss(model, batches)
-    return run_search(model, recipe, loss, f"{_what(head)} on {len(features)} {task.dataset} training examples",
-                      progress)
+    return run_search(model, model_dir, recipe, loss,
+                      f"{_what(head)} on {len(features)} {task.dataset} training examples", progress)

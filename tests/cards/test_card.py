@@ -73,7 +73,11 @@ def test_compress_writes_a_card_that_says_nothing_was_measured(compressed):
     assert README not in manifest.files
     # the per-layer table lists every module with its stored bytes, read from the manifest
     for row in layer_rows(manifest):
-        assert f"| `{row.module}` | {row.method} | 4 | 50% | {row.nbytes:,} |" in card.text
+        assert f"| `{row.module}` | {row.method} | {row.bits:.3g} | {100 * row.sparsity:.0f}% | {row.nbytes:,} |" in card.text
+    assert {(r.bits, r.sparsity) for r in layer_rows(manifest) if r.method.startswith("2:4")} == {(4, 0.5)}
+    # the headline is the whole checkpoint's ratio, in the first sentence
+    first = card.text.strip().split("\n\n")[1]
+    assert f"{manifest.sizes.checkpoint_ratio:.2f}x smaller than the dense model's" in first
     assert f"{manifest.sizes.encoder_linear_ratio:.2f}x" in card.text
 
 

@@ -160,7 +160,9 @@ def test_unknown_codec(run_cli, compressed, tmp_path):
 
 
 def test_pattern_that_is_not_nm(run_cli, tiny_bert_dir, tmp_path):
-    result = run_cli("pack", tiny_bert_dir, "--recipe", "2of4", "--out", tmp_path / "p")
+    recipe = tmp_path / "nm.yaml"
+    recipe.write_text("name: nm\ndescription: 2:4 blocks\nrules: [{codec: {codec: nm, n: 2, m: 4}}]\n")
+    result = run_cli("pack", tiny_bert_dir, "--recipe", recipe, "--out", tmp_path / "p")
     assert_one_line_error(result, "not 2:4 sparse")
     assert not (tmp_path / "p").exists() and leftovers(tmp_path) == []
 

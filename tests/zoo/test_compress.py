@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import zoo
-from formats import Checkpoint, PatternError, SafetensorsDir, codecs
-from formats.spec import KroneckerSpec
+from formats import Checkpoint, PatternError, SafetensorsDir, check_fits, codecs
+from formats.spec import KroneckerSpec, NMSpec
 from loaders import unpack
 from tests.conftest import leftovers
 from zoo.compress import write_compact
@@ -37,20 +37,32 @@ def test_every_builtin_recipe_on_a_tiny_bert(tiny_bert_dir, tmp_path, recipe):
     result = compress(tiny_bert_dir, recipe, tmp_path / "out")
     ckpt = Checkpoint.open(result.path)  # full verification: manifest, tensors, sha256
     m = ckpt.manifest
-    assert len(m.modules) == 2 * 6  # 6 linear layers per block, 2 blocks; pooler and embeddings stay
-    assert all(e.kind == "linear" and e.encoder_linear for e in m.modules.values())
-    assert "pooler.dense.weight" in ckpt.weights and "embeddings.word_embeddings.weight" in ckpt.weights
+    # the whole checkpoint: 6 linear layers per block (2 blocks), the word, position and token-type embeddings
+    # and the pooler; norms, biases and nothing else stay plain (fp16)
+    assert len(m.modules) == 2 * 6 + 3 + 1
+    blocks = {n: e for n, e in m.modules.items() if e.encoder_linear}
+    assert len(blocks) == 12 and all(e.kind == "linear" for e in blocks.values())
+    assert {e.kind for n, e in m.modules.items() if n.startswith("embeddings.")} == {"embedding"}
+    assert "pooler.dense" in m.modules and "embeddings.word_embeddings.weight" not in ckpt.weights
+    plain = [n for n in ckpt.weights.names() if n not in ckpt.stored_owners()]
+    assert all(ckpt.weights.dtype(n) == "float16" for n in plain if n != "embeddings.position_ids")
     # the recorded sizes are the real ones
     assert m.sizes.checkpoint_nbytes == (result.path / "model.safetensors").stat().st_size
-    stored = sum(ckpt.weights.nbytes(n) for n in ckpt.stored_owners())
-    assert m.sizes.encoder_linear_nbytes == stored == sum(e.nbytes for e in m.modules.values())
-    assert m.sizes.encoder_linear_fp32_nbytes == sum(4 * e.numel for e in m.modules.values())
+    stored = sum(ckpt.weights.nbytes(n) for n, owner in ckpt.stored_owners().items() if owner in blocks)
+    assert m.sizes.encoder_linear_nbytes == stored == sum(e.nbytes for e in blocks.values())
+    assert m.sizes.encoder_linear_fp32_nbytes == sum(4 * e.numel for e in blocks.values())
+    assert m.sizes.checkpoint_ratio == pytest.approx(m.sizes.source_nbytes / m.sizes.checkpoint_nbytes, rel=1e-4)
     # decoding a module equals decoding what compress encoded from the source weight
     source = SafetensorsDir(tiny_bert_dir)
     name = "encoder.layer.1.intermediate.dense"
-    expected = codecs.decode_checked(codecs.encode(source.get(name + ".weight"), m.modules[name].codec),
-                                     m.modules[name].codec, tuple(m.modules[name].shape))
-    assert torch.equal(ckpt.decode(name), expected)
+    spec = m.modules[name].codec
+    gptq = m.recipe.spec.get("gptq")
+    if gptq is None:  # round to nearest: decoding gives what the codec makes of the source weight
+        expected = codecs.decode_checked(codecs.encode(source.get(name + ".weight"), spec), spec, tuple(m.modules[name].shape))
+        assert torch.equal(ckpt.decode(name), expected)
+    else:  # GPTQ chose other points of the same grid, measured on the built-in sample sentences
+        assert "sample sentences" in gptq["calibrated_on"] and "rounded by GPTQ" in gptq["calibrated_on"]
+        check_fits(ckpt.decode(name), spec)
     # the directory is a complete model: tokenizer files travel with it, config keeps the architecture
     assert (result.path / "tokenizer.json").is_file() and (result.path / "vocab.txt").is_file()
     config = json.loads((result.path / "config.json").read_text())
@@ -59,14 +71,16 @@ def test_every_builtin_recipe_on_a_tiny_bert(tiny_bert_dir, tmp_path, recipe):
 
 def test_4bit_2of4_keeps_exact_zeros_and_the_nm_pattern(tiny_bert_dir, tmp_path):
     ckpt = Checkpoint.open(compress(tiny_bert_dir, "4bit-2of4", tmp_path / "o").path)
-    for module in ckpt.manifest.modules:
+    for module, entry in ckpt.manifest.modules.items():
+        if not isinstance(entry.codec, NMSpec):  # embeddings (int3) and the pooler (int8)
+            continue
         w = ckpt.decode(module)
         nonzero_per_group = (w.view(w.shape[0], -1, 4) != 0).sum(-1)
         assert int(nonzero_per_group.max()) <= 2
 
 
 def test_sharded_output_streams_and_reads_back(tiny_bert_dir, tmp_path):
-    result = compress(tiny_bert_dir, "4bit", tmp_path / "o", max_shard_bytes=1_000_000)
+    result = compress(tiny_bert_dir, "4bit", tmp_path / "o", max_shard_bytes=300_000)
     index = json.loads((result.path / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 2
     ckpt = Checkpoint.open(result.path)
@@ -175,15 +189,26 @@ def test_pack_stores_weights_compressed_elsewhere(tiny_bert_dir, tmp_path, recip
         assert ((b.decode(module) == 0) == (a.decode(module) == 0)).all()
 
 
+def block_recipe(tmp_path: Path, codec: str) -> str:
+    """A recipe with one rule: `codec` for the blocks' linear layers (packing checks them and nothing else)."""
+    path = tmp_path / "blocks.yaml"
+    path.write_text(f"name: blocks\ndescription: the blocks only\nrules: [{{codec: {codec}}}]\n")
+    return str(path)
+
+
 def test_pack_refuses_weights_that_are_not_nm(tiny_bert_dir, tmp_path):
+    recipe = block_recipe(tmp_path, "{codec: nm, n: 2, m: 4, values: {codec: int, bits: 4}}")
     with pytest.raises(PatternError, match=r"module encoder\.layer\.\d\.\S+: not 2:4 sparse: row \d+, columns"):
-        write_compact(local(tiny_bert_dir), load_recipe("4bit-2of4"), tmp_path / "p", pack=True)
+        write_compact(local(tiny_bert_dir), load_recipe(recipe), tmp_path / "p", pack=True)
     assert not (tmp_path / "p").exists() and leftovers(tmp_path) == []
 
 
 def test_pack_refuses_weights_off_the_grid(tiny_bert_dir, tmp_path):
     with pytest.raises(PatternError, match="not representable as int4 g128 sym"):
-        write_compact(local(tiny_bert_dir), load_recipe("4bit"), tmp_path / "p", pack=True)
+        write_compact(local(tiny_bert_dir), load_recipe(block_recipe(tmp_path, "{codec: int, bits: 4}")),
+                      tmp_path / "p", pack=True)
+    with pytest.raises(PatternError, match=r"module embeddings\.position_embeddings: .*not representable as int8"):
+        write_compact(local(tiny_bert_dir), load_recipe("int8"), tmp_path / "p", pack=True)  # embeddings too
 
 
 # -- the real all-MiniLM-L6-v2 --------------------------------------------------------------------

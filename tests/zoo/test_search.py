@@ -14,7 +14,7 @@ from formats import Checkpoint
 from tests.conftest import SHARED_DATA
 from zoo.errors import RecipeError
 from zoo.recipes import load_recipe
-from zoo.search import Target, candidates, check_reachable, choose
+from zoo.search import Budget, Target, candidates, check_reachable, choose
 
 RT = str(SHARED_DATA / "rotten_tomatoes")
 
@@ -51,8 +51,16 @@ def test_candidates_are_bits_times_patterns():
 
 def test_unreachable_target_is_refused_with_the_best_possible_ratio():
     spec = load_recipe("search").search.model_copy(update={"target_ratio": 100})
-    with pytest.raises(RecipeError, match=r"target ratio 100x cannot be reached: the smallest candidates give 3\d\.\d+x"):
-        check_reachable([Target("encoder.layer.0.attention.self.query", (384, 384))], spec)
+    target = Target("encoder.layer.0.attention.self.query", (384, 384))
+    fp32 = 4 * 384 * 384
+    with pytest.raises(RecipeError, match=r"target ratio 100x cannot be reached: the smallest candidates for these 1 "
+                                          r"modules give a checkpoint 3\d\.\d+x smaller") as caught:
+        check_reachable([target], spec, Budget(reference_nbytes=fp32, fixed_nbytes=0, target_ratio=100))
+    assert "embeddings" in caught.value.hint
+    # what the search leaves to others counts against the whole file: half of it fixed halves what is reachable
+    with pytest.raises(RecipeError, match=r"give a checkpoint 1\.\d+x smaller"):
+        check_reachable([target], spec.model_copy(update={"target_ratio": 3}),
+                        Budget(reference_nbytes=2 * fp32, fixed_nbytes=fp32, target_ratio=3))
 
 
 def _manifest(path):
@@ -65,13 +73,15 @@ def test_post_training_search_meets_the_target_and_stores_its_choice(run_cli, ti
     assert result.exit_code == 0, result.stdout + result.stderr
     m = _manifest(out)
     record = m.recipe.spec["searched"]
-    assert m.sizes.encoder_linear_ratio >= 9 and record["achieved_ratio"] >= 9
+    # the whole checkpoint meets the target, and the search's estimate of it errs on the safe side
+    assert m.sizes.checkpoint_ratio >= 9 and record["achieved_ratio"] >= 9
+    assert record["estimated_nbytes"] >= m.sizes.checkpoint_nbytes
+    assert record["achieved_ratio"] == pytest.approx(m.sizes.source_nbytes / record["estimated_nbytes"], rel=1e-3)
     assert record["measure"].startswith("1 - cosine") and "sample sentences" in record["measure"]
-    assert set(record["modules"]) == {name for name, e in m.modules.items() if e.encoder_linear}
+    # embeddings and the pooler are items of the knapsack like the block linears
+    assert set(record["modules"]) == set(m.modules) and "embeddings.word_embeddings" in m.modules
     for name, choice in record["modules"].items():  # what the search chose is what was stored
         assert m.modules[name].codec.describe() == choice["codec"] and m.modules[name].nbytes == choice["nbytes"]
-    fp32 = sum(4 * e.numel for e in m.modules.values())
-    assert fp32 / sum(e.nbytes for e in m.modules.values()) == pytest.approx(record["achieved_ratio"], rel=1e-3)
     card = (out / "README.md").read_text()
     assert "ratio-budget search" in card and "loss increase (search)" in card
 
@@ -103,7 +113,7 @@ def test_search_with_a_task_measures_distance_to_the_teacher_then_trains(run_cli
     assert record["measure"].startswith("KL to the dense model's outputs on 64 rotten_tomatoes training examples")
     # a distance to the dense model: no setting is credited with a negative change (labelled-loss noise)
     assert all(c["loss_increase"] >= -1e-6 for c in record["modules"].values())
-    assert m.sizes.encoder_linear_ratio >= 10
+    assert m.sizes.checkpoint_ratio >= 10
     assert any(r.role == "compressed" and r.split == "test" for r in m.evaluation)
     assert math.isfinite(record["total_loss_increase"])
     json.dumps(record)  # the record is plain data in the manifest
@@ -118,7 +128,7 @@ def test_search_with_a_task_and_no_training_evaluates_the_searched_teacher(run_c
     m = _manifest(out)
     assert m.training.epochs == 0 and m.training.steps == 0
     assert m.recipe.spec["searched"]["measure"].startswith("KL to the dense model's outputs on 64 rotten_tomatoes")
-    assert m.sizes.encoder_linear_ratio >= 10 and any(r.role == "compressed" for r in m.evaluation)
+    assert m.sizes.checkpoint_ratio >= 10 and any(r.role == "compressed" for r in m.evaluation)
     refused = run_cli("compress", tiny_bert_dir, "--recipe", "block-prune", "--task", "rotten_tomatoes", "--data", RT,
                       "--epochs", "0", "--out", tmp_path / "pruned")
     assert refused.exit_code == 1 and "only training measures" in refused.output

@@ -9,6 +9,8 @@ parametrizations, leaving the compressed values as ordinary weights, which `zoo 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -60,19 +62,23 @@ def _kept_values(weight: torch.Tensor, spec: NMSpec) -> torch.Tensor:
 
 
 def plan_modules(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
-    """module name -> codec, for the modules of a live model the recipe compresses."""
-    from loaders.naming import tied_modules
+    """module name -> codec, for the modules of a live model the recipe compresses. Of modules whose weights
+    the model ties together only the one that holds the weight is planned; `attach` gives the others the same
+    training-time module, and the packer stores the weight once."""
+    from loaders.naming import tied_groups
 
-    tied = tied_modules(model)
+    copies = {target: source for source, targets in tied_groups(model).items() for target in targets}
+    partners = {source: targets for source, targets in tied_groups(model).items()}
     plan = {}
     for name, module in model.named_modules():
         kind = layer_kind(module)
-        spec = recipe.spec_for(name, kind, tuple(module.weight.shape)) if kind else None
-        if spec is None:
+        if not kind or name in copies:
             continue
-        if name in tied:
-            raise RecipeError(f"recipe {recipe.name} compresses {name}, whose weight the model ties to {tied[name]}")
-        plan[name] = spec
+        shape = tuple(module.weight.shape)
+        tied = [(other, layer_kind(model.get_submodule(other)) or "other") for other in partners.get(name, [])]
+        spec = recipe.spec_for_tied(name, kind, tied, shape)
+        if spec is not None:
+            plan[name] = spec
     if not plan:
         raise RecipeError(f"recipe {recipe.name} matches no module of the model")
     return plan
@@ -95,34 +101,67 @@ def check_plan(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
 
 
 def attach(model: nn.Module, plan: dict[str, CodecSpec], training: TrainingSpec) -> dict[str, nn.Module]:
-    """Parametrize every planned module's weight with its fake quantizer; returns them by module name."""
+    """Parametrize every planned module's weight with its fake quantizer; returns them by module name.
+    Modules tied to a planned one get the same fake over the same latent weight, so they stay one weight."""
+    from loaders.naming import tied_groups
+
+    groups = tied_groups(model)
     fakes = {}
     for name, spec in plan.items():
         module = model.get_submodule(name)
         fake = fake_quantizer(spec, module.weight, training).to(module.weight.device)
         parametrize.register_parametrization(module, "weight", fake, unsafe=True)
+        for path in groups.get(name, []):
+            _follow(model.get_submodule(path), module)
         fakes[name] = fake
     return fakes
+
+
+def _follow(tied: nn.Module, owner: nn.Module) -> None:
+    """Make a module whose weight the model ties to `owner`'s compute with the owner's training-time weight.
+    Only the owner is parametrized: the tied module keeps the shared latent Parameter (which transformers
+    saves once, as a known tie), and its forward reads `owner.weight`, the compressed value, instead."""
+    if isinstance(tied, nn.Linear):
+        tied.forward = functools.partial(_linear_with, owner, tied)  # a partial: deepcopy keeps the pair
+    elif isinstance(tied, nn.Embedding):
+        tied.forward = functools.partial(_embedding_with, owner, tied)
+    else:
+        raise RecipeError(f"{type(tied).__name__} layers tied to a compressed weight cannot be trained yet")
+
+
+def _linear_with(owner: nn.Module, tied: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.linear(x, owner.weight, tied.bias)
+
+
+def _embedding_with(owner: nn.Module, tied: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    return nn.functional.embedding(ids, owner.weight, tied.padding_idx, tied.max_norm, tied.norm_type,
+                                   tied.scale_grad_by_freq, tied.sparse)
 
 
 def stored_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
     """module name -> codec tensors, for the modules whose trained parameters are the stored form
     itself (Kronecker factors) rather than a weight the packer encodes. Call before `export`."""
     out = {}
+    seen = set()
     for name, module in model.named_modules():
         if parametrize.is_parametrized(module, "weight"):
             fake = module.parametrizations.weight[0]
-            if isinstance(fake, KroneckerFake):
+            if isinstance(fake, KroneckerFake) and id(fake) not in seen:  # tied modules share one fake
+                seen.add(id(fake))
                 out[name] = fake.stored_tensors()
     return out
 
 
 @torch.no_grad()
 def export(model: nn.Module) -> None:
-    """Replace each parametrized weight by its compressed value (a plain Parameter again)."""
+    """Replace each parametrized weight by its compressed value (a plain Parameter again); modules the model
+    ties share one Parameter again afterwards."""
     for module in list(model.modules()):
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        module.__dict__.pop("forward", None)  # a tied module following its owner (`_follow`)
+    if getattr(model, "all_tied_weights_keys", None) and hasattr(model, "tie_weights"):
+        model.tie_weights()
 
 
 __all__ = ["attach", "check_plan", "export", "fake_quantizer", "keep_layers", "layer_list", "plan_modules", "stored_tensors"]

@@ -13,6 +13,7 @@ Kronecker factors whose shapes zoo chooses for each module from the target ratio
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from functools import cached_property
 from importlib import resources
@@ -35,6 +36,7 @@ from formats.errors import CodecError
 from formats.spec import CodecSpec, DenseSpec, KroneckerSpec, ValueSpec
 
 from ..errors import RecipeError
+from .gptq import GPTQSpec
 from .pruning import PruningSpec
 from .search import SearchRecord, SearchSpec
 from .training import TrainingSpec
@@ -125,6 +127,9 @@ class Recipe(BaseModel):
     )
     searched: SearchRecord | None = Field(None, description="what a search chose (set by zoo, not written by hand)")
     pruning: PruningSpec | None = Field(None, description="block movement pruning of heads and FFN neurons (needs --task)")
+    gptq: GPTQSpec | None = Field(
+        None, description="post-training rounding with GPTQ on calibration text instead of round-to-nearest"
+    )
 
     @model_validator(mode="after")
     def _something_to_do(self) -> Recipe:
@@ -145,12 +150,41 @@ class Recipe(BaseModel):
         """The concrete codec for a module whose weight has `shape`: ratio targets get their factor
         shapes here. A target no factor shape reaches is a RecipeError naming the module."""
         spec = self.codec_for(module, kind)
-        if not isinstance(spec, KroneckerTarget):
-            return spec
-        try:
-            return spec.resolve(tuple(shape), kind)
-        except CodecError as exc:
-            raise RecipeError(f"recipe {self.name}: module {module} {list(shape)}: {exc}", hint=exc.hint) from None
+        if isinstance(spec, KroneckerTarget):
+            try:
+                spec = spec.resolve(tuple(shape), kind)
+            except CodecError as exc:
+                raise RecipeError(f"recipe {self.name}: module {module} {list(shape)}: {exc}", hint=exc.hint) from None
+        if spec is not None and kind == "embedding":
+            self._check_rows(module, shape, spec)
+        return spec
+
+    def _check_rows(self, module: str, shape, spec: CodecSpec) -> None:
+        """An embedding table is read row by row: a scale group must tile a row (or cover it), so a lookup
+        of any row decodes whole groups. A size that does not is a mistake, caught before any work."""
+        group = getattr(spec, "group_size", None)
+        cols = math.prod(shape[1:])
+        if group is not None and group < cols and cols % group:
+            fits = [g for g in (256, 128, 96, 64, 32) if g < cols and cols % g == 0][:3]
+            raise RecipeError(
+                f"recipe {self.name}: group_size {group} does not tile the {cols}-wide rows of the embedding {module}",
+                hint=f"use a size that divides {cols}" + (f" ({', '.join(map(str, fits))})" if fits else "")
+                + " or null (one scale per row)",
+            )
+
+    def spec_for_tied(self, module: str, kind: str, partners: list[tuple[str, str]], shape) -> CodecSpec | None:
+        """`spec_for` a module and the (name, kind) partners whose weights the model ties to it: they are one
+        tensor, stored once, so the rules that take any of them must agree; one no rule takes follows the others."""
+        given = {name: spec for name, k in [(module, kind), *partners]
+                 if (spec := self.spec_for(name, k, shape)) is not None}
+        specs = list(given.values())
+        if any(spec != specs[0] for spec in specs[1:]):
+            described = ", ".join(f"{name}: {spec.describe()}" for name, spec in given.items())
+            raise RecipeError(
+                f"recipe {self.name} gives tied modules different codecs ({described})",
+                hint="the model ties their weights, so they are stored once: give them one codec, or ignore all of them",
+            )
+        return specs[0] if specs else None
 
     @cached_property
     def summary(self) -> str:

@@ -2,8 +2,8 @@
 
 A recipe with a `search:` section does not fix one codec for its modules: for every module its rules
 select, zoo measures the loss increase of each candidate setting (bits x sparsity pattern) on a small
-calibration set, then picks one setting per module so that the modules' stored bytes meet the target
-ratio against fp32 with the least total loss increase. The result is an ordinary recipe with one rule per
+calibration set, then picks one setting per module so that the whole checkpoint meets the target ratio
+against the dense one with the least total loss increase. The result is an ordinary recipe with one rule per
 module, and a `searched:` record (target, reached ratio, how sensitivity was measured, per-module choice)
 that goes into the manifest and the model card."""
 
@@ -21,7 +21,8 @@ class _Spec(BaseModel):
 
 
 class SearchSpec(_Spec):
-    target_ratio: float = Field(12.0, gt=1, description="stored bytes of the searched modules vs fp32, at least this")
+    target_ratio: float = Field(12.0, gt=1, description="the whole checkpoint at least this many times smaller than "
+                                "the dense one's weight files")
     bits: list[int] = Field(default_factory=lambda: [8, 4, 2], min_length=1, description="int-N value widths")
     patterns: list[str] = Field(default_factory=lambda: ["dense", "2:4", "1:4"], min_length=1,
                                 description="'dense' or N:M sparsity patterns")
@@ -54,7 +55,8 @@ class SearchChoice(_Spec):
 
 class SearchRecord(_Spec):
     target_ratio: float
-    achieved_ratio: float = Field(description="fp32 bytes of the searched modules / their stored bytes")
+    achieved_ratio: float = Field(description="the dense checkpoint's weight bytes / the estimated bytes of this one")
+    estimated_nbytes: int | None = Field(None, description="the whole checkpoint's bytes as the search counted them")
     measure: str = Field(description="what the loss is and what it was measured on")
     candidates: list[str]
     total_loss_increase: float

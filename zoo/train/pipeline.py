@@ -77,6 +77,8 @@ def compress_with_training(
     start = time.perf_counter()
     out = Path(out)
     ensure_writable(out, overwrite)
+    # fine-tuning trains the codec's values directly: post-training rounding (GPTQ) plays no part, nor is recorded
+    recipe = recipe.model_copy(update={"gptq": None})
     overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size}
     t = recipe.training.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     from ..architecture import meta_model
@@ -85,9 +87,11 @@ def compress_with_training(
         if t.keep_layers:
             raise RecipeError(f"recipe {recipe.name}: a search and keep_layers cannot be combined yet",
                               hint="search on the full model, or fix the codecs of a layer-reduced recipe")
-        from ..search import check_reachable, searched_modules
+        from ..search import check_reachable, search_budget, searched_modules
 
-        check_reachable(searched_modules(meta_model(model.path), recipe), recipe.search)
+        meta = meta_model(model.path)
+        targets = searched_modules(meta, recipe)
+        check_reachable(targets, recipe.search, search_budget(meta, model.path, targets, recipe))
     else:  # so do codecs that do not fit their layers (Kronecker factors that do not divide them...)
         meta = meta_model(model.path)
         if t.keep_layers:
