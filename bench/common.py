@@ -8,6 +8,9 @@ import os
 import platform
 from pathlib import Path
 
+# the rotten_tomatoes splits every accuracy and fidelity figure is measured on
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rotten_tomatoes"
+
 
 def machine_header(title: str) -> str:
     import torch

@@ -26,13 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import machine_header, write_report
+from bench.common import DATA, machine_header, write_report
 from bench.load import _latencies_ms as latencies_ms
 from bench.load import _status_mb as status_mb
 from zoo.recipes import BLOCK_PATTERN
 from zoo.train.finetune import copy_processor
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rotten_tomatoes"
 
 
 # -- building the peer and the baselines ------------------------------------------------------------

@@ -96,6 +96,13 @@ def _progress() -> Progress:
     )
 
 
+def _print_rounding(m) -> None:
+    """How a post-training checkpoint's weights were rounded, when its recipe rounds with GPTQ."""
+    gptq = m.recipe.spec.get("gptq") or {}
+    if m.training is None and gptq.get("calibrated_on"):
+        out.print(f"  rounding        GPTQ on {escape(str(gptq['calibrated_on']))}")
+
+
 def _print_result(verb: str, result, model_name: str) -> None:
     m = result.manifest
     sizes = m.sizes
@@ -111,6 +118,7 @@ def _print_result(verb: str, result, model_name: str) -> None:
     )
     if m.modules or m.structure is None:
         out.print(f"  modules         {len(m.modules)} compressed: {', '.join(codecs_used)}")
+    _print_rounding(m)
     if m.structure is not None:
         st = m.structure
         out.print(f"  pruned          heads per layer {st.attention_heads} (of {st.heads_before}), FFN widths "
@@ -469,6 +477,7 @@ def info(
     out.print(f"  recipe          {m.recipe.name}: {m.recipe.spec.get('description', '')}")
     out.print(f"  checkpoint      {_mb(s.checkpoint_nbytes)} ({s.checkpoint_ratio:.2f}x smaller than the source)")
     out.print(f"  encoder linear  {_mb(s.encoder_linear_nbytes)} ({s.encoder_linear_ratio:.2f}x vs fp32)")
+    _print_rounding(m)
     if m.training is not None:
         t = m.training
         kept = f", layers {t.keep_layers} of the teacher" if t.keep_layers else ""
@@ -506,10 +515,12 @@ def info(
         for col in ("codec", "bits", "sparsity", "bytes", "ratio"):
             table.add_column(col, justify="left" if col == "codec" else "right", no_wrap=True)
         for r in layers:
-            table.add_row(r.module, r.method, f"{r.bits:.3g}", f"{100 * r.sparsity:.0f}%", f"{r.nbytes:,}",
-                          f"{r.ratio:.2f}x")
+            shared = f" (shared with {', '.join(r.tied)})" if r.tied else ""
+            table.add_row(escape(r.module + shared), r.method, f"{r.bits:.3g}", f"{100 * r.sparsity:.0f}%",
+                          f"{r.nbytes:,}", f"{r.ratio:.2f}x")
         out.print(table)
-    out.print(f"  other tensors (embeddings, norms, biases, heads): {_mb(other_tensors_nbytes(m))}")
+    out.print(f"  other tensors (norms, biases, heads, any layer no rule took, file headers): "
+              f"{_mb(other_tensors_nbytes(m))}")
 
 
 @app.command()
