@@ -143,6 +143,15 @@ def _check_copy(source: SafetensorsDir, module: str, owner: str) -> None:
         )
 
 
+def _source_dtype(source: SafetensorsDir) -> str:
+    """The float dtype holding most of the source checkpoint's bytes (what its model computes in)."""
+    totals: dict[str, int] = {}
+    for name in source.names():
+        if source.dtype(name) in DTYPES:
+            totals[source.dtype(name)] = totals.get(source.dtype(name), 0) + source.nbytes(name)
+    return max(totals, key=totals.get) if totals else "float32"
+
+
 def _encoder_linear_fp32(source: SafetensorsDir, kinds: dict[str, str]) -> int:
     return sum(4 * source.numel(m + WEIGHT_SUFFIX) for m, kind in kinds.items() if is_encoder_linear(m, kind))
 
@@ -347,6 +356,10 @@ def write_compact(
             structure=structure,
         )
         config["quantization_config"] = manifest.to_quantization_config()
+        if not (config.get("dtype") or config.get("torch_dtype")):
+            # with no dtype in config.json transformers takes the first float tensor's: a norm a recipe stored in
+            # fp16 would make the whole model load (and compute) in fp16. Name the one the weights came in.
+            config["dtype"] = _source_dtype(source)
         writer.write_json("config.json", config, record=False)
         write_card(writer.tmp_dir, name=Path(out).name)
         path = writer.commit()
