@@ -33,7 +33,6 @@ from zoo.recipes import BLOCK_PATTERN
 from zoo.train.finetune import copy_processor
 
 
-
 # -- building the peer and the baselines ------------------------------------------------------------
 def build_fp16(teacher: Path, out: Path) -> Path:
     from transformers import AutoModelForSequenceClassification

@@ -23,8 +23,8 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from formats import Checkpoint, Manifest
 from formats.codecs.base import DTYPES
-from formats.memory import release_freed_memory
 from formats.errors import FormatError, ZooError
+from formats.memory import release_freed_memory
 
 from .naming import model_paths, tie_partners
 from .runtime import DEFAULT_MODE, ModeError, ZooModule, check_mode, runtime_module

@@ -195,7 +195,8 @@ def _weight_hashes(source: SafetensorsDir) -> dict[str, str]:
 
 def _dense_model(model_dir: Path):
     """The dense checkpoint as the class its config names, in float32 (for measuring, never for writing)."""
-    from loaders.auto import model_class, read_config as read_hf_config
+    from loaders.auto import model_class
+    from loaders.auto import read_config as read_hf_config
 
     from .train.finetune import quiet_transformers
 
@@ -217,7 +218,8 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
     with what it was measured on, and per module the rounded weight and the codec tensors that store it."""
     from transformers import AutoTokenizer
 
-    from loaders.auto import model_class, read_config as read_hf_config
+    from loaders.auto import model_class
+    from loaders.auto import read_config as read_hf_config
     from loaders.naming import model_paths
 
     from .methods.gptq import gptq, round_clipped, serves

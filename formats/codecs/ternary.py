@@ -20,10 +20,10 @@ from .base import (
     from_groups,
     group_sizes,
     matrix_shape,
-    to_groups,
     round_to_dtype,
     row_positions,
     scale_layout,
+    to_groups,
 )
 
 

@@ -72,9 +72,8 @@ def _compress(run_cli, source, out, *extra):
 
 def test_compress_records_what_gptq_calibrated_on_and_stays_closer_to_the_dense_model(run_cli, tiny_bert_dir,
                                                                                       tmp_path):
-    from zoo.tasks.fidelity import fidelity, sample_texts, text_batch
-
     import zoo
+    from zoo.tasks.fidelity import fidelity, sample_texts, text_batch
 
     ckpt = _compress(run_cli, tiny_bert_dir, tmp_path / "gptq")
     calibrated = ckpt.manifest.recipe.spec["gptq"]["calibrated_on"]

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from formats import BinarySpec, CodebookSpec, DenseSpec, IntSpec, NMSpec, TernarySpec, codecs
-from zoo.errors import RecipeError
+from formats import BinarySpec, CodebookSpec, DenseSpec, IntSpec, NMSpec, TernarySpec
 from tests.conftest import minilm_path
+from zoo.errors import RecipeError
 from zoo.recipes import builtin_names, builtin_text, is_encoder_linear, load_recipe
 
 REQUIRED = {"int8", "4bit", "2of4", "4bit-2of4", "binary", "ternary", "kmeans-4bit", "kmeans-1bit"}

@@ -18,6 +18,7 @@ Other codecs (and layers that are not linear, such as embeddings) keep the codec
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -190,6 +191,45 @@ class _Stop(Exception):
     """Raised by the last hook of a stage: the rest of the forward pass is not needed."""
 
 
+class _Hessians:
+    """2 X^T X of the inputs of a stage's layers over the calibration set, padding tokens left out; the forward
+    pass stops after the stage's last layer."""
+
+    def __init__(self, model: nn.Module, names: list[str]):
+        self.sums = {n: torch.zeros(model.get_submodule(n).in_features, model.get_submodule(n).in_features,
+                                    dtype=torch.float64) for n in names}
+        self.counts = dict.fromkeys(names, 0)
+        self.last = names[-1]
+        self.mask: torch.Tensor | None = None
+        self.hooks = [model.get_submodule(n).register_forward_hook(functools.partial(self._hook, n)) for n in names]
+
+    def _hook(self, name: str, _module, inputs, _output) -> None:
+        x = inputs[0]
+        if self.mask is not None and x.shape[:2] == self.mask.shape:
+            x = x[self.mask]
+        x = x.reshape(-1, x.shape[-1]).to(torch.float64)
+        self.sums[name] += 2 * x.T @ x
+        self.counts[name] += x.shape[0]
+        if name == self.last:
+            raise _Stop
+
+    def collect(self, model: nn.Module, batches: list[dict]) -> None:
+        try:
+            for batch in batches:
+                mask = batch.get("attention_mask")
+                self.mask = mask.bool() if mask is not None else None
+                try:
+                    model(**batch)
+                except _Stop:
+                    pass
+        finally:
+            for hook in self.hooks:
+                hook.remove()
+
+    def mean(self, name: str) -> torch.Tensor:
+        return self.sums[name] / max(self.counts[name], 1)
+
+
 _BLOCK = re.compile(rf"^(.*?{BLOCK_PATTERN})")  # a module's block: everything up to its layer index
 
 
@@ -226,38 +266,13 @@ def gptq(model: nn.Module, plan: dict[str, CodecSpec], batches: list[dict], *, d
     if not targets:
         return {}
     out: dict[str, Rounded] = {}
-    state: dict[str, torch.Tensor] = {}
     done = 0
     for stage in _stages(model, targets, batches[0]):
-        hessians = {n: torch.zeros(model.get_submodule(n).in_features, model.get_submodule(n).in_features,
-                                   dtype=torch.float64) for n in stage}
-        counts = dict.fromkeys(stage, 0)
-
-        def accumulate(_module, inputs, _output, name, last):
-            x = inputs[0]
-            x = x[state["mask"]] if state["mask"] is not None and x.shape[:2] == state["mask"].shape else x
-            x = x.reshape(-1, x.shape[-1]).to(torch.float64)
-            hessians[name] += 2 * x.T @ x
-            counts[name] += x.shape[0]
-            if last:
-                raise _Stop
-
-        hooks = [model.get_submodule(n).register_forward_hook(
-            lambda m, i, o, n=n, last=(n == stage[-1]): accumulate(m, i, o, n, last)) for n in stage]
-        try:
-            for batch in batches:
-                mask = batch.get("attention_mask")
-                state["mask"] = mask.bool() if mask is not None else None
-                try:
-                    model(**batch)
-                except _Stop:
-                    pass
-        finally:
-            for h in hooks:
-                h.remove()
+        inputs = _Hessians(model, stage)
+        inputs.collect(model, batches)
         for name in stage:
             layer = model.get_submodule(name)
-            rounded = round_weight(layer.weight, hessians[name] / max(counts[name], 1), plan[name], damp)
+            rounded = round_weight(layer.weight, inputs.mean(name), plan[name], damp)
             if rounded is not None:
                 layer.weight.copy_(rounded.weight.to(layer.weight.dtype))
                 out[name] = rounded
