@@ -115,6 +115,7 @@ class ZooHfQuantizer(HfQuantizer):
         modules = manifest.modules
         paths = model_paths(model, modules)
         partners = tie_partners(model)
+        stored_here = {path for path in paths.values() if path}  # a partner with tensors of its own keeps them
         for name, entry in modules.items():
             path = paths[name]
             if path is None:
@@ -126,7 +127,7 @@ class ZooHfQuantizer(HfQuantizer):
             self.modules[name] = path
             # the modules the model ties to this one (and those the manifest says were stored with it) share it
             recorded = model_paths(model, entry.tied)
-            for other in sorted(set(partners.get(path, [])) | {p for p in recorded.values() if p and p != path}):
+            for other in sorted((set(partners.get(path, [])) | {p for p in recorded.values() if p}) - stored_here):
                 _swap(model, other, other, entry, dtype, owner)
                 self.shared[other] = path
         self._take_over_ties(model)

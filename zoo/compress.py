@@ -260,9 +260,10 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
     weights = {names[path]: r.weight for path, r in rounded.items()}
     stored = {names[path]: codecs.encode(r.weight, plan.modules[names[path]].codec, scale=r.scale)
               for path, r in rounded.items()}
+    rest = len(plan.modules) - len(rounded)
     record = spec.model_copy(update={"calibrated_on": (
         f"{described}, at most {spec.max_length} tokens each: {measured} of {len(plan.modules)} modules rounded by GPTQ, "
-        f"{len(rounded) - measured} (embeddings) to the best clip, the rest to nearest")})
+        f"{len(rounded) - measured} (embeddings) to the best clip" + (f", {rest} to nearest" if rest else ""))})
     return recipe.model_copy(update={"gptq": record}), weights, stored
 
 
