@@ -67,8 +67,8 @@ def plan_modules(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
     training-time module, and the packer stores the weight once."""
     from loaders.naming import tied_groups
 
-    copies = {target: source for source, targets in tied_groups(model).items() for target in targets}
-    partners = {source: targets for source, targets in tied_groups(model).items()}
+    partners = tied_groups(model)
+    copies = {target for targets in partners.values() for target in targets}
     plan = {}
     for name, module in model.named_modules():
         kind = layer_kind(module)
@@ -102,7 +102,7 @@ def check_plan(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
 
 def attach(model: nn.Module, plan: dict[str, CodecSpec], training: TrainingSpec) -> dict[str, nn.Module]:
     """Parametrize every planned module's weight with its fake quantizer; returns them by module name.
-    Modules tied to a planned one get the same fake over the same latent weight, so they stay one weight."""
+    Modules tied to a planned one compute with its training-time weight (`_follow`), so they stay one weight."""
     from loaders.naming import tied_groups
 
     groups = tied_groups(model)
