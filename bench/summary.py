@@ -44,8 +44,8 @@ def plot(points: list[dict], path: Path) -> None:
     style = {"zoo fine-tuned": ("*", "#d62728", 140), "zoo post-training": ("o", "#ff9896", 45),
              "compressed-tensors": ("D", "#1f77b4", 60), "dense": ("s", "#444444", 60)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.3), dpi=110)
-    for ax, key, label in ((axes[0], "encoder_linear_mb", "encoder-linear weights (MB, log)"),
-                           (axes[1], "checkpoint_mb", "whole checkpoint (MB, log)")):
+    for ax, key, label in ((axes[0], "checkpoint_mb", "whole checkpoint (MB, log)"),
+                           (axes[1], "encoder_linear_mb", "encoder-linear weights (MB, log)")):
         for group, (marker, color, size) in style.items():
             pts = [p for p in points if p["group"] == group]
             if not pts:
@@ -84,16 +84,16 @@ def main(out: Path) -> dict:
           (f"all-MiniLM-L6-v2 fine-tuned on rotten_tomatoes (test split, {dense.get('n_examples')} examples). The first "
           "block comes from one `bench.peer` run (same harness, fresh processes, plain transformers `from_pretrained`); "
           "the second from `bench.accuracy` (each recipe fine-tuned with distillation) and `bench.load` (fastest mode)."),
-          "", ("| system | accuracy | retention | enc-linear ratio | checkpoint MB | load s | 32x64 ms | vs compressed-tensors "
-          "(size, 32x64 latency) |"), "|---|---|---|---|---|---|---|---|"]
+          "", ("| system | accuracy | retention | checkpoint MB | whole ratio | enc-linear ratio | load s | 32x64 ms "
+          "| vs compressed-tensors (whole file, 32x64 latency) |"), "|---|---|---|---|---|---|---|---|---|"]
     points = []
     for r in rows:
         vs = "-"
         if ct is not None and r is not ct and not r["system"].startswith("dense"):
-            vs = (f"{ct['encoder_linear_bytes'] / r['encoder_linear_bytes']:.2f}x smaller, "
+            vs = (f"{ct['bytes'] / r['bytes']:.2f}x smaller, "
                   f"{ct['latency_32x64_ms'] / r['latency_32x64_ms']:.2f}x faster")
         md.append(f"| {r['system']} | {100 * r['accuracy']:.2f}% | {100 * r['accuracy'] / dense['accuracy']:.1f}% | "
-                  f"{r['encoder_linear_ratio']:.2f}x | {r['bytes'] / 1e6:.1f} | {r['load_s']:.2f} | "
+                  f"{r['bytes'] / 1e6:.1f} | {r['ratio']:.2f}x | {r['encoder_linear_ratio']:.2f}x | {r['load_s']:.2f} | "
                   f"{r['latency_32x64_ms']:.0f} | {vs} |")
         group = ("dense" if r["system"].startswith("dense") else "compressed-tensors" if r is ct
                  else "zoo fine-tuned" if "fine-tuned" in r["system"] else "zoo post-training")
@@ -104,15 +104,15 @@ def main(out: Path) -> dict:
             points.append({"group": group, "label": label, "accuracy": r["accuracy"], "checkpoint_mb": r["bytes"] / 1e6,
                            "encoder_linear_mb": r["encoder_linear_bytes"] / 1e6})
     if accuracy is not None:
-        md += ["", ("| recipe (fine-tuned) | accuracy | retention | enc-linear ratio | checkpoint MB | training min | "
-               "fastest mode, 32x64 ms |"), "|---|---|---|---|---|---|---|"]
+        md += ["", ("| recipe (fine-tuned) | accuracy | retention | checkpoint MB | whole ratio | enc-linear ratio | "
+               "training min | fastest mode, 32x64 ms |"), "|---|---|---|---|---|---|---|---|"]
         shown = {p["label"] for p in points if p["group"] == "zoo fine-tuned"}
         for r in accuracy["rows"]:
             fastest = modes.get(r["recipe"])
             speed = f"{fastest[0]}, {fastest[1]:.0f}" if fastest else "not in bench.load"
             md.append(f"| {r['recipe']} | {100 * r['test']:.2f}% | {100 * r['retention']:.1f}% | "
-                      f"{r['encoder_linear_ratio']:.2f}x | {r['checkpoint_mb']:.1f} | {r['train_seconds'] / 60:.1f} | "
-                      f"{speed} |")
+                      f"{r['checkpoint_mb']:.1f} | {r['checkpoint_ratio']:.2f}x | {r['encoder_linear_ratio']:.2f}x | "
+                      f"{r['train_seconds'] / 60:.1f} | {speed} |")
             if f"zoo {r['recipe']}" not in shown:
                 points.append({"group": "zoo fine-tuned", "label": r["recipe"], "accuracy": r["test"],
                                "checkpoint_mb": r["checkpoint_mb"],
