@@ -27,7 +27,6 @@ from formats import (
     SafetensorsDir,
     SizeReport,
     Structure,
-    check_fits,
     codecs,
     companion_files,
     module_entry,
@@ -36,7 +35,7 @@ from formats import (
     tensor_name,
 )
 from formats.codecs.base import DTYPES
-from formats.fit import check_decodes_to
+from formats.fit import check_decodes_to, fit
 from formats.memory import release_freed_memory
 from formats.writer import DEFAULT_MAX_SHARD_BYTES, ensure_writable, sha256_file
 
@@ -119,7 +118,7 @@ def _encode(weight: torch.Tensor, module: str, entry: ModuleEntry, pack: bool,
         if given is not None:
             return _checked(given, weight, module, entry)
         if pack:
-            check_fits(weight, entry.codec)
+            return fit(weight, entry.codec)
         return codecs.encode(weight, entry.codec)
     except CodecError as exc:  # PatternError included: keep the type, name the module
         raise type(exc)(f"module {module}: {exc}", hint=exc.hint) from None

@@ -89,16 +89,20 @@ def select(w: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]
 
 def encode(weight: torch.Tensor, spec: NMSpec, scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """`scale`: given scales of the value codec (see `codecs.encode`)."""
-    w = as_matrix(weight)
-    rows, cols = w.shape
-    n, m = spec.n, spec.m
-    groups = _groups(cols, m)
-    mask, positions = select(w, n, m)
-    padded = F.pad(w, (0, groups * m - cols)).view(rows * groups, m)
-    values = padded.gather(1, positions).view(rows, groups * n)
-    out = {"nm_codes": pack_bits(pattern_codes(mask), pattern_bits(n, m))}
+    mask, values = kept(as_matrix(weight), spec)
+    out = {"nm_codes": pack_bits(pattern_codes(mask), pattern_bits(spec.n, spec.m))}
     out.update(_codecs.encode(values, spec.values, scale=scale))
     return out
+
+
+def kept(w: torch.Tensor, spec: NMSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (rows*groups, M) mask of the weights a (rows, cols) matrix keeps, and the kept values as the
+    (rows, groups*N) matrix the value codec stores."""
+    rows, cols = w.shape
+    groups = _groups(cols, spec.m)
+    mask, positions = select(w, spec.n, spec.m)
+    padded = F.pad(w, (0, groups * spec.m - cols)).view(rows * groups, spec.m)
+    return mask, padded.gather(1, positions).view(rows, groups * spec.n)
 
 
 def decode(tensors, spec: NMSpec, shape) -> torch.Tensor:
