@@ -61,7 +61,7 @@ def child(path: str, mode: str, latency: bool) -> None:
     import torch
     from transformers import AutoModel
 
-    import zoo  # noqa: F401 - registers the zoo quantization method
+    import zoo
 
     baseline = _status_mb("VmRSS")
     start = time.perf_counter()
@@ -91,7 +91,7 @@ def child(path: str, mode: str, latency: bool) -> None:
 def measure(path: Path, mode: str, latency: bool) -> dict:
     cmd = [sys.executable, "-m", "bench.load", "--child", str(path), mode] + (["--latency"] if latency else [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -182,7 +182,7 @@ def main(out_dir: Path, quick: bool, repeat: int) -> dict:
 def targets(configs: dict, dense: dict, activations: float) -> list[str]:
     """One line per target: the measured number and whether it is met."""
     out = []
-    ok = lambda good: "met" if good else "**missed**"  # noqa: E731
+    ok = lambda good: "met" if good else "**missed**"
     for key, r in configs.items():
         if key.startswith("dense") or "error" in r:
             continue

@@ -72,7 +72,7 @@ class SafetensorsDir:
                     raise FormatError(f"{INDEX_FILE} names a file outside the checkpoint: {file!r}")
             return weight_map
         if (d / SINGLE_FILE).is_file():
-            return {name: SINGLE_FILE for name in self._open(SINGLE_FILE).keys()}
+            return {name: SINGLE_FILE for name in self._open(SINGLE_FILE).keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
         hint = None
         if any((d / p).exists() for p in PICKLE_FILES):
             hint = "zoo reads only safetensors (never pickle); convert with transformers: save_pretrained(..., safe_serialization=True)"

@@ -6,7 +6,7 @@ manifest entry is always a complete description of how to decode its tensors."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -108,7 +108,7 @@ class DenseSpec(_Spec):
 
 
 ValueSpec = Annotated[
-    Union[IntSpec, BinarySpec, TernarySpec, CodebookSpec, DenseSpec], Field(discriminator="codec")
+    IntSpec | BinarySpec | TernarySpec | CodebookSpec | DenseSpec, Field(discriminator="codec")
 ]
 
 
@@ -158,7 +158,7 @@ class KroneckerSpec(_Spec):
 
 
 CodecSpec = Annotated[
-    Union[IntSpec, BinarySpec, TernarySpec, CodebookSpec, DenseSpec, NMSpec, KroneckerSpec],
+    IntSpec | BinarySpec | TernarySpec | CodebookSpec | DenseSpec | NMSpec | KroneckerSpec,
     Field(discriminator="codec"),
 ]
 

@@ -191,7 +191,7 @@ class CheckpointWriter:
     def abort(self) -> None:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
-    def __enter__(self) -> CheckpointWriter:
+    def __enter__(self) -> CheckpointWriter:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -11,7 +11,7 @@ from tests.conftest import REPO
 
 def readme_commands() -> list[str]:
     text = (REPO / "README.md").read_text()
-    return re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.S)
+    return re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.DOTALL)
 
 
 def test_ci_runs_the_readme_test_command():
@@ -41,7 +41,7 @@ def test_loaders_does_not_import_zoo_or_cards():
 
 def test_import_statements_point_down_only():
     allowed = {"formats": set(), "loaders": {"formats"}, "cards": {"formats", "loaders"}, "zoo": {"formats", "loaders", "cards"}}
-    pattern = re.compile(r"^\s*(?:from|import)\s+(formats|loaders|cards|zoo)\b", re.M)
+    pattern = re.compile(r"^\s*(?:from|import)\s+(formats|loaders|cards|zoo)\b", re.MULTILINE)
     for package, may_import in allowed.items():
         for path in (REPO / package).rglob("*.py"):
             for target in pattern.findall(path.read_text()):

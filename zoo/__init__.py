@@ -15,8 +15,8 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+source"
 
-from ._register import register_with_transformers  # noqa: E402
-from .errors import ZooError  # noqa: E402
+from ._register import register_with_transformers
+from .errors import ZooError
 
 register_with_transformers()
 

@@ -17,10 +17,10 @@ from .base import (
     from_groups,
     group_sizes,
     matrix_shape,
-    to_groups,
     round_to_dtype,
     row_codes,
     scale_layout,
+    to_groups,
 )
 
 

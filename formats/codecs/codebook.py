@@ -44,7 +44,7 @@ def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> torch.Tensor:
     In one dimension the nearest centroid is found by binary search against the midpoints of
     the sorted centroids, so each iteration costs O(n log k) with no (n, k) distance matrix."""
     x = values.to(torch.float32).sort(dim=1).values
-    batch, n = x.shape
+    n = x.shape[1]
     exact, fits = _distinct_or_none(x, k)
     pick = ((torch.arange(k, dtype=torch.float64, device=x.device) + 0.5) / k * n).long().clamp(max=n - 1)
     centroids = x[:, pick].contiguous()
@@ -86,7 +86,7 @@ def row_blocks(w: torch.Tensor, per: int):
 
 def encode(weight: torch.Tensor, spec: CodebookSpec) -> dict[str, torch.Tensor]:
     w = as_matrix(weight)
-    rows, cols = w.shape
+    rows = w.shape[0]
     per, _ = codebook_count(rows, spec)
     k = 1 << spec.bits
     books, indices = [], []

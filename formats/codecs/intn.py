@@ -28,10 +28,10 @@ from .base import (
     from_groups,
     group_count,
     matrix_shape,
-    to_groups,
     round_to_dtype,
     row_codes,
     scale_layout,
+    to_groups,
 )
 
 

@@ -48,7 +48,7 @@ def pattern_codes(mask: torch.Tensor) -> torch.Tensor:
     return (mask * binom[torch.arange(m, device=mask.device), order]).sum(dim=1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pattern_table(n: int, m: int) -> torch.Tensor:
     """(C(M,N), M) boolean masks indexed by pattern code."""
     every = torch.arange(1 << m, dtype=torch.int64)
@@ -59,7 +59,7 @@ def pattern_table(n: int, m: int) -> torch.Tensor:
     return table
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def positions_table(n: int, m: int) -> torch.Tensor:
     """(C(M,N), N) ascending kept positions, indexed by pattern code."""
     table = pattern_table(n, m)

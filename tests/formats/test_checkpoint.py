@@ -154,11 +154,10 @@ def test_files_written_with_normal_permissions(ckpt_dir):
 
 
 def test_failure_inside_the_writer_leaves_nothing(tmp_path):
-    with pytest.raises(RuntimeError):
-        with CheckpointWriter(tmp_path / "out") as w:
-            w.add("a", torch.zeros(3))
-            w.close_weights()
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), CheckpointWriter(tmp_path / "out") as w:
+        w.add("a", torch.zeros(3))
+        w.close_weights()
+        raise RuntimeError("boom")
     assert not (tmp_path / "out").exists()
     assert leftovers(tmp_path) == []
 
@@ -210,7 +209,7 @@ def test_every_flipped_header_byte_is_caught(tmp_path, xor):
 def test_flipped_byte_in_a_tensor_name_names_the_problem(tmp_path):
     make_checkpoint(tmp_path / "c")
     f = tmp_path / "c" / "model.safetensors"
-    n, data = header_span(f)
+    _, data = header_span(f)
     pos = data.index(b"layer.0.ffn.weight_scale")
     flipped = bytearray(data)
     flipped[pos + len("layer.0.ffn.weight_s")] ^= 0x01  # 'scale' -> 'sbale'
