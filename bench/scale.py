@@ -34,20 +34,29 @@ def _load_s(path: Path, mode: str, repeat: int) -> float:
     return statistics.median(r["load_s"] for r in runs)
 
 
+def random_bert_with_tokenizer(tmp: Path, hidden: int, layers: int) -> Path:
+    """A random BERT with MiniLM's tokenizer beside it (the vocabularies match), made once under `tmp`."""
+    import shutil
+
+    from zoo.resolve import resolve_model
+
+    src = tmp / f"bert-{hidden}x{layers}-tok"
+    if not src.exists():
+        compress.random_bert(src, hidden, layers)
+        minilm = resolve_model("minilm").path
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            shutil.copyfile(minilm / name, src / name)
+    return src
+
+
 def _recipes(tmp: Path, hidden: int, layers: int, recipes: list[str]) -> list[dict]:
     """Each recipe on one random BERT that has MiniLM's tokenizer (the vocabularies match), and 4bit rounded to
     nearest (its recipe without the gptq section)."""
     import shutil
 
     from zoo.recipes import builtin_text
-    from zoo.resolve import resolve_model
 
-    src = tmp / f"bert-{hidden}x{layers}-tok"
-    if not src.exists():
-        compress.random_bert(src, hidden, layers)
-    minilm = resolve_model("minilm").path
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copyfile(minilm / name, src / name)
+    src = random_bert_with_tokenizer(tmp, hidden, layers)
     nearest = tmp / "4bit-nearest.yaml"
     nearest.write_text(builtin_text("4bit").replace("name: 4bit", "name: 4bit-nearest").replace("gptq:", "# gptq:"))
     rows = []
