@@ -25,6 +25,10 @@ from .errors import CodecError
 MAX_BITS = 16
 TRITS_PER_BYTE = 5
 _POW3 = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int32)
+# codes packed or unpacked per piece: a multiple of 8 codes (whole bytes at any width) and of every block's
+# codes, so the pieces' bytes simply follow each other, and the wide temporaries stay a few MB
+CHUNK = 1 << 20
+TRIT_CHUNK = TRITS_PER_BYTE << 18
 
 
 def packed_nbytes(count: int, bits: int) -> int:
@@ -57,7 +61,18 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     n = flat.numel()
     if n and (int(flat.min()) < 0 or int(flat.max()) >= (1 << bits)):
         raise CodecError(f"codes out of range for {bits}-bit packing")
-    flat = flat.to(torch.int64)
+    if bits == 8:
+        return flat.to(torch.uint8)
+    out = torch.empty(packed_nbytes(n, bits), dtype=torch.uint8, device=flat.device)
+    for start in range(0, n, CHUNK):  # byte-aligned pieces keep the int64 temporaries small
+        piece = flat[start:start + CHUNK]
+        first = start * bits // 8
+        out[first:first + packed_nbytes(piece.numel(), bits)] = _pack(piece.to(torch.int64), bits)
+    return out
+
+
+def _pack(flat: torch.Tensor, bits: int) -> torch.Tensor:
+    n = flat.numel()
     nbytes = packed_nbytes(n, bits)
     block = _block(bits)
     if block is not None:
@@ -89,6 +104,18 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
             f"packed codes must be a 1-D uint8 tensor of {need} bytes for {count} x {bits}-bit codes, "
             f"got {tuple(packed.shape)} {packed.dtype}"
         )
+    if bits == 8:
+        return packed.to(torch.int32)
+    out = torch.empty(count, dtype=torch.int32, device=packed.device)
+    for start in range(0, count, CHUNK):
+        n = min(CHUNK, count - start)
+        first = start * bits // 8
+        out[start:start + n] = _unpack(packed[first:first + packed_nbytes(n, bits)], bits, n)
+    return out
+
+
+def _unpack(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+    need = packed.numel()
     mask = (1 << bits) - 1
     block = _block(bits)
     if block is not None:
@@ -126,11 +153,15 @@ def pack_trits(trits: torch.Tensor) -> torch.Tensor:
     n = flat.numel()
     if n and (int(flat.min()) < 0 or int(flat.max()) > 2):
         raise CodecError("trits must be 0, 1 or 2")
-    flat = flat.to(torch.int32)
-    nbytes = trit_nbytes(n)
-    padded = torch.zeros(nbytes * TRITS_PER_BYTE, dtype=torch.int32, device=flat.device)
-    padded[:n] = flat
-    return (padded.view(nbytes, TRITS_PER_BYTE) * _POW3.to(flat.device)).sum(dim=1).to(torch.uint8)
+    out = torch.empty(trit_nbytes(n), dtype=torch.uint8, device=flat.device)
+    for start in range(0, n, TRIT_CHUNK):
+        piece = flat[start:start + TRIT_CHUNK].to(torch.int32)
+        nbytes = trit_nbytes(piece.numel())
+        padded = torch.zeros(nbytes * TRITS_PER_BYTE, dtype=torch.int32, device=flat.device)
+        padded[:piece.numel()] = piece
+        first = start // TRITS_PER_BYTE
+        out[first:first + nbytes] = (padded.view(nbytes, TRITS_PER_BYTE) * _POW3.to(flat.device)).sum(dim=1)
+    return out
 
 
 def unpack_trits(packed: torch.Tensor, count: int) -> torch.Tensor:

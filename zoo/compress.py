@@ -214,7 +214,8 @@ def search_checkpoint(model_dir: Path, recipe: Recipe, progress: Callable[[int, 
 def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str | Path | None = None,
                   progress: Callable[[int, int], None] | None = None):
     """GPTQ-round the planned modules it serves (recipe's `gptq:` section) on calibration text: the recipe
-    with what it was measured on, and per module the rounded weight and the codec tensors that store it."""
+    with what it was measured on, and per module the codec tensors that store its rounded weight (checked to
+    decode to it when made; no float copy of a weight is kept)."""
     from transformers import AutoTokenizer
 
     from loaders.auto import model_class
@@ -231,7 +232,7 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
         if calibration is not None:
             raise RecipeError(f"--calibration is text, but {why}", hint="leave out --calibration for this model")
         record = spec.model_copy(update={"calibrated_on": f"not used: {why}; every module was rounded to nearest"})
-        return recipe.model_copy(update={"gptq": record}), {}, None
+        return recipe.model_copy(update={"gptq": record}), {}
 
     cls = model_class(None, read_hf_config(model_dir))
     if cls.main_input_name != "input_ids":  # an image or audio model: no calibration text to run it on
@@ -248,22 +249,31 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
                    for b in batches]
     paths = model_paths(dense, plan.modules)
     names = {path: name for name, path in paths.items() if path}
-    rounded = gptq(dense, {paths[n]: e.codec for n, e in plan.modules.items() if paths[n]}, batches, damp=spec.damp,
-                   progress=progress)
-    measured = len(rounded)
+    stored: dict[str, dict[str, torch.Tensor]] = {}
+
+    def store(path: str, rounded) -> None:
+        name = names[path]
+        codec = plan.modules[name].codec
+        try:
+            stored[name] = codecs.encode(rounded.weight, codec, scale=rounded.scale)
+            check_decodes_to(stored[name], codec, rounded.weight)
+        except CodecError as exc:
+            raise type(exc)(f"module {name}: {exc}", hint=exc.hint) from None
+
+    for path, rounded in gptq(dense, {paths[n]: e.codec for n, e in plan.modules.items() if paths[n]}, batches,
+                              damp=spec.damp, progress=progress).items():
+        store(path, rounded)
+    measured = len(stored)
     for name, entry in plan.modules.items():  # embeddings: no inputs to measure, but the best clip still helps
         path = paths[name]
-        if path and path not in rounded and serves(entry.codec, tuple(entry.shape)):
-            rounded[path] = round_clipped(dense.get_submodule(path).weight, entry.codec)
+        if path and name not in stored and serves(entry.codec, tuple(entry.shape)):
+            store(path, round_clipped(dense.get_submodule(path).weight, entry.codec))
     del dense
-    weights = {names[path]: r.weight for path, r in rounded.items()}
-    stored = {names[path]: codecs.encode(r.weight, plan.modules[names[path]].codec, scale=r.scale)
-              for path, r in rounded.items()}
-    rest = len(plan.modules) - len(rounded)
+    rest = len(plan.modules) - len(stored)
     record = spec.model_copy(update={"calibrated_on": (
         f"{described}, at most {spec.max_length} tokens each: {measured} of {len(plan.modules)} modules rounded by GPTQ, "
-        f"{len(rounded) - measured} (embeddings) to the best clip" + (f", {rest} to nearest" if rest else ""))})
-    return recipe.model_copy(update={"gptq": record}), weights, stored
+        f"{len(stored) - measured} (embeddings) to the best clip" + (f", {rest} to nearest" if rest else ""))})
+    return recipe.model_copy(update={"gptq": record}), stored
 
 
 def write_compact(
@@ -317,9 +327,9 @@ def write_compact(
     source = SafetensorsDir(model.path)
     dense_base = SafetensorsDir(reference) if reference else source
     plan = make_plan(source, model.path, recipe, pruned=structure is not None)
-    replaced: dict[str, torch.Tensor] = {}
+    rounded: dict[str, dict[str, torch.Tensor]] = {}
     if recipe.gptq is not None and not pack and stored is None:
-        recipe, replaced, stored = gptq_rounding(model.path, recipe, plan, calibration, rounding_progress)
+        recipe, rounded = gptq_rounding(model.path, recipe, plan, calibration, rounding_progress)
     with CheckpointWriter(
         out, overwrite=overwrite, max_shard_bytes=max_shard_bytes, metadata=shard_metadata(plan.modules)
     ) as writer:
@@ -331,10 +341,13 @@ def write_compact(
             elif entry is None:
                 writer.add(name, _dense(source.get(name), recipe.dense_dtype))
             else:
-                given = (stored or {}).get(module)
-                weight = replaced[module] if module in replaced else source.get(name)
-                for key, value in _encode(weight, module, entry, pack, given).items():
+                if module in rounded:  # GPTQ's tensors, checked when made
+                    tensors = rounded.pop(module)
+                else:
+                    tensors = _encode(source.get(name), module, entry, pack, (stored or {}).get(module))
+                for key, value in tensors.items():
                     writer.add(tensor_name(module, key), value)
+                del tensors
                 release_freed_memory()
             if progress is not None:
                 progress(name, source.nbytes(name))

@@ -12,6 +12,7 @@ keep their names (N:M: 'packed', 'scale', ...) or gain a prefix (Kronecker: 'kro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -19,7 +20,7 @@ import torch
 from ..errors import CodecError
 from ..spec import CodecSpec
 from . import binary, codebook, dense, intn, kronecker, nm, ternary
-from .base import Shape, TensorLayout
+from .base import Shape, TensorLayout, as_matrix
 
 _IMPLS = {
     "int": intn,
@@ -36,13 +37,43 @@ def _impl(spec: CodecSpec):
     return _IMPLS[spec.codec]
 
 
+# Codecs that encode each row on its own take a large matrix a block of rows at a time, so the float and int64
+# temporaries of encoding stay a few MB however large the table (a 30522-row embedding is 23M values on
+# BERT-base). The blocks join exactly: a block's rows are a multiple of 8 (bit streams end on a byte) and of 5
+# (trit streams end on a byte), and every other tensor a codec stores has one row per weight row (or per block
+# of `group_rows`).
+ROW_BLOCK_VALUES = 1 << 21
+
+
+def _row_unit(spec: CodecSpec) -> int | None:
+    """The multiple of rows a block must have, or None when the codec does not encode rows on their own."""
+    if spec.codec in ("int", "binary", "ternary"):
+        return 40
+    if spec.codec == "codebook" and spec.group_rows is not None:
+        return math.lcm(40, spec.group_rows)
+    if spec.codec == "nm":
+        return _row_unit(spec.values)
+    return None
+
+
 def encode(weight: torch.Tensor, spec: CodecSpec, *, scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """`scale`: for int-N on a symmetric zero-preserving grid (alone or as N:M values), the group scales to
     store instead of the ones the absmax rule picks, when a post-training method chose them (GPTQ)."""
+    if scale is not None and spec.codec not in ("int", "nm"):
+        raise CodecError(f"{spec.describe()} takes no given scales")
+    unit = _row_unit(spec)
+    if unit is None or weight.numel() <= ROW_BLOCK_VALUES or weight.dim() < 2:
+        return _encode(weight, spec, scale)
+    w = as_matrix(weight)
+    step = max(unit, ROW_BLOCK_VALUES // w.shape[1] // unit * unit)
+    pieces = [_encode(w[start:start + step], spec, None if scale is None else scale[start:start + step])
+              for start in range(0, w.shape[0], step)]
+    return {key: torch.cat([piece[key] for piece in pieces]) for key in pieces[0]}
+
+
+def _encode(weight: torch.Tensor, spec: CodecSpec, scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
     if scale is None:
         return _impl(spec).encode(weight, spec)
-    if spec.codec not in ("int", "nm"):
-        raise CodecError(f"{spec.describe()} takes no given scales")
     return _impl(spec).encode(weight, spec, scale)
 
 

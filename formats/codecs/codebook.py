@@ -21,6 +21,10 @@ from ..bitpack import pack_bits, packed_nbytes, unpack_bits
 from ..spec import CodebookSpec
 from .base import DTYPES, TensorLayout, as_matrix, matrix_shape, round_to_dtype, row_codes
 
+# a table with one codebook is a single row of millions of values: k-means and the nearest-centroid search
+# walk it this many values at a time, so their int64 temporaries stay small
+COLUMNS = 1 << 20
+
 
 def codebook_count(rows: int, spec: CodebookSpec) -> tuple[int, int]:
     per = rows if spec.group_rows is None else min(spec.group_rows, rows)
@@ -48,12 +52,15 @@ def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> torch.Tensor:
     exact, fits = _distinct_or_none(x, k)
     pick = ((torch.arange(k, dtype=torch.float64, device=x.device) + 0.5) / k * n).long().clamp(max=n - 1)
     centroids = x[:, pick].contiguous()
-    ones = torch.ones_like(x)
     for _ in range(iterations):
         bounds = ((centroids[:, 1:] + centroids[:, :-1]) / 2).contiguous()
-        assign = torch.searchsorted(bounds, x)
-        sums = torch.zeros_like(centroids).scatter_add_(1, assign, x)
-        counts = torch.zeros_like(centroids).scatter_add_(1, assign, ones)
+        sums = torch.zeros_like(centroids)
+        counts = torch.zeros_like(centroids, dtype=torch.int64)
+        for piece in x.split(COLUMNS, dim=1):  # in pieces: the int64 assignments of a whole table are large
+            piece = piece.contiguous()
+            assign = torch.searchsorted(bounds, piece)
+            sums.scatter_add_(1, assign, piece)
+            counts.scatter_add_(1, assign, torch.ones_like(assign))
         updated = torch.where(counts > 0, sums / counts.clamp(min=1), centroids).sort(dim=1).values
         if torch.equal(updated, centroids):
             break
@@ -64,6 +71,12 @@ def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> torch.Tensor:
 def nearest(values: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Index of the nearest centroid (ties to the lower index) for each value; both batched by row."""
     c = centroids.to(torch.float32).contiguous()
+    if values.shape[1] > COLUMNS:
+        return torch.cat([_nearest(piece, c) for piece in values.split(COLUMNS, dim=1)], dim=1)
+    return _nearest(values, c)
+
+
+def _nearest(values: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     k = c.shape[1]
     above = torch.searchsorted(c, values.contiguous(), right=True)
     lo = (above - 1).clamp(0, k - 1)

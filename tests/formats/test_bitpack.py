@@ -16,7 +16,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from formats.bitpack import pack_bits, pack_trits, packed_nbytes, trit_nbytes, unpack_bits, unpack_trits
+from formats import bitpack
+from formats.bitpack import MAX_BITS, pack_bits, pack_trits, packed_nbytes, trit_nbytes, unpack_bits, unpack_trits
 from formats.errors import CodecError
 
 PROPS = settings(
@@ -242,3 +243,21 @@ def test_unpack_trits_wrong_size_raises(count):
 def test_float_codes_are_refused():
     with pytest.raises(CodecError, match="integers"):
         pack_bits(torch.tensor([1.7]), 4)
+
+
+@pytest.mark.parametrize("bits", range(1, MAX_BITS + 1))
+def test_packing_in_pieces_gives_the_same_stream(monkeypatch, bits):
+    """Long streams are packed and unpacked a piece at a time; the pieces' bytes must join into the one stream."""
+    codes = torch.randint(0, 1 << bits, (64 * 7 + 5,), generator=torch.Generator().manual_seed(bits), dtype=torch.int32)
+    whole = pack_bits(codes, bits)
+    monkeypatch.setattr(bitpack, "CHUNK", 64)
+    assert torch.equal(pack_bits(codes, bits), whole)
+    assert torch.equal(unpack_bits(whole, bits, codes.numel()), codes)
+
+
+def test_trits_in_pieces_give_the_same_stream(monkeypatch):
+    trits = torch.randint(0, 3, (5 * 40 + 3,), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
+    whole = pack_trits(trits)
+    monkeypatch.setattr(bitpack, "TRIT_CHUNK", 5 * 8)
+    assert torch.equal(pack_trits(trits), whole)
+    assert torch.equal(unpack_trits(whole, trits.numel()), trits)

@@ -1158,3 +1158,48 @@ def test_decode_rows_reads_only_the_rows_asked_for(monkeypatch):
                  CodebookSpec(bits=2, group_rows=1), NMSpec(n=2, m=4, values=IntSpec(bits=4, group_size=6))]:
         enc = codecs.encode(w, spec)
         assert codecs.decode_rows(enc, spec, (50, 36), torch.tensor([3, 49, 3])).shape == (3, 36)
+
+
+
+ROW_LOCAL = [  # (spec, takes given scales)
+    (IntSpec(bits=8, group_size=None), True),
+    (IntSpec(bits=3, group_size=16), True),
+    (IntSpec(bits=2, group_size=16, symmetric=False), False),
+    (BinarySpec(group_size=16), False),
+    (TernarySpec(group_size=None), False),
+    (CodebookSpec(bits=2, group_rows=1), False),
+    (CodebookSpec(bits=1, group_rows=3), False),
+    (NMSpec(n=2, m=4, values=IntSpec(bits=4, group_size=16)), True),
+    (NMSpec(n=1, m=4, values=IntSpec(bits=8, group_size=None)), True),
+]
+
+
+@pytest.mark.parametrize(("spec", "scaled"), ROW_LOCAL, ids=lambda s: s.describe() if hasattr(s, "describe") else str(s))
+def test_a_large_matrix_encoded_in_row_blocks_gives_the_same_tensors(monkeypatch, spec, scaled):
+    """Large tables are encoded a block of rows at a time; the joined tensors must be the whole matrix's."""
+    w = torch.randn(203, 48, generator=torch.Generator().manual_seed(3))
+    scale = codecs.encode(w, spec)["scale"].float() * 1.5 if scaled else None
+    whole = codecs.encode(w, spec, scale=scale)
+    calls = []
+    one = codecs._encode
+    monkeypatch.setattr(codecs, "_encode", lambda *a: calls.append(a[0].shape[0]) or one(*a))
+    monkeypatch.setattr(codecs, "ROW_BLOCK_VALUES", 40 * 48)
+    blocks = codecs.encode(w, spec, scale=scale)
+    expected = [120, 83] if spec.codec == "codebook" and spec.group_rows == 3 else [40, 40, 40, 40, 40, 3]
+    if spec.codec == "nm":  # each block of rows, then its kept values through the value codec
+        expected = [rows for rows in expected for _ in range(2)]
+    assert calls == expected
+    assert whole.keys() == blocks.keys()
+    assert all(torch.equal(whole[k], blocks[k]) for k in whole)
+
+
+@pytest.mark.parametrize("spec", [CodebookSpec(bits=4), CodebookSpec(bits=2, group_rows=1)], ids=lambda s: s.describe())
+def test_kmeans_walking_a_table_in_pieces_gives_the_same_tensors(monkeypatch, spec):
+    """k-means and the nearest-centroid search take a long row a piece at a time; nothing may change."""
+    from formats.codecs import codebook
+
+    w = torch.randn(60, 50, generator=torch.Generator().manual_seed(5)) * torch.rand(60, 1, generator=torch.Generator().manual_seed(6))
+    whole = codecs.encode(w, spec)
+    monkeypatch.setattr(codebook, "COLUMNS", 7)
+    pieces = codecs.encode(w, spec)
+    assert all(torch.equal(whole[k], pieces[k]) for k in whole)

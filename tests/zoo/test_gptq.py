@@ -55,6 +55,10 @@ def test_the_best_clip_rounds_a_table_closer_than_its_absmax_scale():
     assert float(((clipped - weight) ** 2).sum()) < float(((nearest - weight) ** 2).sum())
     assert torch.equal(codecs.decode(codecs.encode(clipped, INT4, scale=round_clipped(weight, INT4).scale), INT4,
                                      (50, 64)), clipped)
+    # a large table is rounded a few rows at a time; rows never affect each other, so the result is the same
+    pieces = round_clipped(weight, INT4, rows=7)
+    assert torch.equal(pieces.weight, clipped) and torch.equal(pieces.scale, round_clipped(weight, INT4).scale)
+    assert torch.equal(round_clipped(weight, NM, rows=7).weight, round_clipped(weight, NM).weight)
 
 
 def test_which_codecs_gptq_serves():

@@ -180,11 +180,14 @@ def _compensated(w: torch.Tensor, factor: torch.Tensor, col_scale: torch.Tensor,
     return w
 
 
-def round_clipped(weight: torch.Tensor, spec: CodecSpec) -> Rounded:
+def round_clipped(weight: torch.Tensor, spec: CodecSpec, rows: int = 2048) -> Rounded:
     """Round to nearest on the grid of the best clip per group (the scale search of `round_weight`, without
-    inputs to compensate errors with): for layers GPTQ cannot measure, such as embedding tables."""
+    inputs to compensate errors with): for layers GPTQ cannot measure, such as embedding tables. Rows never
+    affect each other, so a large table is rounded `rows` at a time (its float64 copies stay small)."""
     identity = torch.eye(weight.shape[1], dtype=torch.float64)
-    return round_weight(weight, identity, spec, damp=0.0, block=weight.shape[1])
+    parts = [round_weight(weight[start:start + rows], identity, spec, damp=0.0, block=weight.shape[1])
+             for start in range(0, weight.shape[0], rows)]
+    return Rounded(weight=torch.cat([p.weight for p in parts]), scale=torch.cat([p.scale for p in parts]))
 
 
 class _Stop(Exception):
@@ -275,7 +278,7 @@ def gptq(model: nn.Module, plan: dict[str, CodecSpec], batches: list[dict], *, d
             rounded = round_weight(layer.weight, inputs.mean(name), plan[name], damp)
             if rounded is not None:
                 layer.weight.copy_(rounded.weight.to(layer.weight.dtype))
-                out[name] = rounded
+                out[name] = Rounded(weight=layer.weight.detach(), scale=rounded.scale)  # no second copy
             done += 1
             if progress is not None:
                 progress(done, len(targets))
