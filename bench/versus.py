@@ -2,7 +2,7 @@
 commit), measured side by side in one run.
 
     git worktree add /tmp/zoo-before <commit>
-    python -m bench.versus --baseline /tmp/zoo-before [--recipes int8,4bit] [--repeat 2] [--out bench/results]
+    python -m bench.versus --baseline /tmp/zoo-before [--models bert-base,minilm] [--recipes int8,4bit] [--repeat 2]
 
 Each measurement is one fresh process (`python -m bench.compress --child`, which both checkouts have) run from
 the checkout's own directory, so time includes imports, planning, GPTQ where the recipe asks for it, and writing.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,15 +50,18 @@ def _run(tree: Path, model: str, recipe: str, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main(baseline: Path, recipes: list[str], repeat: int, out_dir: Path) -> dict:
+def main(baseline: Path, recipes: list[str], repeat: int, out_dir: Path, wanted: list[str]) -> dict:
     missing = [r for r in recipes if r not in _builtin(baseline) or r not in _builtin(HERE)]
     recipes = [r for r in recipes if r not in missing]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         hidden, layers = CONFIGS[-1]
-        models = {"all-MiniLM-L6-v2": "minilm",
-                  f"random BERT {hidden}x{layers}": str(random_bert_with_tokenizer(tmp, hidden, layers))}
+        models = {}
+        if "bert-base" in wanted:
+            models[f"random BERT {hidden}x{layers}"] = str(random_bert_with_tokenizer(tmp, hidden, layers))
+        if "minilm" in wanted:
+            models["all-MiniLM-L6-v2"] = "minilm"
         for label, model in models.items():
             for recipe in recipes:
                 runs: dict[str, list[dict]] = {"before": [], "after": []}
@@ -65,6 +69,7 @@ def main(baseline: Path, recipes: list[str], repeat: int, out_dir: Path) -> dict
                     order = [("before", baseline), ("after", HERE)]
                     for which, tree in order if i % 2 == 0 else order[::-1]:
                         runs[which].append(_run(tree, model, recipe, tmp / f"{which}-{recipe}"))
+                        shutil.rmtree(tmp / f"{which}-{recipe}")
                 row = {"model": label, "recipe": recipe}
                 for which, got in runs.items():
                     row[f"{which}_s"] = statistics.median(r["seconds"] for r in got)
@@ -93,8 +98,13 @@ if __name__ == "__main__":
     parser.add_argument("--baseline", type=Path, required=True, help="another checkout of zoo (a git worktree)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="[default: bench.compress's recipes]")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--models", default="bert-base,minilm",
+                        help="bert-base (bench.scale's random BERT-base-sized model), minilm, or both")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     if not (args.baseline / "bench" / "compress.py").is_file():
         parser.error(f"{args.baseline} is not a checkout of zoo (no bench/compress.py)")
-    main(args.baseline.resolve(), args.recipes.split(","), args.repeat, args.out)
+    models = args.models.split(",")
+    if not models or set(models) - {"bert-base", "minilm"}:
+        parser.error(f"--models takes bert-base and/or minilm, not {args.models!r}")
+    main(args.baseline.resolve(), args.recipes.split(","), args.repeat, args.out, models)

@@ -213,10 +213,11 @@ def _layers_section(manifest: Manifest) -> list[str]:
                      f"{r.bits_per_weight:.2f} | {r.ratio:.2f}x |" + cell)
     dense = manifest.recipe.spec.get("dense_dtype", "keep")
     dense = "in its original dtype" if dense == "keep" else f"as {dense}"
+    tied = (" A module shared with others is one weight the model ties to several layers: stored once, used by all."
+            if any(r.tied for r in rows) else "")
     lines += ["", (f"{len(rows)} compressed modules, {_mb(sum(r.nbytes for r in rows))}. Everything else (norms, "
                    f"biases, heads, any layer no rule took, and file headers) is stored {dense}: "
-                   f"{_mb(other_tensors_nbytes(manifest))}. A module shared with others is one weight the model ties "
-                   "to several layers: stored once, used by all."),
+                   f"{_mb(other_tensors_nbytes(manifest))}.{tied}"),
               ""]
     return lines
 

@@ -62,7 +62,7 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     if n and (int(flat.min()) < 0 or int(flat.max()) >= (1 << bits)):
         raise CodecError(f"codes out of range for {bits}-bit packing")
     if bits == 8:
-        return flat.to(torch.uint8)
+        return flat.to(torch.uint8, copy=True)  # never a view of the caller's codes
     out = torch.empty(packed_nbytes(n, bits), dtype=torch.uint8, device=flat.device)
     for start in range(0, n, CHUNK):  # byte-aligned pieces keep the int64 temporaries small
         piece = flat[start:start + CHUNK]
@@ -140,8 +140,12 @@ def unpack_bits_at(packed: torch.Tensor, bits: int, index: torch.Tensor) -> torc
     _check_bits(bits)
     offsets = index.to(torch.int64) * bits
     first_byte = offsets // 8
-    window = torch.cat([packed, packed.new_zeros(2)]).to(torch.int32)
-    word = window[first_byte] | (window[first_byte + 1] << 8) | (window[first_byte + 2] << 16)
+    last = packed.numel() - 1
+    word = torch.zeros_like(first_byte, dtype=torch.int32)
+    for k in range(3):  # the (up to) three bytes a code spans; bytes past the stream's end read as zero
+        at = first_byte + k
+        byte = packed[at.clamp(max=last)].to(torch.int32)
+        word |= torch.where(at <= last, byte, 0) << (8 * k)
     return (word >> (offsets % 8).to(torch.int32)) & ((1 << bits) - 1)
 
 

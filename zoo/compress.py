@@ -234,14 +234,17 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
         record = spec.model_copy(update={"calibrated_on": f"not used: {why}; every module was rounded to nearest"})
         return recipe.model_copy(update={"gptq": record}), {}
 
-    cls = model_class(None, read_hf_config(model_dir))
+    hf_config = read_hf_config(model_dir)
+    cls = model_class(None, hf_config)
     if cls.main_input_name != "input_ids":  # an image or audio model: no calibration text to run it on
         return skipped(f"{cls.__name__} reads {cls.main_input_name}, not text")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError, KeyError, TypeError) as exc:  # what transformers raises for a missing tokenizer
         return skipped(f"{model_dir.name} has no tokenizer ({str(exc).splitlines()[0][:120]})")
-    batches = [dict(tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=spec.max_length,
+    # never more tokens than the model has positions for (a long --calibration line on a small model)
+    max_length = min(spec.max_length, getattr(hf_config, "max_position_embeddings", None) or spec.max_length)
+    batches = [dict(tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=max_length,
                               return_tensors="pt")) for i in range(0, len(texts), 32)]
     dense = _dense_model(model_dir)
     if dense.config.is_encoder_decoder:  # T5, Marian: the decoder reads the same text (teacher forcing a copy)
@@ -264,15 +267,19 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
                               damp=spec.damp, progress=progress).items():
         store(path, rounded)
     measured = len(stored)
-    for name, entry in plan.modules.items():  # embeddings: no inputs to measure, but the best clip still helps
+    clipped: list[str] = []  # no inputs measured (embedding tables; a layer the text never reached), but the
+    for name, entry in plan.modules.items():  # best clip still helps
         path = paths[name]
         if path and name not in stored and serves(entry.codec, tuple(entry.shape)):
             store(path, round_clipped(dense.get_submodule(path).weight, entry.codec))
+            clipped.append(entry.kind)
     del dense
     rest = len(plan.modules) - len(stored)
+    kinds = ", ".join(f"{clipped.count(k)} {k}" for k in sorted(set(clipped)))
     record = spec.model_copy(update={"calibrated_on": (
         f"{described}, at most {spec.max_length} tokens each: {measured} of {len(plan.modules)} modules rounded by GPTQ, "
-        f"{len(stored) - measured} (embeddings) to the best clip" + (f", {rest} to nearest" if rest else ""))})
+        f"{len(clipped)} with no inputs to measure ({kinds or 'none'}) to the best clip"
+        + (f", {rest} to nearest" if rest else ""))})
     return recipe.model_copy(update={"gptq": record}), stored
 
 
@@ -312,6 +319,11 @@ def write_compact(
             f"recipe {recipe.name} prunes heads and FFN neurons by their movement during fine-tuning",
             hint="run it with --task (and --data); `zoo pack` cannot prune either",
         )
+    if calibration is not None and recipe.gptq is None and recipe.search is None:
+        raise RecipeError(
+            f"--calibration has nothing to calibrate: recipe {recipe.name} neither rounds with GPTQ nor searches",
+            hint="leave out --calibration, or use a recipe with a `gptq:` or `search:` section (4bit, 4bit-2of4, search)",
+        )
     config = read_config(model.path)
     if isinstance(config.get("quantization_config"), dict):
         method = config["quantization_config"].get("quant_method", "unknown")
@@ -328,6 +340,8 @@ def write_compact(
     dense_base = SafetensorsDir(reference) if reference else source
     plan = make_plan(source, model.path, recipe, pruned=structure is not None)
     rounded: dict[str, dict[str, torch.Tensor]] = {}
+    if recipe.gptq is not None and pack:  # packing rounds nothing: the manifest records no calibration
+        recipe = recipe.model_copy(update={"gptq": None})
     if recipe.gptq is not None and not pack and stored is None:
         recipe, rounded = gptq_rounding(model.path, recipe, plan, calibration, rounding_progress)
     with CheckpointWriter(

@@ -261,3 +261,12 @@ def test_trits_in_pieces_give_the_same_stream(monkeypatch):
     monkeypatch.setattr(bitpack, "TRIT_CHUNK", 5 * 8)
     assert torch.equal(pack_trits(trits), whole)
     assert torch.equal(unpack_trits(whole, trits.numel()), trits)
+
+
+@pytest.mark.parametrize("bits", range(1, MAX_BITS + 1))
+def test_codes_read_at_positions_match_the_unpacked_stream_up_to_its_last_byte(bits):
+    """A lookup reads only the bytes its codes span; the last codes sit against the end of the stream."""
+    codes = torch.randint(0, 1 << bits, (37,), generator=torch.Generator().manual_seed(bits), dtype=torch.int32)
+    packed = pack_bits(codes, bits)
+    at = torch.tensor([[36, 0], [35, 17]])
+    assert torch.equal(bitpack.unpack_bits_at(packed, bits, at), codes[at])

@@ -39,3 +39,21 @@ def test_unpacked_checkpoint_is_plain_and_loads_in_transformers(tiny_bert_dir, t
     with torch.no_grad():
         out = model(input_ids=torch.tensor([[101, 2023, 102]])).last_hidden_state
     assert out.shape == (1, 3, 64) and torch.isfinite(out).all()
+
+
+def test_a_config_naming_another_dtype_does_not_round_the_decoded_modules(tiny_bert_dir, tmp_path):
+    """config.json says float16 over fp32 weights (a common mismatch): plain tensors follow the config, but a
+    decoded module keeps the dtype its manifest entry records, so unpacking loses nothing of it."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_bert_dir, src)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "dtype": "float16"}))
+    compressed = write_compact(resolve_model(str(src)), load_recipe("int8"), tmp_path / "c").path
+    dense = SafetensorsDir(unpack(compressed, tmp_path / "d"))
+    ckpt = Checkpoint.open(compressed)
+    module = "encoder.layer.0.attention.self.query"
+    assert ckpt.manifest.modules[module].dtype == "float32"
+    assert dense.dtype(module + ".weight") == "float32" and torch.equal(dense.get(module + ".weight"), ckpt.decode(module))
+    assert dense.dtype("encoder.layer.0.output.LayerNorm.weight") == "float16"

@@ -82,7 +82,7 @@ def test_compress_records_what_gptq_calibrated_on_and_stays_closer_to_the_dense_
     ckpt = _compress(run_cli, tiny_bert_dir, tmp_path / "gptq")
     calibrated = ckpt.manifest.recipe.spec["gptq"]["calibrated_on"]
     assert calibrated.startswith("128 built-in sample sentences") and "13 of 16 modules rounded by GPTQ" in calibrated  # + the pooler
-    assert "3 (embeddings) to the best clip" in calibrated  # the word, position and token-type tables
+    assert "3 with no inputs to measure (3 embedding) to the best clip" in calibrated  # the word, position and token-type tables
     # round to nearest, for comparison: the same recipe without its gptq section
     spec = ckpt.manifest.recipe.spec
     plain = tmp_path / "rtn.yaml"
@@ -114,7 +114,11 @@ def test_calibration_mistakes_fail_before_any_output(run_cli, tiny_bert_dir, tmp
                                   tmp_path / "nowhere.txt", "--out", tmp_path / "a"), "does not exist")
     assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "4bit", "--calibration", tmp_path,
                                   "--task", "rotten_tomatoes", "--out", tmp_path / "b"), "--calibration applies to")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    text = tmp_path / "texts.txt"
+    text.write_text("a sentence\n")
+    assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "int8", "--calibration", text,
+                                  "--out", tmp_path / "c"), "--calibration has nothing to calibrate")
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_a_model_that_reads_no_text_is_rounded_to_nearest_and_says_so(tmp_path, run_cli):

@@ -142,12 +142,10 @@ def stored_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
     """module name -> codec tensors, for the modules whose trained parameters are the stored form
     itself (Kronecker factors) rather than a weight the packer encodes. Call before `export`."""
     out = {}
-    seen = set()
-    for name, module in model.named_modules():
+    for name, module in model.named_modules():  # a tied module is not parametrized: only its owner is stored
         if parametrize.is_parametrized(module, "weight"):
             fake = module.parametrizations.weight[0]
-            if isinstance(fake, KroneckerFake) and id(fake) not in seen:  # tied modules share one fake
-                seen.add(id(fake))
+            if isinstance(fake, KroneckerFake):
                 out[name] = fake.stored_tensors()
     return out
 
@@ -159,7 +157,9 @@ def export(model: nn.Module) -> None:
     for module in list(model.modules()):
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-        module.__dict__.pop("forward", None)  # a tied module following its owner (`_follow`)
+        forward = module.__dict__.get("forward")
+        if isinstance(forward, functools.partial) and forward.func in (_linear_with, _embedding_with):
+            del module.__dict__["forward"]  # a tied module following its owner (`_follow`); other hooks stay
     if getattr(model, "all_tied_weights_keys", None) and hasattr(model, "tie_weights"):
         model.tie_weights()
 

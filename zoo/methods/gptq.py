@@ -8,13 +8,15 @@ H^-1, so later columns absorb what earlier ones lost. Transformer blocks are rou
 uses them, each measured on the outputs of the blocks already rounded.
 
 Served codecs (the grid is the codec's own, so the result is stored exactly):
-- int-N, symmetric, zero-preserving, any group size: a group's scale is chosen when its first column is
-  reached, from the weights as updated so far: the clip of the group's |w| max (100% down to 52%) that rounds
-  them with the least squared error, rounded to the scale's storage dtype.
-- N:M with such int-N values: the kept positions are the codec's own (the N largest |w| of each M, on the
-  original weight); a pruned weight's error is compensated like a rounding error (SparseGPT with a magnitude
-  mask). A value group must cover whole N:M groups.
-Other codecs (and layers that are not linear, such as embeddings) keep the codec's round-to-nearest."""
+- int-N, symmetric, zero-preserving, any group size: every group's scale is fixed before any column is
+  rounded, from the original weights: the clip of the group's |w| max (100% down to 52%) that rounds them with
+  the least squared error, rounded to the scale's storage dtype (columns are then rounded in "act order").
+- N:M with such int-N values: one value group at a time, its kept positions are chosen from the weights as
+  updated so far by SparseGPT's saliency w^2 / [H^-1]_jj (the N most salient of each M), then its scale from
+  the kept values; a pruned weight's error is compensated like a rounding error. A value group must cover
+  whole N:M groups.
+Layers without inputs to measure (embedding tables) get the best clip per group and round to nearest on it
+(`round_clipped`); other codecs keep the codec's own round-to-nearest."""
 
 from __future__ import annotations
 
@@ -182,12 +184,29 @@ def _compensated(w: torch.Tensor, factor: torch.Tensor, col_scale: torch.Tensor,
 
 def round_clipped(weight: torch.Tensor, spec: CodecSpec, rows: int = 2048) -> Rounded:
     """Round to nearest on the grid of the best clip per group (the scale search of `round_weight`, without
-    inputs to compensate errors with): for layers GPTQ cannot measure, such as embedding tables. Rows never
-    affect each other, so a large table is rounded `rows` at a time (its float64 copies stay small)."""
-    identity = torch.eye(weight.shape[1], dtype=torch.float64)
-    parts = [round_weight(weight[start:start + rows], identity, spec, damp=0.0, block=weight.shape[1])
-             for start in range(0, weight.shape[0], rows)]
-    return Rounded(weight=torch.cat([p.weight for p in parts]), scale=torch.cat([p.scale for p in parts]))
+    inputs to compensate errors with): for layers GPTQ cannot measure, such as embedding tables. N:M keeps
+    the codec's own positions (the N largest |w| of each M). Rows never affect each other, so a large table
+    is rounded `rows` at a time (its float64 copies stay small)."""
+    values = spec.values if isinstance(spec, NMSpec) else spec
+    q = (1 << (values.bits - 1)) - 1
+    out, scales = [], []
+    for start in range(0, weight.shape[0], rows):
+        w = weight[start:start + rows].detach().to(torch.float64)
+        keep = torch.ones_like(w, dtype=torch.bool)
+        if isinstance(spec, NMSpec):
+            keep = select(w.float(), spec.n, spec.m)[0].view(w.shape)
+            kept = w.shape[1] // spec.m * spec.n
+            width = min(values.group_size or kept, kept) // spec.n * spec.m  # the columns of one value group
+        else:
+            width = min(values.group_size or w.shape[1], w.shape[1])
+        bounds = range(0, w.shape[1], width)
+        scale = torch.cat([_scale(w[:, b:b + width] * keep[:, b:b + width], q, values.scale_dtype) for b in bounds],
+                          dim=1)
+        col = scale.repeat_interleave(width, dim=1)[:, :w.shape[1]]
+        safe = torch.where(col == 0, torch.ones_like(col), col)
+        out.append(torch.where(keep, torch.round(w / safe).clamp(-q, q) * col, 0.0).to(torch.float32))
+        scales.append(scale.to(DTYPES[values.scale_dtype]))
+    return Rounded(weight=torch.cat(out), scale=torch.cat(scales))
 
 
 class _Stop(Exception):
