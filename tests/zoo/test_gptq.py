@@ -130,3 +130,36 @@ def test_a_model_that_reads_no_text_is_rounded_to_nearest_and_says_so(tmp_path, 
     ckpt = _compress(run_cli, tmp_path / "vit", tmp_path / "out")
     assert ckpt.manifest.recipe.spec["gptq"]["calibrated_on"] == (
         "not used: ViTForImageClassification reads pixel_values, not text; every module was rounded to nearest")
+
+
+def _gptq_on(model_dir, monkeypatch, chain: bool):
+    from transformers import AutoModel, AutoTokenizer
+
+    from zoo.methods import gptq as method
+    from zoo.tasks.fidelity import calibration_texts
+
+    calls = []
+    real = method._inputs_match
+
+    def check(*args):
+        calls.append(args[1])
+        return real(*args) if chain else False
+
+    monkeypatch.setattr(method, "_inputs_match", check)
+    model = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    texts = calibration_texts(None, 16)[0]
+    batches = [dict(tokenizer(texts[i:i + 8], padding=True, return_tensors="pt")) for i in (0, 8)]
+    plan = {n: INT4 for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    return method.gptq(model, plan, batches), calls
+
+
+def test_chained_blocks_round_as_running_the_whole_model_does(tiny_bert_dir, monkeypatch):
+    """Each block is measured on its cached inputs instead of a pass of the model up to it; checked once, on the
+    first chained block, and the rounding is the same."""
+    chained, calls = _gptq_on(tiny_bert_dir, monkeypatch, chain=True)
+    assert calls == ["encoder.layer.1"]  # checked once (2 blocks: the second is chained)
+    whole, _ = _gptq_on(tiny_bert_dir, monkeypatch, chain=False)
+    assert chained.keys() == whole.keys() and len(chained) == 2 * 6 + 1  # 6 linears per block, the pooler
+    for name in whole:
+        assert torch.allclose(chained[name].weight, whole[name].weight, atol=1e-6), name

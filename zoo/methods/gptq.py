@@ -214,14 +214,14 @@ class _Stop(Exception):
 
 
 class _Hessians:
-    """2 X^T X of the inputs of a stage's layers over the calibration set, padding tokens left out; the forward
-    pass stops after the stage's last layer."""
+    """2 X^T X of the inputs of a stage's layers over the calibration set, padding tokens left out; a forward
+    pass of the whole model stops after the stage's last layer (`stop`)."""
 
-    def __init__(self, model: nn.Module, names: list[str]):
+    def __init__(self, model: nn.Module, names: list[str], stop: bool = True):
         self.sums = {n: torch.zeros(model.get_submodule(n).in_features, model.get_submodule(n).in_features,
                                     dtype=torch.float64) for n in names}
         self.counts = dict.fromkeys(names, 0)
-        self.last = names[-1]
+        self.last = names[-1] if stop else None
         self.mask: torch.Tensor | None = None
         self.hooks = [model.get_submodule(n).register_forward_hook(functools.partial(self._hook, n)) for n in names]
 
@@ -229,8 +229,8 @@ class _Hessians:
         x = inputs[0]
         if self.mask is not None and x.shape[:2] == self.mask.shape:
             x = x[self.mask]
-        x = x.reshape(-1, x.shape[-1]).to(torch.float64)
-        self.sums[name] += 2 * x.T @ x
+        x = x.reshape(-1, x.shape[-1]).to(torch.float32)
+        self.sums[name] += (2 * x.T @ x).to(torch.float64)  # one batch's sum in float32, the running sum in float64
         self.counts[name] += x.shape[0]
         if name == self.last:
             raise _Stop
@@ -244,6 +244,17 @@ class _Hessians:
                     model(**batch)
                 except _Stop:
                     pass
+        finally:
+            for hook in self.hooks:
+                hook.remove()
+
+    def run(self, block: nn.Module, cached: list[tuple[tuple, dict]], batches: list[dict]) -> None:
+        """Collect by running one block alone on its cached inputs (see `_passed_on`)."""
+        try:
+            for (args, kwargs), batch in zip(cached, batches, strict=True):
+                mask = batch.get("attention_mask")
+                self.mask = mask.bool() if mask is not None else None
+                block(*args, **kwargs)
         finally:
             for hook in self.hooks:
                 hook.remove()
@@ -289,9 +300,21 @@ def gptq(model: nn.Module, plan: dict[str, CodecSpec], batches: list[dict], *, d
         return {}
     out: dict[str, Rounded] = {}
     done = 0
+    cached: list[tuple[tuple, dict]] | None = None  # per batch, the inputs of block `cached_for`
+    cached_for: str | None = None
+    trusted: bool | None = None  # chaining blocks: not checked yet / checked / refused
     for stage in _stages(model, targets, batches[0]):
-        inputs = _Hessians(model, stage)
-        inputs.collect(model, batches)
+        block = _block_of(stage[0])
+        chained = cached is not None and block is not None and block == cached_for
+        if chained and trusted is None:
+            trusted = _inputs_match(model, block, batches[0], cached[0])
+        if chained and trusted:
+            inputs = _Hessians(model, stage, stop=False)
+            inputs.run(model.get_submodule(block), cached, batches)
+            block_inputs = cached
+        else:
+            inputs = _Hessians(model, stage)
+            block_inputs = _collect_capturing(model, block, inputs, batches)
         for name in stage:
             layer = model.get_submodule(name)
             rounded = round_weight(layer.weight, inputs.mean(name), plan[name], damp)
@@ -301,4 +324,82 @@ def gptq(model: nn.Module, plan: dict[str, CodecSpec], batches: list[dict], *, d
             done += 1
             if progress is not None:
                 progress(done, len(targets))
+        cached, cached_for = None, None
+        if block_inputs is not None and trusted is not False and _next_block(block) is not None:
+            module = model.get_submodule(block)  # what the rounded block passes on: the next block's inputs
+            passed = [_passed_on(args, kwargs, module(*args, **kwargs)) for args, kwargs in block_inputs]
+            if all(p is not None for p in passed):
+                cached, cached_for = passed, _next_block(block)
     return out
+
+
+# Chaining blocks. A stage is a transformer block; it is measured on the outputs of the blocks before it, already
+# rounded. Running the whole model up to each block costs L(L+1)/2 block passes for L blocks (78 on BERT-base);
+# instead each block's inputs are kept per calibration batch, and its (rounded) outputs become the next block's
+# inputs: 2 passes per block. That holds when consecutive blocks take the same arguments but the hidden states
+# (BERT, RoBERTa, ViT encoders); it is checked once, on the first chained block, against the input the whole
+# model gives it, and where it does not hold (T5 passes a position bias from block 0 on) every stage runs the
+# whole model as before.
+
+
+def _block_of(name: str) -> str | None:
+    found = _BLOCK.match(name)
+    return found.group(1).rstrip(".") if found else None
+
+
+def _next_block(block: str | None) -> str | None:
+    found = re.match(r"^(.*\.)(\d+)$", block or "")
+    return f"{found.group(1)}{int(found.group(2)) + 1}" if found else None
+
+
+def _hidden(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0]
+    found = kwargs.get("hidden_states")
+    return found if isinstance(found, torch.Tensor) else None
+
+
+def _passed_on(args: tuple, kwargs: dict, output) -> tuple[tuple, dict] | None:
+    """The next block's (args, kwargs): these, with the hidden states replaced by this block's output."""
+    hidden = output if isinstance(output, torch.Tensor) else output[0] if isinstance(output, tuple) and output else None
+    if not isinstance(hidden, torch.Tensor) or _hidden(args, kwargs) is None:
+        return None
+    if args and isinstance(args[0], torch.Tensor):
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
+def _collect_capturing(model: nn.Module, block: str | None, inputs: _Hessians,
+                       batches: list[dict]) -> list[tuple[tuple, dict]] | None:
+    """Run the whole model for `inputs`, keeping what `block` is called with for each batch."""
+    if block is None:
+        inputs.collect(model, batches)
+        return None
+    seen: list[tuple[tuple, dict]] = []
+    hook = model.get_submodule(block).register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append((args, kwargs)), with_kwargs=True)
+    try:
+        inputs.collect(model, batches)
+    finally:
+        hook.remove()
+    return seen if len(seen) == len(batches) else None
+
+
+def _inputs_match(model: nn.Module, block: str, batch: dict, chained: tuple[tuple, dict]) -> bool:
+    """Does the whole model call `block` with the hidden states chaining gives it (first batch)?"""
+    seen: list[torch.Tensor | None] = []
+
+    def hook(_m, args, kwargs):
+        seen.append(_hidden(args, kwargs))
+        raise _Stop
+
+    handle = model.get_submodule(block).register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        model(**batch)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    mine = _hidden(*chained)
+    return bool(seen) and seen[0] is not None and mine is not None and seen[0].shape == mine.shape \
+        and torch.allclose(seen[0], mine, rtol=1e-4, atol=1e-5)
