@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import torch
 
 from ..errors import CodecError
+from ..memory import release_freed_memory
 from ..spec import CodecSpec
 from . import binary, codebook, dense, intn, kronecker, nm, ternary
 from .base import Shape, TensorLayout, as_matrix
@@ -42,7 +43,7 @@ def _impl(spec: CodecSpec):
 # BERT-base). The blocks join exactly: a block's rows are a multiple of 8 (bit streams end on a byte) and of 5
 # (trit streams end on a byte), and every other tensor a codec stores has one row per weight row (or per block
 # of `group_rows`).
-ROW_BLOCK_VALUES = 1 << 21
+ROW_BLOCK_VALUES = 1 << 18
 
 
 def _row_unit(spec: CodecSpec) -> int | None:
@@ -66,8 +67,10 @@ def encode(weight: torch.Tensor, spec: CodecSpec, *, scale: torch.Tensor | None 
         return _encode(weight, spec, scale)
     w = as_matrix(weight)
     step = max(unit, ROW_BLOCK_VALUES // w.shape[1] // unit * unit)
-    pieces = [_encode(w[start:start + step], spec, None if scale is None else scale[start:start + step])
-              for start in range(0, w.shape[0], step)]
+    pieces = []
+    for start in range(0, w.shape[0], step):
+        pieces.append(_encode(w[start:start + step], spec, None if scale is None else scale[start:start + step]))
+        release_freed_memory()  # the block's temporaries, not left on the heap for the next one to add to
     return {key: torch.cat([piece[key] for piece in pieces]) for key in pieces[0]}
 
 

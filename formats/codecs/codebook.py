@@ -23,7 +23,7 @@ from .base import DTYPES, TensorLayout, as_matrix, matrix_shape, round_to_dtype,
 
 # a table with one codebook is a single row of millions of values: k-means and the nearest-centroid search
 # walk it this many values at a time, so their int64 temporaries stay small
-COLUMNS = 1 << 20
+COLUMNS = 1 << 18
 
 
 def codebook_count(rows: int, spec: CodebookSpec) -> tuple[int, int]:
@@ -35,11 +35,23 @@ def _distinct_or_none(sorted_x: torch.Tensor, k: int) -> tuple[torch.Tensor, tor
     """Per row of sorted values: the distinct values padded with the largest, and whether they fit in k."""
     new = torch.ones_like(sorted_x, dtype=torch.bool)
     new[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
-    slot = new.cumsum(dim=1) - 1
-    fits = slot[:, -1] < k
+    fits = new.sum(dim=1) <= k
     table = sorted_x[:, -1:].expand(-1, k).clone()
-    table.scatter_(1, slot.clamp(max=k - 1), sorted_x)
+    if bool(fits.any()):  # rows already on a codebook (rare): their values, in order; the int64 slots only then
+        rows = fits.nonzero().squeeze(1)
+        slot = new[rows].cumsum(dim=1) - 1
+        table[rows] = table[rows].scatter(1, slot.clamp(max=k - 1), sorted_x[rows])
     return table, fits
+
+
+def _sorted(x: torch.Tensor) -> torch.Tensor:
+    """Each row sorted; a row of millions of values (a table's one codebook) through numpy, whose sort makes no
+    int64 index tensor twice the size of the values."""
+    if x.shape[0] == 1 and x.shape[1] > COLUMNS and x.device.type == "cpu":
+        import numpy as np
+
+        return torch.from_numpy(np.sort(x.numpy(), axis=1, kind="stable"))
+    return x.sort(dim=1).values
 
 
 def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> torch.Tensor:
@@ -47,7 +59,7 @@ def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> torch.Tensor:
 
     In one dimension the nearest centroid is found by binary search against the midpoints of
     the sorted centroids, so each iteration costs O(n log k) with no (n, k) distance matrix."""
-    x = values.to(torch.float32).sort(dim=1).values
+    x = _sorted(values.to(torch.float32))
     n = x.shape[1]
     exact, fits = _distinct_or_none(x, k)
     pick = ((torch.arange(k, dtype=torch.float64, device=x.device) + 0.5) / k * n).long().clamp(max=n - 1)
@@ -71,12 +83,6 @@ def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> torch.Tensor:
 def nearest(values: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Index of the nearest centroid (ties to the lower index) for each value; both batched by row."""
     c = centroids.to(torch.float32).contiguous()
-    if values.shape[1] > COLUMNS:
-        return torch.cat([_nearest(piece, c) for piece in values.split(COLUMNS, dim=1)], dim=1)
-    return _nearest(values, c)
-
-
-def _nearest(values: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     k = c.shape[1]
     above = torch.searchsorted(c, values.contiguous(), right=True)
     lo = (above - 1).clamp(0, k - 1)
@@ -106,10 +112,12 @@ def encode(weight: torch.Tensor, spec: CodebookSpec) -> dict[str, torch.Tensor]:
     for _, block in row_blocks(w, per):
         book = round_to_dtype(kmeans_1d(block, k, spec.iterations), spec.centroid_dtype)
         books.append(book)
-        indices.append(nearest(block, book).reshape(-1))
+        # a piece at a time, each index narrowed at once (k <= 256): no int64 copy of a whole table
+        indices.append(torch.cat([nearest(piece, book).to(torch.uint8) for piece in block.split(COLUMNS, dim=1)],
+                                 dim=1).reshape(-1))
     return {
         "codebook": torch.cat(books),
-        "indices": pack_bits(torch.cat(indices).to(torch.int32), spec.bits),
+        "indices": pack_bits(torch.cat(indices), spec.bits),
     }
 
 
