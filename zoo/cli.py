@@ -99,8 +99,11 @@ def _progress() -> Progress:
 def _print_rounding(m) -> None:
     """How a post-training checkpoint's weights were rounded, when its recipe rounds with GPTQ."""
     gptq = m.recipe.spec.get("gptq") or {}
-    if m.training is None and gptq.get("calibrated_on"):
-        out.print(f"  rounding        GPTQ on {escape(str(gptq['calibrated_on']))}")
+    on = str(gptq.get("calibrated_on") or "")
+    if m.training is None and on.startswith("not used: "):
+        out.print(f"  rounding        to nearest (GPTQ {escape(on)})")
+    elif m.training is None and on:
+        out.print(f"  rounding        GPTQ on {escape(on)}")
 
 
 def _print_result(verb: str, result, model_name: str) -> None:

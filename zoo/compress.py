@@ -216,14 +216,14 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
     """GPTQ-round the planned modules it serves (recipe's `gptq:` section) on calibration text: the recipe
     with what it was measured on, and per module the codec tensors that store its rounded weight (checked to
     decode to it when made; no float copy of a weight is kept)."""
-    from transformers import AutoTokenizer
-
     from loaders.auto import model_class
     from loaders.auto import read_config as read_hf_config
     from loaders.naming import model_paths
 
     from .methods.gptq import gptq, round_clipped, serves
+    from .tasks.base import TaskError
     from .tasks.fidelity import calibration_texts
+    from .tasks.text import load_tokenizer
 
     spec = recipe.gptq
     texts, described = calibration_texts(calibration, spec.calibration)
@@ -239,9 +239,9 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
     if cls.main_input_name != "input_ids":  # an image or audio model: no calibration text to run it on
         return skipped(f"{cls.__name__} reads {cls.main_input_name}, not text")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # what transformers raises for a missing tokenizer
-        return skipped(f"{model_dir.name} has no tokenizer ({str(exc).splitlines()[0][:120]})")
+        tokenizer = load_tokenizer(model_dir)
+    except TaskError as exc:
+        return skipped(str(exc))
     # never more tokens than the model has positions for (a long --calibration line on a small model)
     max_length = min(spec.max_length, getattr(hf_config, "max_position_embeddings", None) or spec.max_length)
     batches = [dict(tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=max_length,

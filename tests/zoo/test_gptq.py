@@ -132,6 +132,18 @@ def test_a_model_that_reads_no_text_is_rounded_to_nearest_and_says_so(tmp_path, 
         "not used: ViTForImageClassification reads pixel_values, not text; every module was rounded to nearest")
 
 
+def test_a_model_without_tokenizer_files_is_rounded_to_nearest_and_says_so(tmp_path, tiny_bert_dir, run_cli):
+    """transformers makes an empty tokenizer (every word unknown) for such a directory: not calibration text."""
+    import shutil
+
+    shutil.copytree(tiny_bert_dir, tmp_path / "bare", ignore=shutil.ignore_patterns("*token*", "vocab*"))
+    result = run_cli("compress", tmp_path / "bare", "--recipe", "4bit", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    calibrated = Checkpoint.open(tmp_path / "out").manifest.recipe.spec["gptq"]["calibrated_on"]
+    assert calibrated.startswith("not used: ") and "has no tokenizer of its own" in calibrated
+    assert "rounding        to nearest (GPTQ not used:" in result.stdout
+
+
 def _gptq_on(model_dir, monkeypatch, chain: bool):
     from transformers import AutoModel, AutoTokenizer
 

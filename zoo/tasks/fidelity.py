@@ -76,7 +76,7 @@ def fidelity(model, reference, batch: dict) -> dict[str, float]:
 
 
 def text_batch(model_dir, texts: list[str], max_length: int = 128) -> dict:
-    from transformers import AutoTokenizer
+    from .text import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tok = load_tokenizer(model_dir)
     return dict(tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))

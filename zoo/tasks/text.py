@@ -140,14 +140,29 @@ def _label_names(raw: list, where: str) -> list[str]:
     return sorted(values)
 
 
-@cache
-def _tokenizer(model_dir: str):
+def load_tokenizer(model_dir: str | Path):
+    """The model's own tokenizer. transformers builds an empty one (a handful of special tokens, every word
+    unknown) for a directory whose tokenizer files are missing; that is refused like a missing one."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as exc:
-        raise TaskError(f"{model_dir} has no usable tokenizer: {str(exc).splitlines()[0]}") from None
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TaskError(f"{model_dir} has no usable tokenizer: {str(exc).splitlines()[0][:160]}") from None
+    config = Path(model_dir) / "config.json"
+    vocab = json.loads(config.read_text()).get("vocab_size") if config.is_file() else None
+    if len(tokenizer) < (vocab // 2 if isinstance(vocab, int) else 100):
+        raise TaskError(
+            f"{model_dir} has no tokenizer of its own: transformers made an empty one ({len(tokenizer)} tokens"
+            + (f" for a vocabulary of {vocab})" if isinstance(vocab, int) else ")"),
+            hint="copy the tokenizer files (tokenizer.json or vocab.txt, tokenizer_config.json) of the model's source beside its weights",
+        )
+    return tokenizer
+
+
+@cache
+def _tokenizer(model_dir: str):
+    return load_tokenizer(model_dir)
 
 
 def _hub_split(name: str, split: str) -> tuple[list[dict], list[str]]:
