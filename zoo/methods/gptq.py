@@ -325,7 +325,8 @@ def gptq(model: nn.Module, plan: dict[str, CodecSpec], batches: list[dict], *, d
             if progress is not None:
                 progress(done, len(targets))
         cached, cached_for = None, None
-        if block_inputs is not None and trusted is not False and _next_block(block) is not None:
+        replayable = block_inputs is not None and all(_plain(v) for a, k in block_inputs for v in (*a, *k.values()))
+        if replayable and trusted is not False and _next_block(block) is not None:
             module = model.get_submodule(block)  # what the rounded block passes on: the next block's inputs
             passed = [_passed_on(args, kwargs, module(*args, **kwargs)) for args, kwargs in block_inputs]
             if all(p is not None for p in passed):
@@ -337,9 +338,9 @@ def gptq(model: nn.Module, plan: dict[str, CodecSpec], batches: list[dict], *, d
 # rounded. Running the whole model up to each block costs L(L+1)/2 block passes for L blocks (78 on BERT-base);
 # instead each block's inputs are kept per calibration batch, and its (rounded) outputs become the next block's
 # inputs: 2 passes per block. That holds when consecutive blocks take the same arguments but the hidden states
-# (BERT, RoBERTa, ViT encoders); it is checked once, on the first chained block, against the input the whole
-# model gives it, and where it does not hold (T5 passes a position bias from block 0 on) every stage runs the
-# whole model as before.
+# (BERT, RoBERTa, ViT encoders); it is checked once, on the first chained block, against every argument the
+# whole model gives it, and where it does not hold (T5 passes a position bias from block 0 on; a decoder block
+# appends to a cache) every stage runs the whole model as before.
 
 
 def _block_of(name: str) -> str | None:
@@ -364,9 +365,17 @@ def _passed_on(args: tuple, kwargs: dict, output) -> tuple[tuple, dict] | None:
     hidden = output if isinstance(output, torch.Tensor) else output[0] if isinstance(output, tuple) and output else None
     if not isinstance(hidden, torch.Tensor) or _hidden(args, kwargs) is None:
         return None
+    if not all(_plain(v) for v in (*args, *kwargs.values())):  # a cache object a block appends to: not replayable
+        return None
     if args and isinstance(args[0], torch.Tensor):
         return (hidden, *args[1:]), kwargs
     return args, {**kwargs, "hidden_states": hidden}
+
+
+def _plain(value) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (torch.Tensor, bool, int, float, str))
 
 
 def _collect_capturing(model: nn.Module, block: str | None, inputs: _Hessians,
@@ -386,11 +395,12 @@ def _collect_capturing(model: nn.Module, block: str | None, inputs: _Hessians,
 
 
 def _inputs_match(model: nn.Module, block: str, batch: dict, chained: tuple[tuple, dict]) -> bool:
-    """Does the whole model call `block` with the hidden states chaining gives it (first batch)?"""
-    seen: list[torch.Tensor | None] = []
+    """Does the whole model call `block` with exactly what chaining gives it (first batch): the hidden states
+    and every other argument (T5's later blocks take the position bias block 0 computed)?"""
+    seen: list[tuple[tuple, dict]] = []
 
     def hook(_m, args, kwargs):
-        seen.append(_hidden(args, kwargs))
+        seen.append((args, kwargs))
         raise _Stop
 
     handle = model.get_submodule(block).register_forward_pre_hook(hook, with_kwargs=True)
@@ -400,6 +410,15 @@ def _inputs_match(model: nn.Module, block: str, batch: dict, chained: tuple[tupl
         pass
     finally:
         handle.remove()
-    mine = _hidden(*chained)
-    return bool(seen) and seen[0] is not None and mine is not None and seen[0].shape == mine.shape \
-        and torch.allclose(seen[0], mine, rtol=1e-4, atol=1e-5)
+    return bool(seen) and _same(seen[0][0], chained[0]) and seen[0][1].keys() == chained[1].keys() \
+        and all(_same(seen[0][1][k], chained[1][k]) for k in chained[1])
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape \
+            and torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5)
+    if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
+        return isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b) \
+            and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
