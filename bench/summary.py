@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -70,6 +71,13 @@ def plot(points: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _measured(out: Path, name: str) -> str:
+    """The date a report says it was measured on ('?' when it does not)."""
+    path = out / f"{name}.md"
+    found = re.search(r"Measured (\d{4}-\d{2}-\d{2})", path.read_text()) if path.is_file() else None
+    return found.group(1) if found else "?"
+
+
 def main(out: Path) -> dict:
     peer, accuracy, load = _read(out, "peer"), _read(out, "accuracy"), _read(out, "load")
     missing = [n for n, d in (("peer", peer), ("accuracy", accuracy), ("load", load)) if d is None]
@@ -82,8 +90,10 @@ def main(out: Path) -> dict:
     modes = fastest_modes(load)
     md = ["## Headline: zoo against compressed-tensors and dense", "",
           (f"all-MiniLM-L6-v2 fine-tuned on rotten_tomatoes (test split, {dense.get('n_examples')} examples). The first "
-          "block comes from one `bench.peer` run (same harness, fresh processes, plain transformers `from_pretrained`); "
-          "the second from `bench.accuracy` (each recipe fine-tuned with distillation) and `bench.load` (fastest mode)."),
+          f"block comes from one `bench.peer` run (measured {_measured(out, 'peer')}; same harness, fresh processes, "
+          f"plain transformers `from_pretrained`); the second from `bench.accuracy` (measured "
+          f"{_measured(out, 'accuracy')}; each recipe fine-tuned with distillation) and `bench.load` (measured "
+          f"{_measured(out, 'load')}; fastest mode)."),
           "", ("| system | accuracy | retention | checkpoint MB | whole ratio | enc-linear ratio | load s | 32x64 ms "
           "| vs compressed-tensors (whole file, 32x64 latency) |"), "|---|---|---|---|---|---|---|---|---|"]
     points = []
@@ -117,6 +127,12 @@ def main(out: Path) -> dict:
                 points.append({"group": "zoo fine-tuned", "label": r["recipe"], "accuracy": r["test"],
                                "checkpoint_mb": r["checkpoint_mb"],
                                "encoder_linear_mb": fp32_linear / r["encoder_linear_ratio"] / 1e6})
+    dates = {name: _measured(out, name) for name in ("peer", "accuracy", "load")}
+    if len(set(dates.values())) > 1:
+        md += ["", (f"These runs are from different dates ({', '.join(f'{n} {d}' for n, d in dates.items())}): a zoo "
+                    "row of the first block is the checkpoint that release wrote, and may differ in size and accuracy "
+                    "from the same recipe in the second; fastest-mode latencies are of the checkpoints bench.load "
+                    "measured then.")]
     if missing:
         md += ["", f"Not included (no results yet): {', '.join(missing)}."]
     try:
