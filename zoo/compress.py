@@ -277,7 +277,7 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
     rest = len(plan.modules) - len(stored)
     kinds = ", ".join(f"{clipped.count(k)} {k}" for k in sorted(set(clipped)))
     record = spec.model_copy(update={"calibrated_on": (
-        f"{described}, at most {spec.max_length} tokens each: {measured} of {len(plan.modules)} modules rounded by GPTQ, "
+        f"{described}, at most {max_length} tokens each: {measured} of {len(plan.modules)} modules rounded by GPTQ, "
         f"{len(clipped)} with no inputs to measure ({kinds or 'none'}) to the best clip"
         + (f", {rest} to nearest" if rest else ""))})
     return recipe.model_copy(update={"gptq": record}), stored
