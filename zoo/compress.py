@@ -243,7 +243,8 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
     except TaskError as exc:
         return skipped(str(exc))
     # never more tokens than the model has positions for (a long --calibration line on a small model)
-    max_length = min(spec.max_length, getattr(hf_config, "max_position_embeddings", None) or spec.max_length)
+    positions = hf_config.get("max_position_embeddings")
+    max_length = min(spec.max_length, positions) if isinstance(positions, int) and positions > 0 else spec.max_length
     batches = [dict(tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=max_length,
                               return_tensors="pt")) for i in range(0, len(texts), 32)]
     dense = _dense_model(model_dir)

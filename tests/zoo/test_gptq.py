@@ -82,6 +82,7 @@ def test_compress_records_what_gptq_calibrated_on_and_stays_closer_to_the_dense_
     ckpt = _compress(run_cli, tiny_bert_dir, tmp_path / "gptq")
     calibrated = ckpt.manifest.recipe.spec["gptq"]["calibrated_on"]
     assert calibrated.startswith("128 built-in sample sentences") and "13 of 16 modules rounded by GPTQ" in calibrated  # + the pooler
+    assert "at most 64 tokens each" in calibrated  # the recipe's 128, cut to the tiny model's 64 positions
     assert "3 with no inputs to measure (3 embedding) to the best clip" in calibrated  # the word, position and token-type tables
     # round to nearest, for comparison: the same recipe without its gptq section
     spec = ckpt.manifest.recipe.spec
