@@ -615,7 +615,9 @@ def recipes(
 
     if name is not None:
         load_recipe(name)  # unknown names fail with suggestions
-        out.print(builtin_text(name) if name in builtin_names() else Path(name).read_text(), highlight=False)
+        # plain text: rich would take `kinds: [linear]` for markup and print `kinds: `
+        text = builtin_text(name) if name in builtin_names() else Path(name).read_text()
+        out.print(text, highlight=False, markup=False, soft_wrap=True, end="" if text.endswith("\n") else "\n")
         return
     table = Table(show_edge=False, header_style="bold")
     table.add_column("recipe")
