@@ -131,6 +131,12 @@ def round_weight(weight: torch.Tensor, hessian: torch.Tensor, spec: CodecSpec, d
     return Rounded(weight=restored.to(torch.float32), scale=scale.to(DTYPES[spec.scale_dtype]))
 
 
+def _value_group_width(spec: NMSpec, cols: int) -> int:
+    """The weight columns one value group of an N:M codec covers (whole N:M groups, see `serves`)."""
+    kept = cols // spec.m * spec.n
+    return min(spec.values.group_size or kept, kept) // spec.n * spec.m
+
+
 def _round_sparse(weight: torch.Tensor, hessian: torch.Tensor, spec: NMSpec, damp: float) -> Rounded | None:
     values = spec.values
     q = (1 << (values.bits - 1)) - 1
@@ -139,8 +145,7 @@ def _round_sparse(weight: torch.Tensor, hessian: torch.Tensor, spec: NMSpec, dam
     if factor is None:
         return None
     w = weight.detach().to(torch.float64).clone()
-    kept = cols // spec.m * spec.n
-    width = min(values.group_size or kept, kept) // spec.n * spec.m  # the columns of one value group
+    width = _value_group_width(spec, cols)
     out = torch.zeros_like(w)
     scales = []
     for start in range(0, cols, width):
@@ -195,8 +200,7 @@ def round_clipped(weight: torch.Tensor, spec: CodecSpec, rows: int = 2048) -> Ro
         keep = torch.ones_like(w, dtype=torch.bool)
         if isinstance(spec, NMSpec):
             keep = select(w.float(), spec.n, spec.m)[0].view(w.shape)
-            kept = w.shape[1] // spec.m * spec.n
-            width = min(values.group_size or kept, kept) // spec.n * spec.m  # the columns of one value group
+            width = _value_group_width(spec, w.shape[1])
         else:
             width = min(values.group_size or w.shape[1], w.shape[1])
         bounds = range(0, w.shape[1], width)
@@ -325,6 +329,7 @@ def gptq(model: nn.Module, plan: dict[str, CodecSpec], batches: list[dict], *, d
             if progress is not None:
                 progress(done, len(targets))
         cached, cached_for = None, None
+        # a cache object a block appends to cannot be replayed
         replayable = block_inputs is not None and all(_plain(v) for a, k in block_inputs for v in (*a, *k.values()))
         if replayable and trusted is not False and _next_block(block) is not None:
             module = model.get_submodule(block)  # what the rounded block passes on: the next block's inputs
@@ -364,8 +369,6 @@ def _passed_on(args: tuple, kwargs: dict, output) -> tuple[tuple, dict] | None:
     """The next block's (args, kwargs): these, with the hidden states replaced by this block's output."""
     hidden = output if isinstance(output, torch.Tensor) else output[0] if isinstance(output, tuple) and output else None
     if not isinstance(hidden, torch.Tensor) or _hidden(args, kwargs) is None:
-        return None
-    if not all(_plain(v) for v in (*args, *kwargs.values())):  # a cache object a block appends to: not replayable
         return None
     if args and isinstance(args[0], torch.Tensor):
         return (hidden, *args[1:]), kwargs
