@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 
 # the rotten_tomatoes splits every accuracy and fidelity figure is measured on
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rotten_tomatoes"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "rotten_tomatoes"
 
 
 def machine_header(title: str) -> str:

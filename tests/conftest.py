@@ -15,7 +15,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+DATA = REPO / "tests" / "data"  # shipped with the repository: a clone needs nothing beside it (tests/data/README.md)
 
 
 def minilm_path() -> Path:

@@ -46,3 +46,25 @@ def test_import_statements_point_down_only():
         for path in (REPO / package).rglob("*.py"):
             for target in pattern.findall(path.read_text()):
                 assert target == package or target in may_import, f"{path} imports {target}"
+
+
+def tracked_text_files() -> list:
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    return [REPO / name for name in listed if name.endswith((".py", ".md", ".yaml", ".toml", ".cfg")) or name == ".ci/run"]
+
+
+def test_nothing_reads_outside_the_clone():
+    """A fresh clone with nothing beside it passes its tests and runs README's examples: no file
+    reaches into a sibling folder, as the data once did."""
+    outside = re.compile("\\.\\./" + "shared|parents" + "\\[2\\]")  # split, so this file doesn't match itself
+    offenders = [str(p.relative_to(REPO)) for p in tracked_text_files() if p.exists() and outside.search(p.read_text())]
+    assert offenders == []
+
+
+def test_readme_data_paths_ship_with_the_repository():
+    blocks = re.findall(r"```\w*\n(.*?)```", (REPO / "README.md").read_text(), flags=re.DOTALL)
+    paths = set(re.findall(r"--data\s+(\S+)", "\n".join(blocks)))
+    assert paths, "README's examples name their data"
+    for path in paths:
+        assert (REPO / path / "train.tsv").is_file(), f"README uses --data {path}, which the repository lacks"
+    assert (REPO / "tests" / "data" / "README.md").read_text().count("Licence") == 1

@@ -268,7 +268,7 @@ def compress(
 
     Examples:
       [bold]zoo compress minilm --recipe 4bit-2of4[/bold]
-      [bold]zoo compress minilm --recipe 4bit-2of4 --task rotten_tomatoes --data ../shared/data/rotten_tomatoes[/bold]
+      [bold]zoo compress minilm --recipe 4bit-2of4 --task rotten_tomatoes --data tests/data/rotten_tomatoes[/bold]
       [bold]zoo compress minilm --recipe search --target-ratio 12[/bold]   (per-layer settings under a ratio budget)
     """
     if task is None:
@@ -335,7 +335,7 @@ def finetune(
 ) -> None:
     """Fine-tune a dense model on a task: the baseline (teacher) that compression is measured against.
 
-    Example: [bold]zoo finetune minilm --task rotten_tomatoes --data ../shared/data/rotten_tomatoes --out minilm-rt[/bold]
+    Example: [bold]zoo finetune minilm --task rotten_tomatoes --data tests/data/rotten_tomatoes --out minilm-rt[/bold]
     """
     from .resolve import resolve_model
     from .train.finetune import finetune as run_finetune
@@ -376,7 +376,7 @@ def eval_(
     (agreement, cosine, KL on built-in sample text) when it has no task.
 
     Examples:
-      [bold]zoo eval minilm-4bit-rt --task rotten_tomatoes --data ../shared/data/rotten_tomatoes[/bold]
+      [bold]zoo eval minilm-4bit-rt --task rotten_tomatoes --data tests/data/rotten_tomatoes[/bold]
       [bold]zoo eval minilm-4bit-2of4 --task fidelity[/bold]
     """
     from .tasks.evaluation import run_eval

@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard
 
 from cards import PLOT, README, Point, build_card, layer_rows, results, write_card
 from formats import Checkpoint
-from tests.conftest import SHARED_DATA
+from tests.conftest import DATA
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -158,7 +158,7 @@ def test_card_of_a_really_trained_minilm(run_cli, tmp_path):
     test run); its card's model-index equals the manifest's measured accuracy and ratio."""
     out = tmp_path / "minilm-int8-rt"
     result = run_cli("compress", "minilm", "--recipe", "int8", "--task", "rotten_tomatoes", "--data",
-                     SHARED_DATA / "rotten_tomatoes", "--limit", "64", "--epochs", "1", "--teacher-epochs", "1",
+                     DATA / "rotten_tomatoes", "--limit", "64", "--epochs", "1", "--teacher-epochs", "1",
                      "--out", out)
     assert result.exit_code == 0, result.stdout + result.stderr
     card = assert_card_matches_manifest(out)

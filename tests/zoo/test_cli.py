@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from tests.conftest import leftovers
+from tests.conftest import DATA, leftovers
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_bad_shard_size_is_a_usage_error(run_cli, tiny_bert_dir, tmp_path):
 
 
 # ---- fine-tuning commands: the machinery on a tiny BERT and a few real sentences ----
-RT = str(__import__("tests.conftest", fromlist=["SHARED_DATA"]).SHARED_DATA / "rotten_tomatoes")
+RT = str(DATA / "rotten_tomatoes")
 
 
 @pytest.fixture(scope="module")

@@ -102,9 +102,9 @@ def test_calibration_text_of_the_users_own(run_cli, tiny_bert_dir, tmp_path):
     text.write_text("first line of my own text\n\nsecond line, about something else\n")
     ckpt = _compress(run_cli, tiny_bert_dir, tmp_path / "file", "--calibration", text)
     assert ckpt.manifest.recipe.spec["gptq"]["calibrated_on"].startswith("2 texts from mine.txt")
-    from tests.conftest import SHARED_DATA
+    from tests.conftest import DATA
 
-    ckpt = _compress(run_cli, tiny_bert_dir, tmp_path / "dir", "--calibration", SHARED_DATA / "rotten_tomatoes")
+    ckpt = _compress(run_cli, tiny_bert_dir, tmp_path / "dir", "--calibration", DATA / "rotten_tomatoes")
     assert ckpt.manifest.recipe.spec["gptq"]["calibrated_on"].startswith("128 texts from rotten_tomatoes train")
 
 

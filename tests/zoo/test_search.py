@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from formats import Checkpoint
-from tests.conftest import SHARED_DATA
+from tests.conftest import DATA
 from zoo.errors import RecipeError
 from zoo.recipes import load_recipe
 from zoo.search import Budget, Target, candidates, check_reachable, choose
 
-RT = str(SHARED_DATA / "rotten_tomatoes")
+RT = str(DATA / "rotten_tomatoes")
 
 
 @pytest.mark.parametrize("seed", range(20))

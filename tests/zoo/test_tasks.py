@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import DATA
 from zoo.tasks import TaskError, get_task
 from zoo.tasks.image import read_idx
 
-RT = SHARED_DATA / "rotten_tomatoes"
+RT = DATA / "rotten_tomatoes"
 
 
 def test_rotten_tomatoes_local_files():

@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 
 from formats import Checkpoint, codecs
 from formats.fit import check_decodes_to
-from tests.conftest import SHARED_DATA, leftovers
+from tests.conftest import DATA, leftovers
 from zoo.errors import RecipeError
 from zoo.recipes import load_recipe, parse_recipe
 from zoo.resolve import resolve_model
@@ -19,7 +19,7 @@ from zoo.tasks.evaluation import run_eval
 from zoo.train.finetune import finetune
 from zoo.train.pipeline import compress_with_training
 
-RT = str(SHARED_DATA / "rotten_tomatoes")
+RT = str(DATA / "rotten_tomatoes")
 LIMIT = 256
 
 
