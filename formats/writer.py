@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import save_file
 
 from .errors import FormatError, OutputExistsError
-from .manifest import FileInfo
+from .manifest import QUANT_METHOD, FileInfo
 from .memory import release_freed_memory
 from .safetensors_dir import INDEX_FILE, SINGLE_FILE
 
@@ -55,10 +55,68 @@ def file_info(path: Path) -> FileInfo:
     return FileInfo(sha256=sha256_file(path), nbytes=path.stat().st_size)
 
 
+OUTPUT_MARK = ".zoo-output"  # in a dense directory zoo wrote (unpack, finetune): the files it wrote
+_ZOO_ALSO_WRITES = {"config.json", INDEX_FILE, "README.md", ".eval_results", "card", OUTPUT_MARK}
+
+
+def zoo_written(directory: Path) -> set[str] | None:
+    """The top-level names zoo wrote into `directory`, or None when zoo did not write it: a zoo checkpoint
+    lists its files in its manifest (config.json), a dense output of `zoo unpack` or `zoo finetune` in
+    OUTPUT_MARK."""
+    try:
+        mark = json.loads((directory / OUTPUT_MARK).read_text())
+        files = mark.get("files") if isinstance(mark, dict) else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        files = None
+    if not isinstance(files, list):
+        try:
+            config = json.loads((directory / "config.json").read_text())
+            q = config.get("quantization_config") if isinstance(config, dict) else None
+            files = q.get("files") if isinstance(q, dict) and q.get("quant_method") == QUANT_METHOD else None
+        except (OSError, ValueError, UnicodeDecodeError):
+            files = None
+    if not isinstance(files, (list, dict)):
+        return None
+    return {str(name).split("/")[0] for name in files} | _ZOO_ALSO_WRITES
+
+
+def write_output_mark(directory: Path, written_by: str) -> None:
+    """Mark a dense model directory as zoo's, naming what it holds, so a later --overwrite may replace it."""
+    files = sorted(p.name for p in directory.iterdir() if p.name != OUTPUT_MARK)
+    (directory / OUTPUT_MARK).write_text(json.dumps({"written_by": written_by, "files": files}, indent=1) + "\n")
+
+
 def ensure_writable(out_dir: str | Path, overwrite: bool) -> None:
-    """Refuse early (before any work) to replace an existing output without --overwrite."""
-    if Path(out_dir).exists() and not overwrite:
+    """Refuse early (before any work) to write where a user's files would be lost. An existing output is
+    replaced only with --overwrite, and then only when it is empty or holds nothing but what zoo wrote
+    there before (a zoo checkpoint, or a dense model zoo marked): never the current directory, one above
+    it, a file, or a directory with anything else in it."""
+    out = Path(out_dir)
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise OutputExistsError(
+            f"output {out_dir} is the current directory or holds it; zoo writes each model into a new directory",
+            hint="name a new directory, e.g. --out minilm-4bit",
+        )
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
         raise OutputExistsError(f"output {out_dir} already exists", hint="pass --overwrite to replace it")
+    if out.is_symlink() or not out.is_dir():
+        raise OutputExistsError(f"output {out_dir} exists and is not a directory; --overwrite replaces directories only",
+                                hint="name a new directory")
+    names = sorted(p.name for p in out.iterdir())
+    written = zoo_written(out) if names else set()
+    foreign = names if written is None else [n for n in names if n not in written]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        what = (f"zoo did not write {out_dir} (it holds {shown})" if written is None
+                else f"{out_dir} holds files zoo did not write ({shown})")
+        raise OutputExistsError(
+            f"--overwrite refused: {what}",
+            hint="--overwrite replaces only an empty directory or an earlier zoo output; "
+            "name a new directory, or move those files away first",
+        )
 
 
 def replace_dir(staged: Path, out_dir: Path) -> Path:
@@ -184,8 +242,11 @@ class CheckpointWriter:
         return dict(sorted(self._files.items()))
 
     # -- commit / abort -------------------------------------------------------------------
-    def commit(self) -> Path:
+    def commit(self, *, mark: str | None = None) -> Path:
+        """Move the output into place; `mark` (who wrote it) marks a dense output as zoo's (write_output_mark)."""
         self.close_weights()
+        if mark is not None:
+            write_output_mark(self.tmp_dir, mark)
         return replace_dir(self.tmp_dir, self.out_dir)
 
     def abort(self) -> None:

@@ -43,4 +43,4 @@ def unpack(
             writer.copy_file(path)
         config = {k: v for k, v in ckpt.config.items() if k != "quantization_config"}
         writer.write_json("config.json", config, record=False)
-        return writer.commit()
+        return writer.commit(mark="zoo unpack")

@@ -16,9 +16,18 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0+source"
 
 from ._register import register_with_transformers
-from .errors import ZooError
 
 register_with_transformers()
+
+
+def __getattr__(name: str):
+    # ZooError lives in zoo.errors, which imports torch (through formats): loaded on first use, so that
+    # `import zoo` (and the `zoo` command's start, where Ctrl-C must be caught) stays light
+    if name == "ZooError":
+        from .errors import ZooError
+
+        return ZooError
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
 
 
 def from_pretrained(path_or_id, *, task: str | None = None, mode: str = "materialize", registry: str | None = None,
@@ -42,6 +51,8 @@ def from_pretrained(path_or_id, *, task: str | None = None, mode: str = "materia
         path_or_id = pull(path_or_id, revision=kwargs.pop("revision", None), registry=registry,
                           token=kwargs.pop("token", None))
     elif registry is not None:
+        from .errors import ZooError
+
         raise ZooError(f"registry= applies to zoo: stubs only, not {path_or_id!r}", hint="write the name as zoo:NAME")
     return load(path_or_id, task=task, mode=mode, **kwargs)
 

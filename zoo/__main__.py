@@ -1,5 +1,5 @@
 """`python -m zoo ...` is the `zoo` command (handy for `accelerate launch -m zoo` / `torchrun -m zoo`)."""
 
-from .cli import app
+from .console import main
 
-app(prog_name="zoo")
+main()

@@ -1,7 +1,8 @@
 """The `zoo` command line. Thin: parse, call the library, print.
 
 Every deliberate failure is a ZooError: printed as one line (with its hint), exit status 1.
-Ctrl-C exits with 130; outputs are written atomically, so nothing half-written remains."""
+Ctrl-C exits with 130, SIGTERM with 143 (zoo.console); outputs are written atomically, so nothing
+half-written remains."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 
 from . import __version__
+from .console import Terminated
 from .errors import ZooError
 
 app = typer.Typer(
@@ -48,6 +50,9 @@ def _fails_cleanly(fn):
         except KeyboardInterrupt:
             err.print("interrupted; no output was written (fine-tuning runs continue with --resume)")
             raise typer.Exit(130) from None
+        except Terminated:
+            err.print("terminated; no output was written (fine-tuning runs continue with --resume)")
+            raise typer.Exit(143) from None
 
     return wrapper
 

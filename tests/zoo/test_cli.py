@@ -208,6 +208,8 @@ def tiny_teacher(tiny_bert_dir, tmp_path_factory):
                                       "--out", str(out), "--limit", "96", "--epochs", "1", "--lr", "1e-3"])
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "Fine-tuned" in result.stdout and "test       accuracy" in result.stdout
+    mark = json.loads((out / ".zoo-output").read_text())  # a dense output: --overwrite may replace it later
+    assert mark["written_by"] == "zoo finetune" and "model.safetensors" in mark["files"]
     return out
 
 

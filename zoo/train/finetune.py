@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from formats.writer import ensure_writable, replace_dir
+from formats.writer import ensure_writable, replace_dir, write_output_mark
 
 from ..resolve import ResolvedModel
 from ..tasks import Score, Task, TaskError, evaluate
@@ -112,6 +112,7 @@ def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float
     copy_processor(model.path, staged)
     validation, _ = evaluate(trainer.model, task, staged, "validation", limit=limit, max_length=max_length)
     test, _ = evaluate(trainer.model, task, staged, "test", limit=limit, max_length=max_length)
+    write_output_mark(staged, "zoo finetune")
     replace_dir(staged, out)
     shutil.rmtree(work, ignore_errors=True)
     return FinetuneResult(out, test, validation, time.perf_counter() - start)
