@@ -26,6 +26,10 @@ from . import __version__
 from .console import Terminated
 from .errors import ZooError
 
+# typer 0.29's rich help gives flags a type column ("--overwrite <bool>") although they take no value
+_option_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _option_type(self, ctx)
+
 app = typer.Typer(
     name="zoo",
     help="Compress transformers 10-50x, store them in a compact verified format, and load them back.",
@@ -136,7 +140,7 @@ def _print_result(verb: str, result, model_name: str) -> None:
 RecipeOpt = Annotated[
     str, typer.Option("--recipe", "-r", help="Built-in recipe name (see `zoo recipes`) or a path to a recipe YAML.")
 ]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it is empty or an earlier zoo output (never a directory holding other files).")]
 ShardOpt = Annotated[
     str, typer.Option("--max-shard-size", help="Split weights into safetensors shards of at most this size.")
 ]
@@ -203,10 +207,10 @@ TaskOpt = Annotated[str, typer.Option("--task", "-t", help="rotten_tomatoes, sst
 DataOpt = Annotated[
     str | None,
     typer.Option("--data", "-d", help="Directory with train/validation/test files (.tsv/.csv/.jsonl, idx, npz), "
-                 "or a Hugging Face dataset name [default: the task's hub dataset]."),
+                 "or a Hugging Face dataset name \\[default: the task's hub dataset]."),
 ]
-TextColOpt = Annotated[str | None, typer.Option("--text-column", help="Column holding the text [default: sentence or text].")]
-LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="Column holding the label [default: label].")]
+TextColOpt = Annotated[str | None, typer.Option("--text-column", help="Column holding the text \\[default: sentence or text].")]
+LabelColOpt = Annotated[str | None, typer.Option("--label-column", help="Column holding the label \\[default: label].")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, or auto (cuda when available).")]
 LimitOpt = Annotated[
     int | None, typer.Option("--limit", min=1, help="Use a seeded random subset of this many examples per split (quick checks).")
@@ -231,7 +235,7 @@ def compress(
     ],
     recipe: RecipeOpt,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output directory [default: ./MODEL-RECIPE].")
+        Path | None, typer.Option("--out", "-o", help="Output directory \\[default: ./MODEL-RECIPE].")
     ] = None,
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")] = None,
     task: Annotated[
@@ -241,14 +245,14 @@ def compress(
     ] = None,
     data: DataOpt = None,
     teacher: Annotated[
-        str | None, typer.Option("--teacher", help="Fine-tuned dense model to distil from [default: MODEL if it "
+        str | None, typer.Option("--teacher", help="Fine-tuned dense model to distil from \\[default: MODEL if it "
                                     "has the task's head, else MODEL fine-tuned first].")
     ] = None,
     epochs: Annotated[float | None, typer.Option(
-        min=0, help="Student training epochs [default: the recipe's]. 0: no training, the compressed teacher is "
+        min=0, help="Student training epochs \\[default: the recipe's]. 0: no training, the compressed teacher is "
         "evaluated as it is (a search recipe still measures its layers on the task).")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="[default: the recipe's]")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="[default: the recipe's]")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Student learning rate \\[default: the recipe's].")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Student examples per step \\[default: the recipe's].")] = None,
     teacher_epochs: Annotated[float, typer.Option(help="Epochs when the teacher is fine-tuned here.")] = 2.0,
     text_column: TextColOpt = None,
     label_column: LabelColOpt = None,
@@ -258,12 +262,12 @@ def compress(
     target_ratio: Annotated[
         float | None, typer.Option("--target-ratio",
                                    help="Search recipes: how many times smaller than the dense model the whole "
-                                   "checkpoint must be [default: the recipe's].")
+                                   "checkpoint must be \\[default: the recipe's].")
     ] = None,
     calibration: Annotated[
         Path | None, typer.Option("--calibration", help="Post-training only: text to measure on, for recipes that "
                                   "round with GPTQ and for a search's sensitivity: a .txt file (one text per line) or "
-                                  "a data directory (its train split's texts) [default: built-in sample sentences].")
+                                  "a data directory (its train split's texts) \\[default: built-in sample sentences].")
     ] = None,
     overwrite: OverwriteOpt = False,
     max_shard_size: ShardOpt = "2GB",
@@ -281,7 +285,7 @@ def compress(
                          "--batch-size": batch_size, "--limit": limit, "--resume": resume or None}
         given = [name for name, value in training_only.items() if value is not None]
         if given:
-            raise ZooError(f"{', '.join(given)} only apply with --task", hint="add --task to fine-tune while compressing")
+            raise ZooError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with --task", hint="add --task to fine-tune while compressing")
         _run_compact(model, recipe, out_dir, revision, overwrite, max_shard_size, pack=False, target_ratio=target_ratio,
                      calibration=calibration)
         return
@@ -329,7 +333,7 @@ def finetune(
     data: DataOpt = None,
     epochs: Annotated[float, typer.Option(help="Training epochs.")] = 2.0,
     learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr", help="Peak learning rate.")] = 5e-5,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step.")] = 32,
     max_length: Annotated[int, typer.Option("--max-length", min=8, help="Tokens per text example.")] = 64,
     text_column: TextColOpt = None,
     label_column: LabelColOpt = None,
@@ -366,14 +370,14 @@ def eval_(
     data: DataOpt = None,
     split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
     reference: Annotated[
-        str | None, typer.Option(help="fidelity only: the dense model to compare with [default: the manifest's teacher or base model].")
+        str | None, typer.Option(help="fidelity only: the dense model to compare with \\[default: the manifest's teacher or base model].")
     ] = None,
     text_column: TextColOpt = None,
     label_column: LabelColOpt = None,
     limit: LimitOpt = None,
     mode: Annotated[str, typer.Option(help="Execution mode for zoo checkpoints: materialize, packed or kernel.")] = "materialize",
     max_length: Annotated[
-        int | None, typer.Option("--max-length", min=8, help="Tokens per text example [default: as trained, else 128].")
+        int | None, typer.Option("--max-length", min=8, help="Tokens per text example \\[default: as trained, else 128].")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -402,7 +406,7 @@ def pack(
     model_dir: Annotated[str, typer.Argument(help="Dense checkpoint whose weights are already compressed.")],
     recipe: RecipeOpt,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output directory [default: ./DIR-RECIPE].")
+        Path | None, typer.Option("--out", "-o", help="Output directory \\[default: ./DIR-RECIPE].")
     ] = None,
     overwrite: OverwriteOpt = False,
     max_shard_size: ShardOpt = "2GB",
@@ -417,7 +421,7 @@ def pack(
 def unpack(
     model_dir: Annotated[Path, typer.Argument(help="A zoo checkpoint directory.")],
     out_dir: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output directory [default: ./DIR-dense].")
+        Path | None, typer.Option("--out", "-o", help="Output directory \\[default: ./DIR-dense].")
     ] = None,
     overwrite: OverwriteOpt = False,
     max_shard_size: ShardOpt = "2GB",
@@ -444,13 +448,13 @@ def _dir_or_pull(model: str, registry: str | None, revision: str | None) -> Path
 @app.command()
 @_fails_cleanly
 def info(
-    model: Annotated[str, typer.Argument(help="A zoo checkpoint directory, or a registry name (zoo:NAME[@REV]).")],
+    model: Annotated[str, typer.Argument(help="A zoo checkpoint directory, or a registry name (zoo:NAME\\[@REV]).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the facts (results, layers, manifest) as JSON.")] = False,
     registry: Annotated[
-        str | None, typer.Option("--registry", help="Registry to pull NAME from [default: $ZOO_REGISTRY, else local].",
+        str | None, typer.Option("--registry", help="Registry to pull NAME from \\[default: $ZOO_REGISTRY, else local].",
                                  show_default=False)
     ] = None,
-    revision: Annotated[str | None, typer.Option("--revision", help="Revision of NAME [default: the latest].")] = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="Revision of NAME \\[default: the latest].")] = None,
 ) -> None:
     """Show what a zoo checkpoint holds: recipe, base model, results against the teacher, sizes and
     every compressed module (the facts its model card shows). The checkpoint is fully verified
@@ -536,7 +540,7 @@ def info(
 def card(
     model_dir: Annotated[Path, typer.Argument(help="A zoo checkpoint directory.")],
     name: Annotated[
-        str | None, typer.Option("--name", help="The repo id or stub people load it by [default: the directory's name].")
+        str | None, typer.Option("--name", help="The repo id or stub people load it by \\[default: the directory's name].")
     ] = None,
     sibling: Annotated[
         list[Path] | None,
@@ -637,12 +641,12 @@ def recipes(
 RegistryOpt = Annotated[
     str | None,
     typer.Option("--registry", help="local, hf, hf:NAMESPACE, a folder, or the http(s):// URL of a Hub-compatible "
-                 "server [default: $ZOO_REGISTRY, else local ($ZOO_HOME)].", show_default=False),
+                 "server \\[default: $ZOO_REGISTRY, else local ($ZOO_HOME)].", show_default=False),
 ]
 # read from HF_TOKEN in the command, not by click's envvar: a value click knows may show up in --help
 TokenOpt = Annotated[
     str | None,
-    typer.Option("--token", help="Hugging Face token [default: $HF_TOKEN, else huggingface_hub's login]. Never printed.",
+    typer.Option("--token", help="Hugging Face token \\[default: $HF_TOKEN, else huggingface_hub's login]. Never printed.",
                  show_default=False),
 ]
 
@@ -726,8 +730,8 @@ def upload(
 
 @_fails_cleanly
 def pull(
-    name: Annotated[str, typer.Argument(help="zoo:NAME[@REVISION], a name the registry lists, or a Hub repo id.")],
-    revision: Annotated[str | None, typer.Option("--revision", help="Revision to fetch [default: the latest].")] = None,
+    name: Annotated[str, typer.Argument(help="zoo:NAME\\[@REVISION], a name the registry lists, or a Hub repo id.")],
+    revision: Annotated[str | None, typer.Option("--revision", help="Revision to fetch \\[default: the latest].")] = None,
     registry: RegistryOpt = None,
     token: TokenOpt = None,
 ) -> None:

@@ -43,6 +43,41 @@ def test_help_teaches(run_cli):
     assert "--recipe" in compress_help and "--out" in compress_help
 
 
+def _commands():
+    import typer
+
+    from zoo.cli import app
+
+    group = typer.main.get_command(app)
+    return sorted(group.commands.items())
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").replace("─", " ").split())
+
+
+@pytest.mark.parametrize("name", [name for name, _ in _commands()])
+def test_every_help_shows_every_parameters_help_and_default(name, monkeypatch):
+    """Rich markup once ate every `[default: ...]` (and `zoo:NAME[@REV]`), left --learning-rate's help empty
+    and gave flags a `<bool>` type: the rendered help must show each parameter's whole help and default."""
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    monkeypatch.setenv("TERMINAL_WIDTH", "400")  # one line per row: the help text stays contiguous
+    command = dict(_commands())[name]
+    shown = _flat(CliRunner().invoke(app, [name, "--help"]).stdout)
+    assert "<bool>" not in shown
+    for param in command.params:
+        help_text = (param.help or "").replace("\\[", "[")
+        if param.param_type_name == "option":
+            assert help_text.strip(), f"zoo {name} {param.opts[0]} has no help"
+        assert _flat(help_text) in shown, f"zoo {name} {param.name}: {help_text!r} not shown"
+        if param.param_type_name == "option" and not param.is_flag and param.default is not None and param.show_default is not False:
+            assert f"[default: {param.default}]" in shown, f"zoo {name} {param.opts[0]}: default not shown"
+        assert "[default:" not in (param.help or "").replace("\\[default:", ""), "unescaped [default: is markup"
+
+
 def test_version(run_cli):
     from zoo import __version__
 
@@ -237,7 +272,8 @@ def test_compress_with_task_reports_measured_accuracy_then_eval_agrees(run_cli, 
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["compress", "{model}", "-r", "int8", "--data", RT], ["--data only apply with --task"]),
+        (["compress", "{model}", "-r", "int8", "--data", RT], ["--data only applies with --task"]),
+        (["compress", "{model}", "-r", "int8", "--data", RT, "--limit", "4"], ["--data, --limit only apply with --task"]),
         (["compress", "{model}", "-r", "int8", "--task", "sentiment"], ["unknown task 'sentiment'"]),
         (["compress", "{model}", "-r", "xtc-binary"], ["only distillation can recover", "--task"]),
         (["compress", "{model}", "-r", "int8", "--task", "rotten_tomatoes", "--data", "/nonexistent"],
