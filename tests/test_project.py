@@ -68,3 +68,16 @@ def test_readme_data_paths_ship_with_the_repository():
     for path in paths:
         assert (REPO / path / "train.tsv").is_file(), f"README uses --data {path}, which the repository lacks"
     assert (REPO / "tests" / "data" / "README.md").read_text().count("Licence") == 1
+
+
+def test_readme_outputs_are_ignored_by_git():
+    """README's first command used to leave a 52 MB untracked minilm-4bit-2of4/ in `git status`."""
+    from zoo.recipes import builtin_names
+
+    names = [f"minilm-{r}" for r in builtin_names()] + [f"minilm-rt-{r}-rotten_tomatoes" for r in builtin_names()]
+    names += ["minilm-rt", "minilm-4bit-dense", "minilm-rt.work"]
+    checked = subprocess.run(["git", "check-ignore", "--no-index", *[f"{n}/config.json" for n in names]], cwd=REPO,
+                             capture_output=True, text=True)
+    ignored = {line.split("/")[0] for line in checked.stdout.splitlines()}
+    assert sorted(set(names) - ignored) == []
+    assert subprocess.run(["git", "check-ignore", "-q", "--no-index", "zoo/cli.py"], cwd=REPO).returncode == 1
