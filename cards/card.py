@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from formats.manifest import Manifest
+from formats.manifest import FIDELITY_FLOOR, Manifest
 from formats.reader import read_config
 from formats.writer import default_file_mode
 
@@ -115,6 +115,12 @@ def _results_section(manifest: Manifest, res: Results, plot: str | None, plot_no
         cells += [_mb(r.size_bytes), f"{r.checkpoint_ratio:.2f}x", f"{r.encoder_linear_ratio:.2f}x"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if manifest.fidelity is not None:
+        f = manifest.fidelity
+        lines += [(f"**Fidelity to the dense model:** right after compression, before any fine-tuning, this model's "
+                   f"mean-pooled embeddings had a mean cosine of {f.value:.4f} to {f.reference}'s on {f.measured_on}."
+                   + ("" if f.faithful else f" That is below {FIDELITY_FLOOR}: fine-tune it on your task before use "
+                      "(`zoo compress MODEL --recipe RECIPE --task TASK --data DIR`).")), ""]
     if res.agreement is not None:
         lines += [(f"The compressed model agrees with the dense teacher on {_pct(res.agreement)} of the "
                   f"{res.split} examples."), ""]

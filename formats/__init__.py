@@ -7,9 +7,11 @@ from . import codecs
 from .errors import ChecksumError, CodecError, FormatError, ManifestError, OutputExistsError, PatternError, ZooError
 from .fit import check_fits
 from .manifest import (
+    FIDELITY_FLOOR,
     FORMAT_VERSION,
     BaseModelInfo,
     EvalResult,
+    FidelityRecord,
     FileInfo,
     Manifest,
     ModuleEntry,
@@ -26,6 +28,7 @@ from .spec import BinarySpec, CodebookSpec, CodecSpec, DenseSpec, IntSpec, Krone
 from .writer import CheckpointWriter
 
 __all__ = [
+    "FIDELITY_FLOOR",
     "FORMAT_VERSION",
     "BaseModelInfo",
     "BinarySpec",
@@ -37,6 +40,7 @@ __all__ = [
     "CodecSpec",
     "DenseSpec",
     "EvalResult",
+    "FidelityRecord",
     "FileInfo",
     "FormatError",
     "IntSpec",

@@ -100,6 +100,24 @@ class EvalResult(_Model):
     n_examples: int
 
 
+FIDELITY_FLOOR = 0.95  # below this cosine, a post-training model is said (CLI, card) to need fine-tuning
+
+
+class FidelityRecord(_Model):
+    """How closely the compressed model follows the dense one, measured as it was written (no labels needed)."""
+
+    metric: Literal["cosine"] = "cosine"
+    value: float = Field(description="mean cosine of the mean-pooled last hidden states (the base model's, no "
+                         "head), compressed against dense")
+    measured_on: str = Field(description="the texts, e.g. '132 built-in sample sentences'")
+    n_examples: int
+    reference: str = Field(description="the dense model compared with")
+
+    @property
+    def faithful(self) -> bool:
+        return self.value >= FIDELITY_FLOOR
+
+
 class TrainingRecord(_Model):
     """How a checkpoint was fine-tuned (`zoo compress --task`); absent for post-training compression."""
 
@@ -147,6 +165,15 @@ class Manifest(_Model):
     evaluation: list[EvalResult] = Field(default_factory=list)
     training: TrainingRecord | None = None
     structure: Structure | None = Field(None, description="per-layer shapes of a pruned model")
+    fidelity: FidelityRecord | None = Field(None, description="measured by a post-training compress")
+
+    @model_serializer(mode="wrap")
+    def _without_absent_fidelity(self, handler):
+        # written only when measured, so manifests made without it read as before
+        data = handler(self)
+        if data.get("fidelity") is None:
+            data.pop("fidelity", None)
+        return data
 
     def content_sha256(self) -> str:
         """Hash of what describes the tensors; stored in every shard's metadata."""

@@ -21,16 +21,50 @@ _NOT_COMPANIONS = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".o
 _REWRITTEN = ("config.json", "README.md", INDEX_FILE, "pytorch_model.bin.index.json", "tf_model.h5.index.json")
 
 
-def companion_files(directory: Path) -> list[Path]:
-    """Top-level files that travel with the weights: tokenizer, processor, generation config..."""
-    return sorted(
-        p
-        for p in Path(directory).iterdir()
+def companion_files(directory: Path) -> list[str]:
+    """Files that travel with the weights, as POSIX paths relative to `directory`: the top-level tokenizer,
+    processor and generation config..., and every file of the module folders that sentence-transformers'
+    modules.json names (1_Pooling/, 2_Dense/...), so SentenceTransformer(DIR) loads the output as it did the
+    source. A module folder is copied whole, weights included: zoo compresses the transformer only."""
+    directory = Path(directory)
+    names = [
+        p.name
+        for p in directory.iterdir()
         if p.is_file()
         and not p.name.startswith(".")
         and p.name not in _REWRITTEN
         and not p.name.endswith(_NOT_COMPANIONS)
-    )
+    ]
+    for folder in module_folders(directory):
+        for p in folder.rglob("*"):
+            rel = p.relative_to(directory.resolve())
+            if p.is_file() and not p.is_symlink() and not any(part.startswith(".") for part in rel.parts):
+                names.append(rel.as_posix())
+    return sorted(names)
+
+
+def module_folders(directory: Path) -> list[Path]:
+    """The existing folders that modules.json (sentence-transformers) names, inside `directory` only."""
+    path = Path(directory) / "modules.json"
+    if not path.is_file():
+        return []
+    try:
+        modules = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path} is not valid JSON: {exc}") from None
+    root = Path(directory).resolve()
+    folders = []
+    for module in modules if isinstance(modules, list) else []:
+        rel = module.get("path") if isinstance(module, dict) else None
+        if not isinstance(rel, str) or not rel.strip("./"):
+            continue  # "" is the transformer itself: the directory
+        folder = (root / rel).resolve()
+        if root not in folder.parents:
+            raise FormatError(f"{path} names module folder {rel!r}, outside the model directory")
+        if folder.is_dir() and not (root / rel).is_symlink():
+            folders.append(folder)
+    return sorted(set(folders))
+
 
 # safetensors dtype codes -> torch dtype names (the float ones are the only ones codecs take)
 DTYPE_NAMES = {

@@ -232,7 +232,9 @@ class CheckpointWriter:
             self._files[name] = file_info(path)
 
     def copy_file(self, src: Path, name: str | None = None) -> None:
+        """Copy `src` into the output as `name` (a relative POSIX path; default: its file name)."""
         name = name or src.name
+        (self.tmp_dir / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, self.tmp_dir / name)
         self._files[name] = file_info(self.tmp_dir / name)
 

@@ -39,8 +39,8 @@ def unpack(
             writer.add(name, tensor)
             release_freed_memory()
         writer.close_weights()
-        for path in companion_files(ckpt.path):
-            writer.copy_file(path)
+        for name in companion_files(ckpt.path):
+            writer.copy_file(ckpt.path / name, name)
         config = {k: v for k, v in ckpt.config.items() if k != "quantization_config"}
         writer.write_json("config.json", config, record=False)
         return writer.commit(mark="zoo unpack")

@@ -115,6 +115,12 @@ def _print_rounding(m) -> None:
         out.print(f"  rounding        GPTQ on {escape(on)}")
 
 
+def _print_fidelity(m) -> None:
+    if m.fidelity is not None:
+        out.print(f"  fidelity        cosine {m.fidelity.value:.4f} to the dense model's embeddings "
+                  f"({escape(m.fidelity.measured_on)}, before any fine-tuning)")
+
+
 def _print_result(verb: str, result, model_name: str) -> None:
     m = result.manifest
     sizes = m.sizes
@@ -131,6 +137,7 @@ def _print_result(verb: str, result, model_name: str) -> None:
     if m.modules or m.structure is None:
         out.print(f"  modules         {len(m.modules)} compressed: {', '.join(codecs_used)}")
     _print_rounding(m)
+    _print_fidelity(m)
     if m.structure is not None:
         st = m.structure
         out.print(f"  pruned          heads per layer {st.attention_heads} (of {st.heads_before}), FFN widths "
@@ -163,7 +170,7 @@ def _load_recipe(recipe: str, target_ratio: float | None):
 
 def _run_compact(
     model: str, recipe: str, out_dir: Path | None, revision: str | None, overwrite: bool, max_shard_size: str,
-    *, pack: bool, target_ratio: float | None = None, calibration: Path | None = None,
+    *, pack: bool, target_ratio: float | None = None, calibration: Path | None = None, allow_untrained: bool = False,
 ) -> None:
     from formats import SafetensorsDir
 
@@ -198,8 +205,28 @@ def _run_compact(
             search_progress=searched,
             calibration=calibration,
             rounding_progress=rounded,
+            measure_fidelity=not pack,
+            allow_untrained=allow_untrained,
         )
     _print_result("Packed" if pack else "Compressed", result, model)
+    if not pack:
+        _warn_if_unfaithful(result.manifest, model, recipe)
+
+
+def _warn_if_unfaithful(m, model: str, recipe: str) -> None:
+    """Say so when a post-training model strays from the dense one, and how to recover it."""
+    from formats import FIDELITY_FLOOR
+
+    if m.fidelity is None:
+        out.print("  fidelity        not measured: the model reads no text (measure with `zoo eval DIR --task ...`)")
+        return
+    if not m.fidelity.faithful:
+        err.print(
+            f"[yellow]warning:[/yellow] cosine {m.fidelity.value:.2f} to the dense model is below {FIDELITY_FLOOR}: "
+            f"post-training {escape(m.recipe.name)} loses much of what the model computes. Fine-tune while "
+            f"compressing to recover it:\n  zoo compress {escape(model)} --recipe {escape(recipe)} --task TASK --data DIR",
+            highlight=False,
+        )
 
 
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="rotten_tomatoes, sst2, text-classification, fashion_mnist, "
@@ -269,6 +296,9 @@ def compress(
                                   "round with GPTQ and for a search's sensitivity: a .txt file (one text per line) or "
                                   "a data directory (its train split's texts) \\[default: built-in sample sentences].")
     ] = None,
+    allow_untrained: Annotated[bool, typer.Option(
+        "--allow-untrained", help="Post-training only: write a recipe that needs --task (kron-8x, kron-19x) "
+        "without fine-tuning; its fidelity is reported.")] = False,
     overwrite: OverwriteOpt = False,
     max_shard_size: ShardOpt = "2GB",
 ) -> None:
@@ -287,11 +317,14 @@ def compress(
         if given:
             raise ZooError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with --task", hint="add --task to fine-tune while compressing")
         _run_compact(model, recipe, out_dir, revision, overwrite, max_shard_size, pack=False, target_ratio=target_ratio,
-                     calibration=calibration)
+                     calibration=calibration, allow_untrained=allow_untrained)
         return
     if calibration is not None:
         raise ZooError("--calibration applies to post-training compression; with --task the student is fine-tuned "
                        "on the task's data", hint="leave out --calibration (or --task)")
+    if allow_untrained:
+        raise ZooError("--allow-untrained applies to post-training compression; with --task the model is trained",
+                       hint="leave out --allow-untrained (or --task)")
     from .resolve import resolve_model
     from .train.pipeline import compress_with_training
     from .train.progress import RichProgress
@@ -490,6 +523,7 @@ def info(
     out.print(f"  checkpoint      {_mb(s.checkpoint_nbytes)} ({s.checkpoint_ratio:.2f}x smaller than the source)")
     out.print(f"  encoder linear  {_mb(s.encoder_linear_nbytes)} ({s.encoder_linear_ratio:.2f}x vs fp32)")
     _print_rounding(m)
+    _print_fidelity(m)
     if m.training is not None:
         t = m.training
         kept = f", layers {t.keep_layers} of the teacher" if t.keep_layers else ""

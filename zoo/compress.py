@@ -299,6 +299,8 @@ def write_compact(
     structure: Structure | None = None,
     calibration: str | Path | None = None,
     rounding_progress: Callable[[int, int], None] | None = None,
+    measure_fidelity: bool = False,
+    allow_untrained: bool = False,
 ) -> CompressResult:
     """Compress (or, with pack=True, only pack) `model` with `recipe` into the directory `out`.
     `reference`: the dense model that sizes are compared with, when it is not `model` itself.
@@ -307,13 +309,21 @@ def write_compact(
     the module's weight and written as they are. `structure`: the per-layer shapes of a model that
     block pruning made smaller (recorded in the manifest, so loaders rebuild them). A recipe with a `gptq:`
     section rounds the linear layers GPTQ serves on `calibration` text (default: the built-in sample
-    sentences) instead of to the nearest grid point; so does a search recipe's sensitivity measure."""
+    sentences) instead of to the nearest grid point; so does a search recipe's sensitivity measure.
+    `measure_fidelity`: compare the written model with the dense one on the built-in sample sentences
+    (zoo.tasks.fidelity.embedding_fidelity) and record it in the manifest. `allow_untrained`: write a
+    recipe whose `training.required` says it needs fine-tuning without any."""
     start = time.perf_counter()
     ensure_writable(out, overwrite)
     if not pack and recipe.training.keep_layers:
         raise RecipeError(
             f"recipe {recipe.name} removes layers, which only distillation can recover",
             hint="run it with --task (and --data) to fine-tune, or pick a recipe without keep_layers",
+        )
+    if not pack and stored is None and recipe.training.required and not allow_untrained:
+        raise RecipeError(
+            f"recipe {recipe.name} makes a usable model only with fine-tuning",
+            hint="run it with --task (and --data), or pass --allow-untrained to write the untrained model anyway",
         )
     if recipe.pruning is not None and structure is None:
         raise RecipeError(
@@ -367,8 +377,8 @@ def write_compact(
             if progress is not None:
                 progress(name, source.nbytes(name))
         weights = writer.close_weights()
-        for path in companion_files(model.path):
-            writer.copy_file(path)
+        for name in companion_files(model.path):
+            writer.copy_file(model.path / name, name)
         manifest = Manifest(
             zoo_version=__version__,
             recipe=RecipeRecord(name=recipe.name, spec=recipe.model_dump(mode="json")),
@@ -391,6 +401,14 @@ def write_compact(
             # fp16 would make the whole model load (and compute) in fp16. Name the one the weights came in.
             config["dtype"] = _source_dtype(source)
         writer.write_json("config.json", config, record=False)
+        if measure_fidelity:  # the staged directory is a complete checkpoint: load it as a user would
+            from .tasks.fidelity import embedding_fidelity
+
+            measured = embedding_fidelity(writer.tmp_dir, reference or model.path, str(reference or model.id))
+            if measured is not None:
+                manifest = manifest.model_copy(update={"fidelity": measured})
+                config["quantization_config"] = manifest.to_quantization_config()
+                writer.write_json("config.json", config, record=False)
         write_card(writer.tmp_dir, name=Path(out).name)
         path = writer.commit()
     return CompressResult(path=path, manifest=manifest, seconds=time.perf_counter() - start)

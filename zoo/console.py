@@ -9,7 +9,7 @@ import signal
 import sys
 
 
-class Terminated(BaseException):  # noqa: N818 (named like KeyboardInterrupt, which it mirrors)
+class Terminated(BaseException):
     """SIGTERM arrived: unwinds like KeyboardInterrupt, so `finally` blocks and writers clean up."""
 
 

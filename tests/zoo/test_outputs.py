@@ -60,12 +60,16 @@ def test_out_is_the_current_directory_or_a_file(run_cli, tiny_bert_dir, tmp_path
     assert sorted(p.name for p in work.iterdir()) == ["f"]
 
 
+# a background shell starts its children with SIGINT ignored, and exec keeps that: restore it, then become zoo
+_AS_FROM_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                       "os.execv(sys.executable, [sys.executable, '-m', 'zoo', *sys.argv[1:]])")
+
+
 def _zoo(*args: str, cwd) -> subprocess.Popen:
-    """The zoo command in a child process whose SIGINT is the default one (a background shell ignores it)."""
+    """The zoo command in a child process whose SIGINT is the default one, as a terminal's would be."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen([sys.executable, "-c", _AS_FROM_A_TERMINAL, *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 @pytest.mark.slow

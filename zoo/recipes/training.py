@@ -34,6 +34,10 @@ class DropoutSchedule(_Spec):
 
 
 class TrainingSpec(_Spec):
+    required: bool = Field(
+        False, description="the recipe makes a usable model only with fine-tuning (--task): a post-training "
+        "compress is refused unless --allow-untrained"
+    )
     epochs: float = Field(3.0, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
     batch_size: int = Field(32, ge=1)

@@ -1,6 +1,6 @@
 """Tasks: labelled data, the head a model needs for it, and how it is scored.
 
-    get_task("rotten_tomatoes", data="tests/data/rotten_tomatoes")   # local TSV files
+    get_task("rotten_tomatoes", data="tests/data/rotten_tomatoes")        # local TSV files
     get_task("rotten_tomatoes")                                           # the Hugging Face dataset
     get_task("text-classification", data="my_dir", text_column="review")
     get_task("image-classification", data="fashion_mnist_dir")            # idx files or npz

@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from .base import TaskError
 
 
-def sample_texts() -> list[str]:
-    text = resources.files(__package__).joinpath("samples.txt").read_text(encoding="utf-8")
+def sample_texts(name: str = "samples.txt") -> list[str]:
+    """The built-in sample sentences (calibration, sensitivity, `zoo eval --task fidelity`), or with
+    name="fidelity.txt" the held-out ones that a post-training compress measures on."""
+    text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
     return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
@@ -80,3 +82,39 @@ def text_batch(model_dir, texts: list[str], max_length: int = 128) -> dict:
 
     tok = load_tokenizer(model_dir)
     return dict(tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+
+
+def _base_states(model, batch: dict) -> torch.Tensor:
+    """Mean-pooled last hidden states of the base model (an encoder-decoder's encoder), never a head's output."""
+    encoder = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
+    with torch.inference_mode():
+        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state.float()
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def embedding_fidelity(model_dir: str | Path, reference_dir: str | Path, reference_name: str | None = None,
+                       *, max_length: int = 128):
+    """Mean cosine of the base model's mean-pooled last hidden states, `model_dir` against the dense
+    `reference_dir`, on built-in sentences that no calibration uses: what a sentence-embedding user gets, and a sign of
+    how much a classifier fine-tuned from it would have to recover. No labels, no heads (a head the weights
+    lack would be random). None for a model that reads no text (no tokenizer: images, audio)."""
+    from loaders import load
+
+    from ..train.finetune import quiet_transformers
+    from .text import load_tokenizer
+
+    try:
+        load_tokenizer(model_dir)
+    except TaskError:
+        return None
+    from formats import FidelityRecord
+
+    texts = sample_texts("fidelity.txt")  # held out: GPTQ and the search fit to samples.txt
+    batch = text_batch(model_dir, texts, max_length=max_length)
+    with quiet_transformers():
+        got = _base_states(load(model_dir, task="feature-extraction").eval(), batch)
+        want = _base_states(load(reference_dir, task="feature-extraction").eval(), batch)
+    value = float(F.cosine_similarity(got, want).mean())
+    return FidelityRecord(value=value, measured_on=f"{len(texts)} held-out built-in sentences",
+                          n_examples=len(texts), reference=str(reference_name or reference_dir))

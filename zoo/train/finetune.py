@@ -122,6 +122,7 @@ def copy_processor(src: Path, dst: Path) -> None:
     """Tokenizer / image-processor files travel with the weights, so the output runs on its own."""
     from formats import companion_files
 
-    for path in companion_files(src):
-        if path.name != "config.json" and not (dst / path.name).exists():
-            shutil.copy2(path, dst / path.name)
+    for name in companion_files(src):
+        if name != "config.json" and not (dst / name).exists():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / name, dst / name)
