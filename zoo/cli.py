@@ -13,14 +13,24 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .console import Terminated
@@ -94,15 +104,60 @@ def _mb(nbytes: int) -> str:
     return f"{nbytes / 1e6:.2f} MB"
 
 
+class _Amount(ProgressColumn):
+    """Bytes for the writing bar; `done/total unit` for the others (the search counts (module, setting) pairs,
+    GPTQ counts modules)."""
+
+    def render(self, task) -> Text:
+        unit = task.fields.get("unit", "bytes")
+        if unit == "bytes":
+            return DownloadColumn().render(task)
+        total = "?" if task.total is None else f"{int(task.total):,}"
+        return Text(f"{int(task.completed):,}/{total} {unit}", style="progress.download")
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        _Amount(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=err,
         transient=True,  # the summary replaces the bar; an error stays the only line
     )
+
+
+LOG_EVERY_S = 30.0  # progress lines, where no bar can be drawn (stderr is not a terminal)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _stage(label: str, unit: str, bar: Progress | None = None, task_id=None, *, lines: bool | None = None):
+    """A progress callback (done, total) for one long stage: it moves `bar`'s task, and where stderr is not a
+    terminal (or without a bar) prints a line at the start, every LOG_EVERY_S seconds with an ETA, and at the end."""
+    lines = (bar is None or not err.is_terminal) if lines is None else lines
+    clock = {"start": None, "last": 0.0}
+
+    def update(done: int, total: int) -> None:
+        if bar is not None:
+            bar.update(task_id, completed=done, total=total, visible=done < total)
+        if not lines:
+            return
+        now = time.monotonic()
+        if clock["start"] is None:
+            clock["start"] = clock["last"] = now
+            err.print(f"{label}: {total:,} {unit} to go", highlight=False)
+        if done == total or now - clock["last"] >= LOG_EVERY_S:
+            clock["last"] = now
+            elapsed = now - clock["start"]
+            left = f", about {_duration(elapsed / done * (total - done))} left" if 0 < done < total else ""
+            err.print(f"{label}: {done:,}/{total:,} {unit}, {_duration(elapsed)} elapsed{left}", highlight=False)
+
+    return update
 
 
 def _print_rounding(m) -> None:
@@ -184,15 +239,11 @@ def _run_compact(
     source = SafetensorsDir(resolved.path)
     total = sum(source.nbytes(name) for name in source.names())
     with _progress() as bar:
-        searching = bar.add_task("searching", total=None, visible=False)
-        rounding = bar.add_task("rounding (GPTQ)", total=None, visible=False)
-        task = bar.add_task("packing" if pack else "compressing", total=total)
-
-        def searched(done: int, total_: int) -> None:
-            bar.update(searching, completed=done, total=total_, visible=done < total_)
-
-        def rounded(done: int, total_: int) -> None:
-            bar.update(rounding, completed=done, total=total_, visible=done < total_)
+        searching = bar.add_task("searching", total=None, visible=False, unit="(module, setting) pairs")
+        rounding = bar.add_task("rounding (GPTQ)", total=None, visible=False, unit="modules")
+        task = bar.add_task("packing" if pack else "compressing", total=total, unit="bytes")
+        searched = _stage("search", "(module, setting) pairs measured", bar, searching)
+        rounded = _stage("GPTQ", "modules rounded", bar, rounding)
 
         result = write_compact(
             resolved,
@@ -338,7 +389,7 @@ def compress(
         batch_size=batch_size, teacher_epochs=teacher_epochs, device=device, limit=limit, resume=resume,
         overwrite=overwrite,
         callbacks=lambda stage: [RichProgress(f"{'fine-tuning teacher' if stage == 'teacher' else 'training ' + spec.name}", err)],
-        search_progress=_search_note,
+        search_progress=_stage("search", "(module, setting) pairs measured on the task"),
     )
     _print_result("Compressed", result, model)
     s = result.scores
@@ -350,11 +401,6 @@ def compress(
     out.print(f"  val accuracy    teacher {s['teacher/validation'].value:.4f}, compressed {s['compressed/validation'].value:.4f}")
 
 
-def _search_note(done: int, total: int) -> None:
-    if done == 1:
-        err.print(f"search: measuring {total} (module, setting) pairs on the calibration set ...")
-    elif done == total:
-        err.print("search: done; training the chosen per-layer settings")
 
 
 @app.command()

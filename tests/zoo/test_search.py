@@ -86,6 +86,24 @@ def test_post_training_search_meets_the_target_and_stores_its_choice(run_cli, ti
     assert "ratio-budget search" in card and "loss increase (search)" in card
 
 
+def test_search_progress_has_real_units_and_log_lines_without_a_terminal(run_cli, tiny_bert_dir, tmp_path, monkeypatch):
+    """An 11-minute search once showed a bar counting "bytes" and printed nothing outside a terminal."""
+    import re
+
+    from zoo import cli
+
+    monkeypatch.setattr(cli, "LOG_EVERY_S", 0.0)  # a line per step here; every 30 s in real use
+    result = run_cli("compress", tiny_bert_dir, "--recipe", "search", "--target-ratio", "9", "--out", tmp_path / "s")
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("search: ")]
+    total = int(re.match(r"search: ([\d,]+) \(module, setting\) pairs measured to go", lines[0]).group(1).replace(",", ""))
+    assert total > 10 and len(lines) == total + 1
+    assert re.fullmatch(r"search: 1/[\d,]+ \(module, setting\) pairs measured, \d+s elapsed, about \d+(m\d\ds|s) left",
+                        lines[1]), lines[1]
+    assert re.fullmatch(rf"search: {total:,}/{total:,} \(module, setting\) pairs measured, \d+s elapsed", lines[-1])
+    assert "bytes" not in result.stderr
+
+
 def test_search_bad_input_fails_before_any_output(run_cli, tiny_bert_dir, tmp_path):
     for args, fragment in [
         (["--recipe", "search", "--target-ratio", "200"], "cannot be reached"),
