@@ -2,7 +2,7 @@
 package is imported), runtime modules with three execution modes, and dense conversion.
 Imports formats only, never zoo or cards."""
 
-from .auto import TASKS, load
+from .auto import TASKS, load, quiet_transformers
 from .quantizer import ZooConfig, ZooHfQuantizer, dense_module, register
 from .runtime import DEFAULT_MODE, MODES, ModeError, ZooEmbedding, ZooLinear, ZooModule
 from .unpack import unpack
@@ -21,6 +21,7 @@ __all__ = [
     "ZooModule",
     "dense_module",
     "load",
+    "quiet_transformers",
     "register",
     "unpack",
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from formats.errors import ZooError
@@ -23,6 +25,36 @@ TASKS = {
     "translation": "AutoModelForSeq2SeqLM",
     "text2text-generation": "AutoModelForSeq2SeqLM",
 }
+
+
+VERBOSE_ENV = "ZOO_VERBOSE"  # set (`zoo --verbose`) to see every transformers bar and load report
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+@contextmanager
+def quiet_transformers(*, keep_warnings: bool = False):
+    """Hide transformers' per-file "Loading weights" bars and, unless `keep_warnings`, its warnings (the LOAD
+    REPORT of keys a zoo command expects to differ, like a new head's): zoo reports its own progress and
+    problems. Nothing is hidden when ZOO_VERBOSE is set."""
+    from transformers.utils import logging as hf_logging
+
+    if verbose():
+        yield
+        return
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    if not keep_warnings:
+        hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def read_config(path_or_id: str | Path, **kwargs) -> dict:
@@ -58,7 +90,7 @@ def load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT
         kwargs["quantization_config"] = ZooConfig(mode=mode)
     elif mode != DEFAULT_MODE:
         raise ZooError(f"{path_or_id} is not a zoo checkpoint, so mode={mode!r} does not apply")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_transformers(keep_warnings=True):  # no bars; a LOAD REPORT still shows
         # transformers warns that a passed quantization_config meets the checkpoint's; that is the point here
         warnings.filterwarnings("ignore", message=".*already has a `quantization_config` attribute.*")
         return cls.from_pretrained(path_or_id, **kwargs)

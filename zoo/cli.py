@@ -82,8 +82,15 @@ def main(
     version: Annotated[
         bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show transformers' own loading bars and "
+                                          "reports, which zoo hides where it expects them (a new head, a base model).")
+                       ] = False,
 ) -> None:
     """zoo: a model zoo and checkpoint registry for deeply compressed transformers."""
+    if verbose:
+        from loaders.auto import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?B)?\s*$", re.IGNORECASE)
@@ -132,7 +139,7 @@ LOG_EVERY_S = 30.0  # progress lines, where no bar can be drawn (stderr is not a
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 

@@ -194,10 +194,9 @@ def _weight_hashes(source: SafetensorsDir) -> dict[str, str]:
 
 def _dense_model(model_dir: Path):
     """The dense checkpoint as the class its config names, in float32 (for measuring, never for writing)."""
+    from loaders import quiet_transformers
     from loaders.auto import model_class
     from loaders.auto import read_config as read_hf_config
-
-    from .train.finetune import quiet_transformers
 
     with quiet_transformers():
         return model_class(None, read_hf_config(model_dir)).from_pretrained(model_dir, dtype=torch.float32)

@@ -9,9 +9,7 @@ from .base import TaskError
 
 
 def _load(model_dir: Path, auto_task: str | None, mode: str):
-    from loaders import load
-
-    from ..train.finetune import quiet_transformers
+    from loaders import load, quiet_transformers
 
     with quiet_transformers():
         return load(model_dir, task=auto_task, mode=mode)

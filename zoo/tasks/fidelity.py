@@ -99,9 +99,8 @@ def embedding_fidelity(model_dir: str | Path, reference_dir: str | Path, referen
     `reference_dir`, on built-in sentences that no calibration uses: what a sentence-embedding user gets, and a sign of
     how much a classifier fine-tuned from it would have to recover. No labels, no heads (a head the weights
     lack would be random). None for a model that reads no text (no tokenizer: images, audio)."""
-    from loaders import load
+    from loaders import load, quiet_transformers
 
-    from ..train.finetune import quiet_transformers
     from .text import load_tokenizer
 
     try:

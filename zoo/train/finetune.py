@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from formats.writer import ensure_writable, replace_dir, write_output_mark
+from loaders import quiet_transformers
 
 from ..resolve import ResolvedModel
 from ..tasks import Score, Task, TaskError, evaluate
@@ -28,23 +28,6 @@ class FinetuneResult:
 
 def work_dir_for(out: Path) -> Path:
     return out.parent / f"{out.name}.work"
-
-
-@contextmanager
-def quiet_transformers():
-    """Silence transformers' per-weight load reports and per-file bars: zoo shows its own progress."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def load_for_task(model_dir: Path, task: Task, *, new_head: bool = False):

@@ -25,6 +25,7 @@ from transformers.trainer_callback import PrinterCallback
 from cards import write_card
 from formats import EvalResult, Manifest, TrainingRecord
 from formats.writer import ensure_writable, replace_dir
+from loaders import quiet_transformers
 
 from ..compress import write_compact
 from ..errors import RecipeError
@@ -35,7 +36,7 @@ from ..resolve import ResolvedModel, resolve_model
 from ..tasks import Score, Task, TaskError, evaluate
 from .arguments import accuracy_metric, last_checkpoint, training_arguments
 from .distill import CompressionSchedule, DistillTrainer, hidden_map
-from .finetune import copy_processor, finetune, is_finetuned, load_for_task, quiet_transformers, work_dir_for
+from .finetune import copy_processor, finetune, is_finetuned, load_for_task, work_dir_for
 
 
 @dataclass(frozen=True)
