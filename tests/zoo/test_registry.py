@@ -197,6 +197,7 @@ def test_tampered_registry_file_is_refused_and_nothing_is_left(run_cli, home, ck
         original = (stored / name).read_bytes()
         data = bytearray(original)
         data[len(data) // 2] ^= 0x01
+        (stored / name).chmod(0o644)  # stored read-only (pulls hard-link it): a tamperer changes that first
         (stored / name).write_bytes(bytes(data))
         result = run_cli("pull", STUB)
         assert_one_line_error(result, name, "does not match the sha256 the registry recorded")
@@ -210,9 +211,40 @@ def test_a_damaged_cached_copy_is_fetched_again(home, ckpt):
 
     registry.upload(ckpt, STUB)
     path = registry.pull(STUB)
+    (path / "vocab.txt").unlink()  # replaced, as an editor saves a file: the registry's copy is untouched
     (path / "vocab.txt").write_text("changed after the pull")
     (path / "stray.txt").write_text("not from the registry")
     assert registry.pull(STUB) == path and same_tree(ckpt, path)
+
+
+def test_a_local_pull_hard_links_the_registrys_read_only_files(home, ckpt):
+    """Pulls from a local registry once copied every file (models/ and cache/ were each 108 MB)."""
+    import stat
+
+    from zoo import registry
+
+    stored = Path(registry.upload(ckpt, STUB).location)
+    path = registry.pull(STUB)
+    for name in ("model.safetensors", "vocab.txt"):
+        assert (path / name).stat().st_ino == (stored / name).stat().st_ino  # one copy of the bytes on disk
+        assert stat.S_IMODE((stored / name).stat().st_mode) == 0o444  # never edited in place
+    assert same_tree(ckpt, path)
+
+
+def test_a_pull_across_file_systems_copies(home, ckpt, monkeypatch):
+    import errno
+
+    from zoo import registry
+
+    stored = Path(registry.upload(ckpt, STUB).location)
+
+    def no_link(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr("os.link", no_link)
+    path = registry.pull(STUB)
+    assert (path / "model.safetensors").stat().st_ino != (stored / "model.safetensors").stat().st_ino
+    assert same_tree(ckpt, path)
 
 
 def test_unsafe_names_and_links_from_a_registry_are_refused(run_cli, home, ckpt, tmp_path):

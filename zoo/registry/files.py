@@ -91,8 +91,10 @@ def verify_files(directory: Path, expected: dict[str, FileInfo], where: str) -> 
             )
 
 
-def copy_files(src: Path, dest: Path, names: list[str], where: str) -> None:
-    """Copy `names` from `src` to `dest`, refusing any path through a symbolic link in `src`."""
+def copy_files(src: Path, dest: Path, names: list[str], where: str, *, link: bool = False) -> None:
+    """Copy `names` from `src` to `dest`, refusing any path through a symbolic link in `src`. With `link`
+    (files zoo keeps read-only: a local registry's), hard-link instead where both sit on one file system,
+    so a pull takes no second copy of the bytes; copy otherwise."""
     for name in names:
         check_file_name(name, where)
         path = src
@@ -103,7 +105,19 @@ def copy_files(src: Path, dest: Path, names: list[str], where: str) -> None:
                                     hint="a registry holds plain files only")
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        if link:
+            try:
+                os.link(path, target)
+                continue
+            except OSError:  # another file system (EXDEV), or one without hard links: copy
+                pass
         shutil.copyfile(path, target)
+
+
+def make_read_only(directory: Path, names: list[str]) -> None:
+    """Files a registry stores are never edited in place (pulls hard-link them): r--r--r--."""
+    for name in names:
+        os.chmod(directory / name, 0o444)
 
 
 def lock_for(locks: Path, target: Path) -> FileLock:

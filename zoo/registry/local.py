@@ -31,6 +31,7 @@ from .files import (
     content_revision,
     copy_files,
     file_records,
+    make_read_only,
     open_source,
     verify_files,
 )
@@ -50,6 +51,7 @@ def _store(staged: Path, target: Path, files) -> None:
             return
         except (ChecksumError, RegistryError):
             pass
+    make_read_only(staged, sorted(files))
     target.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(staged, target)
 
@@ -129,4 +131,5 @@ class LocalRegistry:
         if not stored.is_dir() or stored.is_symlink():
             raise RegistryError(f"{self.where}: the index lists {resolved.name}@{resolved.revision} but its folder "
                                 f"{stored} is missing", hint="upload the model again")
-        copy_files(stored, dest, sorted(resolved.files), f"{self.where} ({resolved.name}@{resolved.revision})")
+        copy_files(stored, dest, sorted(resolved.files), f"{self.where} ({resolved.name}@{resolved.revision})",
+                   link=True)
