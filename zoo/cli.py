@@ -280,7 +280,7 @@ def _warn_if_unfaithful(m, model: str, recipe: str) -> None:
         return
     if not m.fidelity.faithful:
         err.print(
-            f"[yellow]warning:[/yellow] cosine {m.fidelity.value:.2f} to the dense model is below {FIDELITY_FLOOR}: "
+            f"[yellow]warning:[/yellow] cosine {m.fidelity.value:.4f} to the dense model is below {FIDELITY_FLOOR}: "
             f"post-training {escape(m.recipe.name)} loses much of what the model computes. Fine-tune while "
             f"compressing to recover it:\n  zoo compress {escape(model)} --recipe {escape(recipe)} --task TASK --data DIR",
             highlight=False,

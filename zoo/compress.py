@@ -79,13 +79,18 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned
     kinds, tied = module_kinds(model_dir, names)
     modules: dict[str, ModuleEntry] = {}
     copies: dict[str, str] = {}
+    problems: list[RecipeError] = []  # every module's, reported together
     for module in names:
         if module in copies:
             continue
         weight = module + WEIGHT_SUFFIX
         shape = source.shape(weight)
         partners = tied.get(module, [])
-        spec = recipe.spec_for_tied(module, kinds[module], partners, shape)
+        try:
+            spec = recipe.spec_for_tied(module, kinds[module], partners, shape)
+        except RecipeError as exc:
+            problems.append(exc)
+            continue
         if spec is None:
             continue
         stored_too = [name for name, _ in partners if name in kinds]  # an older file may hold a tied copy
@@ -96,13 +101,35 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned
                 tied=[name for name, _ in partners],
             )
         except CodecError as exc:
-            raise RecipeError(f"recipe {recipe.name}: module {module} {list(shape)}: {exc}", hint=exc.hint) from None
+            problems.append(RecipeError(f"recipe {recipe.name}: module {module} {list(shape)}: {exc}", hint=exc.hint))
+    if problems:
+        raise _all_of(recipe.name, problems)
     if not modules and not pruned:  # a pruned model may keep every layer dense
+        examples = ", ".join(_examples(kinds))
         raise RecipeError(
-            f"recipe {recipe.name} matches no module of {model_dir}",
-            hint="check the recipe's targets/kinds against the names `zoo info` or the model's safetensors show",
+            f"recipe {recipe.name} matches no module of {model_dir}; its modules are named like {examples}",
+            hint="compare the recipe's targets (regular expressions) and kinds with those names",
         )
     return Plan(kinds=kinds, modules=modules, copies=copies)
+
+
+def _examples(kinds: dict[str, str], per_kind: int = 2) -> list[str]:
+    """A few module names of each kind, e.g. `embeddings.word_embeddings (embedding)`."""
+    shown: dict[str, list[str]] = {}
+    for name, kind in kinds.items():
+        if kind != "other" and len(shown.setdefault(kind, [])) < per_kind:
+            shown[kind].append(f"{name} ({kind})")
+    return [name for names in shown.values() for name in names]
+
+
+def _all_of(recipe: str, problems: list[RecipeError], most: int = 6) -> RecipeError:
+    """One error for every module a recipe cannot serve: the problems listed, the first hint."""
+    if len(problems) == 1:
+        return problems[0]
+    lines = [str(p).removeprefix(f"recipe {recipe}: ") for p in problems]
+    shown = lines[:most] + ([f"... and {len(lines) - most} more"] if len(lines) > most else [])
+    return RecipeError(f"recipe {recipe} cannot serve {len(problems)} modules:\n" + "\n".join(f"  - {x}" for x in shown),
+                       hint=problems[0].hint)
 
 
 def _dense(tensor: torch.Tensor, dense_dtype: str) -> torch.Tensor:

@@ -42,7 +42,7 @@ def test_an_unfaithful_compress_warns_and_gives_the_fine_tuning_command(run_cli,
     fidelity = Checkpoint.open(tmp_path / "m").manifest.fidelity
     assert fidelity.value < FIDELITY_FLOOR
     warning = " ".join(result.stderr.split())
-    assert f"warning: cosine {fidelity.value:.2f} to the dense model is below {FIDELITY_FLOOR}" in warning
+    assert f"warning: cosine {fidelity.value:.4f} to the dense model is below {FIDELITY_FLOOR}" in warning
     assert f"zoo compress {minilm_dir} --recipe 2of4 --task TASK --data DIR" in warning
     assert f"below {FIDELITY_FLOOR}: fine-tune it on your task" in (tmp_path / "m" / "README.md").read_text()
 

@@ -156,3 +156,56 @@ def test_unknown_recipe_name_suggests_close_ones():
 def test_missing_recipe_file():
     with pytest.raises(RecipeError, match="does not exist"):
         load_recipe("nowhere/recipe.yaml")
+
+
+def test_every_problem_of_a_recipe_is_reported_at_once_with_suggestions(tmp_path):
+    """A misspelt `bitz` was reported as "bits: Field required", one problem per run."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("""name: mine
+description: typos
+rules:
+  - kinds: [linear]
+    codec: {codec: int, bitz: 4, group_size: 128, symetric: true}
+  - targets: ['word_embeddings$']
+    kinds: [embeding]
+    codec: {codec: int, bits: 8}
+traning: {epochs: 2}
+""")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    message = str(info.value)
+    assert message.startswith(f"{path} has 4 problems:")
+    for line in ("rules[0].codec: unknown key 'bitz' (did you mean 'bits'?)",
+                 "rules[0].codec: unknown key 'symetric' (did you mean 'symmetric'?)",
+                 "rules[1].kinds[0]: 'embeding' is not one of linear, embedding, conv (did you mean 'embedding'?)",
+                 "(top level): unknown key 'traning' (did you mean 'training'?)"):
+        assert f"  - {line}" in message.splitlines(), message
+    assert "Field required" not in message  # the missing `bits` is the misspelt `bitz`
+
+
+def test_a_group_size_that_does_not_tile_the_rows_is_refused_for_every_module_at_once(tiny_bert_dir, tmp_path):
+    from formats import SafetensorsDir
+    from zoo.compress import make_plan
+
+    path = tmp_path / "g100.yaml"
+    path.write_text("name: g100\ndescription: d\nrules: [{codec: {codec: int, bits: 4, group_size: 100}}]\n")
+    with pytest.raises(RecipeError) as info:  # tiny BERT: 160-wide FFN output rows (the 64-wide ones fit one group)
+        make_plan(SafetensorsDir(tiny_bert_dir), tiny_bert_dir, load_recipe(path))
+    message = str(info.value)
+    assert message.startswith("recipe g100 cannot serve 2 modules:")
+    assert "group_size 100 does not tile the 160-wide rows of the linear encoder.layer.1.output.dense" in message
+    assert "160 (32)" not in message and "divides 160 (32)" in info.value.hint
+    path.write_text("name: g128\ndescription: d\nrules: [{codec: {codec: int, bits: 4, group_size: 128}}]\n")
+    assert make_plan(SafetensorsDir(tiny_bert_dir), tiny_bert_dir, load_recipe(path)).modules  # power of two: ragged
+
+
+def test_a_recipe_matching_nothing_shows_the_models_module_names(tiny_bert_dir, tmp_path):
+    from formats import SafetensorsDir
+    from zoo.compress import make_plan
+
+    path = tmp_path / "t5ish.yaml"
+    path.write_text("name: t5ish\ndescription: d\nrules: [{targets: ['block\\\\.'], codec: {codec: int, bits: 4}}]\n")
+    with pytest.raises(RecipeError) as info:
+        make_plan(SafetensorsDir(tiny_bert_dir), tiny_bert_dir, load_recipe(path))
+    assert "its modules are named like" in str(info.value) and "encoder.layer.0.attention.self.key (linear)" in str(info.value)
+    assert "zoo info" not in info.value.hint  # zoo info refuses a dense model

@@ -13,6 +13,7 @@ Kronecker factors whose shapes zoo chooses for each module from the target ratio
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from functools import cached_property
@@ -33,7 +34,7 @@ from pydantic import (
 )
 
 from formats.errors import CodecError
-from formats.spec import CodecSpec, DenseSpec, KroneckerSpec, ValueSpec
+from formats.spec import CODEC_NAMES, CodecSpec, DenseSpec, KroneckerSpec, ValueSpec
 
 from ..errors import RecipeError
 from .gptq import GPTQSpec
@@ -155,19 +156,22 @@ class Recipe(BaseModel):
                 spec = spec.resolve(tuple(shape), kind)
             except CodecError as exc:
                 raise RecipeError(f"recipe {self.name}: module {module} {list(shape)}: {exc}", hint=exc.hint) from None
-        if spec is not None and kind == "embedding":
-            self._check_rows(module, shape, spec)
+        if spec is not None:
+            self._check_rows(module, kind, shape, spec)
         return spec
 
-    def _check_rows(self, module: str, shape, spec: CodecSpec) -> None:
-        """An embedding table is read row by row: a scale group must tile a row (or cover it), so a lookup
-        of any row decodes whole groups. A size that does not is a mistake, caught before any work."""
+    def _check_rows(self, module: str, kind: str, shape, spec: CodecSpec) -> None:
+        """A scale group should tile a row (or cover it). An embedding is read row by row, so there it must.
+        A linear or conv row may end in a shorter group, but only for a power-of-two size, the convention a
+        model of odd width meets (g128 on 160-wide rows); any other size that does not divide the row (100
+        on 384) is a mistake, caught before any work."""
         group = getattr(spec, "group_size", None)
         cols = math.prod(shape[1:])
-        if group is not None and group < cols and cols % group:
+        ragged_ok = kind != "embedding" and group is not None and group & (group - 1) == 0
+        if group is not None and group < cols and cols % group and not ragged_ok:
             fits = [g for g in (256, 128, 96, 64, 32) if g < cols and cols % g == 0][:3]
             raise RecipeError(
-                f"recipe {self.name}: group_size {group} does not tile the {cols}-wide rows of the embedding {module}",
+                f"recipe {self.name}: group_size {group} does not tile the {cols}-wide rows of the {kind} {module}",
                 hint=f"use a size that divides {cols}" + (f" ({', '.join(map(str, fits))})" if fits else "")
                 + " or null (one scale per row)",
             )
@@ -216,9 +220,65 @@ def parse_recipe(text: str, source: str) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise RecipeError(f"{source}: {loc}: {err['msg']}") from None
+        problems = _problems(exc)
+        if len(problems) == 1:
+            raise RecipeError(f"{source}: {problems[0]}") from None
+        raise RecipeError(f"{source} has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)) from None
+
+
+@functools.cache
+def _known_keys() -> frozenset[str]:
+    """Every key a recipe may hold, at any depth: where a misspelt one gets its suggestion."""
+    schema = Recipe.model_json_schema()
+    keys = set(schema.get("properties", {}))
+    for definition in schema.get("$defs", {}).values():
+        keys |= set(definition.get("properties", {}))
+    return frozenset(keys)
+
+
+def _where(loc: tuple) -> str:
+    """`rules[0].codec` for pydantic's ('rules', 0, 'codec', 'codec', 'int'): the union tags it adds (the rule's
+    codec-or-target tag, then the codec name) are not keys the user wrote."""
+    parts: list[str] = []
+    previous = None
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif previous == "codec" and (item in ("codec", "target") or item in CODEC_NAMES):
+            pass
+        else:
+            parts.append(("." if parts else "") + str(item))
+        previous = item if not isinstance(item, int) else previous
+    return "".join(parts) or "(top level)"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """Every problem of a recipe, in the words of its YAML: an unknown key with the known one it is closest
+    to (which then explains a missing one), a value outside a choice with the closest choice."""
+    errors = exc.errors()
+    unknown = {}
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][-1]), sorted(_known_keys()), n=1)
+            unknown[err["loc"]] = close[0] if close else None
+    explained = {loc[:-1] + (hint,) for loc, hint in unknown.items() if hint}
+    problems = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        where = _where(loc[:-1]) if loc[:-1] else "(top level)"
+        if err["type"] == "extra_forbidden":
+            hint = unknown[loc]
+            problems.append(f"{where}: unknown key {loc[-1]!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+        elif err["type"] == "missing" and loc in explained:
+            continue  # the misspelt key above is this one
+        elif err["type"] == "literal_error":
+            choices = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+            close = difflib.get_close_matches(str(err["input"]), choices, n=1)
+            problems.append(f"{_where(loc)}: {err['input']!r} is not one of {', '.join(choices)}"
+                            + (f" (did you mean {close[0]!r}?)" if close else ""))
+        else:
+            problems.append(f"{_where(loc)}: {err['msg']}")
+    return list(dict.fromkeys(problems))
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
