@@ -109,7 +109,7 @@ class FidelityRecord(_Model):
     metric: Literal["cosine"] = "cosine"
     value: float = Field(description="mean cosine of the mean-pooled last hidden states (the base model's, no "
                          "head), compressed against dense")
-    measured_on: str = Field(description="the texts, e.g. '132 built-in sample sentences'")
+    measured_on: str = Field(description="the texts, e.g. '48 held-out built-in sentences'")
     n_examples: int
     reference: str = Field(description="the dense model compared with")
 

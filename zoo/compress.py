@@ -336,7 +336,7 @@ def write_compact(
     block pruning made smaller (recorded in the manifest, so loaders rebuild them). A recipe with a `gptq:`
     section rounds the linear layers GPTQ serves on `calibration` text (default: the built-in sample
     sentences) instead of to the nearest grid point; so does a search recipe's sensitivity measure.
-    `measure_fidelity`: compare the written model with the dense one on the built-in sample sentences
+    `measure_fidelity`: compare the written model with the dense one on the held-out built-in sentences
     (zoo.tasks.fidelity.embedding_fidelity) and record it in the manifest. `allow_untrained`: write a
     recipe whose `training.required` says it needs fine-tuning without any."""
     start = time.perf_counter()
