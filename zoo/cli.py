@@ -143,7 +143,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def _stage(label: str, unit: str, bar: Progress | None = None, task_id=None, *, lines: bool | None = None):
+def _stage(label: str, unit: str, bar: Progress | None = None, task_id=None, *, start: str, lines: bool | None = None):
     """A progress callback (done, total) for one long stage: it moves `bar`'s task, and where stderr is not a
     terminal (or without a bar) prints a line at the start, every LOG_EVERY_S seconds with an ETA, and at the end."""
     lines = (bar is None or not err.is_terminal) if lines is None else lines
@@ -157,7 +157,7 @@ def _stage(label: str, unit: str, bar: Progress | None = None, task_id=None, *, 
         now = time.monotonic()
         if clock["start"] is None:
             clock["start"] = clock["last"] = now
-            err.print(f"{label}: {total:,} {unit} to go", highlight=False)
+            err.print(f"{label}: {start.format(total=f'{total:,}')}", highlight=False)
         if done == total or now - clock["last"] >= LOG_EVERY_S:
             clock["last"] = now
             elapsed = now - clock["start"]
@@ -249,8 +249,9 @@ def _run_compact(
         searching = bar.add_task("searching", total=None, visible=False, unit="(module, setting) pairs")
         rounding = bar.add_task("rounding (GPTQ)", total=None, visible=False, unit="modules")
         task = bar.add_task("packing" if pack else "compressing", total=total, unit="bytes")
-        searched = _stage("search", "(module, setting) pairs measured", bar, searching)
-        rounded = _stage("GPTQ", "modules rounded", bar, rounding)
+        searched = _stage("search", "(module, setting) pairs measured", bar, searching,
+                          start="measuring {total} (module, setting) pairs")
+        rounded = _stage("GPTQ", "modules rounded", bar, rounding, start="rounding {total} modules")
 
         result = write_compact(
             resolved,
@@ -396,7 +397,8 @@ def compress(
         batch_size=batch_size, teacher_epochs=teacher_epochs, device=device, limit=limit, resume=resume,
         overwrite=overwrite,
         callbacks=lambda stage: [RichProgress(f"{'fine-tuning teacher' if stage == 'teacher' else 'training ' + spec.name}", err)],
-        search_progress=_stage("search", "(module, setting) pairs measured on the task"),
+        search_progress=_stage("search", "(module, setting) pairs measured", start="measuring {total} (module, setting) "
+                               "pairs on the task"),
     )
     _print_result("Compressed", result, model)
     s = result.scores

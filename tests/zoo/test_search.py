@@ -96,7 +96,7 @@ def test_search_progress_has_real_units_and_log_lines_without_a_terminal(run_cli
     result = run_cli("compress", tiny_bert_dir, "--recipe", "search", "--target-ratio", "9", "--out", tmp_path / "s")
     assert result.exit_code == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("search: ")]
-    total = int(re.match(r"search: ([\d,]+) \(module, setting\) pairs measured to go", lines[0]).group(1).replace(",", ""))
+    total = int(re.match(r"search: measuring ([\d,]+) \(module, setting\) pairs$", lines[0]).group(1).replace(",", ""))
     assert total > 10 and len(lines) == total + 1
     assert re.fullmatch(r"search: 1/[\d,]+ \(module, setting\) pairs measured, \d+s elapsed, about \d+(m\d\ds|s) left",
                         lines[1]), lines[1]
