@@ -132,6 +132,7 @@ def _progress() -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=True,  # the summary replaces the bar; an error stays the only line
+        disable=not err.is_terminal,  # no bar to draw (and no blank line left behind); _stage prints lines instead
     )
 
 

@@ -21,6 +21,7 @@ def test_overwrite_refuses_a_directory_holding_a_users_file(run_cli, tiny_bert_d
     (out / "thesis.txt").write_text("three years of work")
     result = run_cli("compress", tiny_bert_dir, "--recipe", "int8", "--out", out, "--overwrite")
     assert_one_line_error(result, "--overwrite refused", "zoo did not write", "thesis.txt")
+    assert result.stderr.startswith("error: ")  # no blank line left by a progress bar that never drew
     assert (out / "thesis.txt").read_text() == "three years of work"
     assert leftovers(tmp_path) == []
 
