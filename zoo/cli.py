@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .console import Terminated
+from .console import Terminated, signal_exit_code
 from .errors import ZooError
 
 # typer 0.29's rich help gives flags a type column ("--overwrite <bool>") although they take no value
@@ -61,12 +61,14 @@ def _fails_cleanly(fn):
             hint = f" [dim](hint: {escape(exc.hint)})[/dim]" if exc.hint else ""
             err.print(f"[bold red]error:[/bold red] {escape(str(exc))}{hint}", highlight=False)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; no output was written (fine-tuning runs continue with --resume)")
-            raise typer.Exit(130) from None
-        except Terminated:
-            err.print("terminated; no output was written (fine-tuning runs continue with --resume)")
-            raise typer.Exit(143) from None
+        except (KeyboardInterrupt, Terminated, Exception) as exc:
+            # a signal: its own exception, or whatever an extension it interrupted made of it (zoo.console)
+            code = 143 if isinstance(exc, Terminated) else 130 if isinstance(exc, KeyboardInterrupt) else signal_exit_code()
+            if code is None:
+                raise
+            what = "terminated" if code == 143 else "interrupted"
+            err.print(f"{what}; no output was written (fine-tuning runs continue with --resume)")
+            raise typer.Exit(code) from None
 
     return wrapper
 

@@ -1,6 +1,7 @@
 """The `zoo` console script. Signals are handled before anything heavy is imported: Ctrl-C while torch and
 transformers load exits with 130 and one line, not a traceback, and SIGTERM (a scheduler's kill, `timeout`)
-becomes an exception like Ctrl-C, so outputs that were being staged are removed on the way out."""
+becomes an exception like Ctrl-C, so outputs that were being staged are removed on the way out. A second
+signal of the same kind kills at once."""
 
 from __future__ import annotations
 
@@ -8,14 +9,25 @@ import os
 import signal
 import sys
 
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_received: list[int] = []
+
 
 class Terminated(BaseException):
     """SIGTERM arrived: unwinds like KeyboardInterrupt, so `finally` blocks and writers clean up."""
 
 
-def _terminate(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
-    raise Terminated
+def signal_exit_code() -> int | None:
+    """130 or 143 once Ctrl-C or SIGTERM has arrived, else None. An extension that calls back into Python
+    (safetensors reading a tensor) may turn the exception the signal raised into an error of its own; the
+    command still ends as interrupted, because the signal is remembered here."""
+    return EXIT_CODES[_received[0]] if _received else None
+
+
+def _on_signal(signum, frame) -> None:
+    _received.append(signum)
+    signal.signal(signum, signal.SIG_DFL)  # a second one kills at once
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
 
 def _exit_now(code: int) -> None:
@@ -29,17 +41,16 @@ def _exit_now(code: int) -> None:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job's ignored Ctrl-C stays ignored
+        signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
         from .cli import app
 
         app(prog_name="zoo")
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        _exit_now(130)
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        _exit_now(143)
+    except (KeyboardInterrupt, Terminated):
+        print("interrupted" if signal_exit_code() != 143 else "terminated", file=sys.stderr)
+        _exit_now(signal_exit_code() or 130)
     except SystemExit as exc:
         if exc.code in (130, 143):  # the command caught the signal and said so (zoo.cli)
             _exit_now(exc.code)

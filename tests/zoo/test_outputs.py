@@ -96,3 +96,23 @@ def test_ctrl_c_while_importing_prints_one_line(tmp_path, after_s, tiny_bert_dir
     assert child.returncode == 130, stderr
     assert "Traceback" not in stderr and stderr.strip().startswith("interrupted"), stderr
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_an_error_an_extension_made_of_a_signal_still_ends_as_terminated(monkeypatch, capsys):
+    """SIGTERM inside safetensors' get_tensor came back as "ValueError: could not determine the shape of
+    object type" and a traceback: the remembered signal decides how the command ends."""
+    import typer
+
+    from zoo import cli, console
+
+    @cli._fails_cleanly
+    def reading():
+        raise ValueError("could not determine the shape of object type")
+
+    with pytest.raises(ValueError, match="shape of object"):  # no signal: a real error stays one
+        reading()
+    monkeypatch.setattr(console, "_received", [signal.SIGTERM])
+    with pytest.raises(typer.Exit) as ended:
+        reading()
+    assert ended.value.exit_code == 143
+    assert "terminated; no output was written" in capsys.readouterr().err
