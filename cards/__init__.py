@@ -1,12 +1,38 @@
 """Model cards: README.md with metadata, results, per-layer table and an accuracy-vs-size plot, and the
 facts `zoo info` prints. Everything is read from a checkpoint's manifest (`formats`)."""
 
-from .card import EVAL_RESULTS_DIR, PLOT, README, CardFiles, build_card, manifest_of, point_of, write_card
+from .card import (
+    EVAL_RESULTS_DIR,
+    PLOT,
+    README,
+    CardFiles,
+    base_card_data,
+    build_card,
+    manifest_of,
+    point_of,
+    write_card,
+)
 from .facts import LayerRow, ResultRow, Results, layer_rows, methods, other_tensors_nbytes, results
 from .plot import PlotUnavailable, Point, have_matplotlib
 
 __all__ = [
-    "EVAL_RESULTS_DIR", "PLOT", "README", "CardFiles", "LayerRow", "PlotUnavailable", "Point", "ResultRow", "Results",
-    "build_card", "have_matplotlib", "layer_rows", "manifest_of", "methods", "other_tensors_nbytes", "point_of",
-    "results", "write_card",
+    "EVAL_RESULTS_DIR",
+    "PLOT",
+    "README",
+    "CardFiles",
+    "LayerRow",
+    "PlotUnavailable",
+    "Point",
+    "ResultRow",
+    "Results",
+    "base_card_data",
+    "build_card",
+    "have_matplotlib",
+    "layer_rows",
+    "manifest_of",
+    "methods",
+    "other_tensors_nbytes",
+    "point_of",
+    "results",
+    "write_card",
 ]

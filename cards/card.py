@@ -43,6 +43,28 @@ class CardFiles:
     card: ModelCard
 
 
+_BASE_CARD_KEYS = ("license", "license_name", "license_link", "library_name", "language", "datasets", "tags",
+                   "pipeline_tag")
+
+
+def base_card_data(directory: str | Path) -> dict[str, Any] | None:
+    """What a model's own card (README.md, read with huggingface_hub's ModelCard) says of its identity: the
+    licence, library, language, datasets, tags and pipeline tag a compressed copy must keep. None without one."""
+    path = Path(directory) / README
+    if not path.is_file():
+        return None
+    try:
+        data = ModelCard.load(path).data.to_dict()
+    except (ValueError, OSError, yaml.YAMLError):
+        return None
+    kept = {key: data[key] for key in _BASE_CARD_KEYS if data.get(key) not in (None, "", [])}
+    return kept or None
+
+
+def _unique(*groups) -> list:
+    return list(dict.fromkeys(x for group in groups for x in (group if isinstance(group, list) else [group]) if x))
+
+
 def manifest_of(directory: Path) -> tuple[Manifest, dict[str, Any]]:
     config = read_config(directory)
     return Manifest.from_quantization_config(config.get("quantization_config"), where=str(directory / "config.json")), config
@@ -141,11 +163,18 @@ def _results_section(manifest: Manifest, res: Results, plot: str | None, plot_no
     return lines
 
 
-def _load_section(name: str, tag: str) -> list[str]:
+def _load_section(name: str, tag: str, sentence_transformers: bool) -> list[str]:
     auto = AUTO_CLASSES.get(tag, "AutoModel")
+    st = ["```python",
+          "import zoo  # first: teaches transformers the \"zoo\" quantization method",
+          "from sentence_transformers import SentenceTransformer", "",
+          f"model = SentenceTransformer(\"{name}\")",
+          "embeddings = model.encode([\"A sentence to embed.\"])",
+          "```", "", "Or with transformers alone:", ""] if sentence_transformers else []
     return [
         "## How to load", "",
         "```bash", "pip install zoo-compress", "```", "",
+        *st,
         "```python",
         "import zoo  # teaches transformers the \"zoo\" quantization method",
         f"from transformers import {auto}", "",
@@ -236,15 +265,27 @@ def build_card(directory: str | Path, *, name: str | None = None, plot: str | No
     manifest, config = manifest_of(directory)
     name = name or directory.resolve().name
     res = results(manifest)
-    tag = pipeline_tag(config)
+    # the class the weights fill decides what the model does: config.json may name a head they lack
+    arch = manifest.base_model.architecture
+    tag = pipeline_tag({**config, "architectures": [arch]} if arch else config)
+    base = manifest.base_model.card or {}
+    # post-training, the model is the base model made smaller: its library, task and tags stay. A model fine-tuned
+    # with --task has a new head: a transformers model for that task. The licence, language and datasets stay.
+    same_kind = manifest.training is None
+    library = (base.get("library_name") if same_kind else None) or "transformers"
     evals = _eval_results(manifest, res, tag)
     data = ModelCardData(
         base_model=_hub_base_model(manifest),
         base_model_relation="quantized",
-        library_name="transformers",
-        pipeline_tag=tag,
-        tags=["zoo", "compressed", f"zoo-recipe-{manifest.recipe.name}", *methods(manifest)],
-        datasets=sorted({r.dataset for r in manifest.evaluation}) or None,
+        license=base.get("license"),
+        license_name=base.get("license_name"),
+        license_link=base.get("license_link"),
+        language=base.get("language"),
+        library_name=library,
+        pipeline_tag=(base.get("pipeline_tag") if same_kind else None) or tag,
+        tags=_unique(base.get("tags") if same_kind else [],
+                     ["zoo", "compressed", f"zoo-recipe-{manifest.recipe.name}", *methods(manifest)]),
+        datasets=_unique(base.get("datasets") or [], sorted({r.dataset for r in manifest.evaluation})) or None,
         model_name=name if evals else None,
         eval_results=evals or None,
     )
@@ -258,7 +299,7 @@ def build_card(directory: str | Path, *, name: str | None = None, plot: str | No
              "values, not fake-quantized floats.")
     body = [f"# {name}", "", intro, ""]
     body += _results_section(manifest, res, plot, plot_note)
-    body += _load_section(name, tag)
+    body += _load_section(name, tag, library == "sentence-transformers" and (directory / "modules.json").is_file())
     body += _made_section(manifest)
     body += _layers_section(manifest)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))

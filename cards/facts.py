@@ -7,6 +7,7 @@ a card or table only formats them. A model with no evaluation has `results.measu
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,9 +82,16 @@ def sparsity(codec) -> float:
     return 1.0 - codec.n / codec.m if isinstance(codec, NMSpec) else 0.0
 
 
+def natural_key(name: str) -> list:
+    """Sort key that puts layer.2 before layer.10: digit runs compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
 def layer_rows(manifest: Manifest) -> list[LayerRow]:
+    """Every compressed module, in natural order (layer.2 before layer.10)."""
     rows = []
-    for name, e in manifest.modules.items():
+    for name in sorted(manifest.modules, key=natural_key):
+        e = manifest.modules[name]
         original = e.numel * DTYPES[e.dtype].itemsize
         rows.append(LayerRow(
             module=name, kind=e.kind, method=e.codec.describe(), bits=value_bits(e.codec), sparsity=sparsity(e.codec),

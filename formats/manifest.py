@@ -72,8 +72,16 @@ class BaseModelInfo(_Model):
     id: str = Field(description="hub id or local path the model was compressed from")
     revision: str | None = None
     source: Literal["local", "hub", "packaged"]
+    architecture: str | None = Field(
+        None, description="the transformers class the weights fill, which loaders use; config.json's "
+        "`architectures` may name one whose head the weights lack"
+    )
     weights_sha256: dict[str, str] = Field(description="sha256 of each source weight file")
     weights_nbytes: int
+    card: dict[str, Any] | None = Field(
+        None, description="what the base model's own card says of it (license, library_name, language, datasets, "
+        "tags, pipeline_tag): the compressed model's card keeps it"
+    )
 
 
 class RecipeRecord(_Model):

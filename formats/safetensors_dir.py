@@ -16,29 +16,40 @@ from .errors import FormatError
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-# files that are weights (ours or other frameworks'), or that a converted checkpoint writes anew
-_NOT_COMPANIONS = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ot", ".gguf", ".ckpt")
-_REWRITTEN = ("config.json", "README.md", INDEX_FILE, "pytorch_model.bin.index.json", "tf_model.h5.index.json")
+# the top-level files that travel with the weights, by purpose; anything else in a model's folder (desktop.ini,
+# notes, training logs, other frameworks' weights) stays behind
+_COMPANIONS = {
+    # tokenizers: fast, WordPiece, BPE, SentencePiece (T5, Marian's source/target), chat templates
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
+    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "source.spm",
+    "target.spm", "chat_template.json", "chat_template.jinja",
+    # image, audio and multimodal processors
+    "preprocessor_config.json", "processor_config.json", "feature_extractor_config.json",
+    "image_processor_config.json", "video_preprocessor_config.json",
+    # generation defaults; sentence-transformers' module list and settings
+    "generation_config.json", "modules.json", "config_sentence_transformers.json",
+}
+
+
+def _is_companion(name: str) -> bool:
+    upper = name.upper()
+    return (name in _COMPANIONS
+            or (name.startswith("sentence_") and name.endswith("_config.json"))  # sentence_bert_config.json...
+            or upper.startswith(("LICENSE", "LICENCE", "NOTICE", "COPYING")))  # the terms travel with the model
 
 
 def companion_files(directory: Path) -> list[str]:
-    """Files that travel with the weights, as POSIX paths relative to `directory`: the top-level tokenizer,
-    processor and generation config..., and every file of the module folders that sentence-transformers'
-    modules.json names (1_Pooling/, 2_Dense/...), so SentenceTransformer(DIR) loads the output as it did the
-    source. A module folder is copied whole, weights included: zoo compresses the transformer only."""
+    """Files that travel with the weights, as POSIX paths relative to `directory`, chosen by purpose: the
+    tokenizer, processor, generation config, licence and sentence-transformers settings at the top level, and
+    every file of the module folders that modules.json names (1_Pooling/, 2_Dense/...), so SentenceTransformer(DIR)
+    loads the output as it did the source. A module folder is copied whole, weights included: zoo compresses the
+    transformer only. config.json, the weights and the card are written anew; nothing else is copied."""
     directory = Path(directory)
-    names = [
-        p.name
-        for p in directory.iterdir()
-        if p.is_file()
-        and not p.name.startswith(".")
-        and p.name not in _REWRITTEN
-        and not p.name.endswith(_NOT_COMPANIONS)
-    ]
+    names = [p.name for p in directory.iterdir() if p.is_file() and _is_companion(p.name)]  # a hub cache links files
     for folder in module_folders(directory):
         for p in folder.rglob("*"):
             rel = p.relative_to(directory.resolve())
-            if p.is_file() and not p.is_symlink() and not any(part.startswith(".") for part in rel.parts):
+            if p.is_file() and not any(part.startswith(".") for part in rel.parts):
                 names.append(rel.as_posix())
     return sorted(names)
 
@@ -61,7 +72,7 @@ def module_folders(directory: Path) -> list[Path]:
         folder = (root / rel).resolve()
         if root not in folder.parents:
             raise FormatError(f"{path} names module folder {rel!r}, outside the model directory")
-        if folder.is_dir() and not (root / rel).is_symlink():
+        if folder.is_dir():
             folders.append(folder)
     return sorted(set(folders))
 

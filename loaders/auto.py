@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ TASKS = {
     "text2text-generation": "AutoModelForSeq2SeqLM",
 }
 
+
+logger = logging.getLogger("zoo")
 
 VERBOSE_ENV = "ZOO_VERBOSE"  # set (`zoo --verbose`) to see every transformers bar and load report
 
@@ -78,11 +81,37 @@ def model_class(task: str | None, config: dict):
     return cls if cls is not None else transformers.AutoModel
 
 
-def load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT_MODE, **kwargs):
-    """`from_pretrained` for zoo checkpoints (and plain ones): picks the class, sets the mode."""
+def fitting_class(path: str | Path, config: dict):
+    """The class to load a local checkpoint with when no task is asked for: the one its manifest records (the
+    class the weights filled when it was compressed), else config.json's, unless the weights hold none of that
+    class's head (loaders.heads): then its base model's."""
+    import transformers
+
+    from .heads import weights_class
+
+    q = config.get("quantization_config")
+    recorded = ((q.get("base_model") or {}).get("architecture") if isinstance(q, dict) else None)
+    if recorded and getattr(transformers, recorded, None) is not None:
+        return getattr(transformers, recorded)
+    named = model_class(None, config)
+    return weights_class(path, named) if named is not transformers.AutoModel else named
+
+
+def load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT_MODE, new_head: bool = False,
+         **kwargs):
+    """`from_pretrained` for zoo checkpoints (and plain ones): picks the class, sets the mode. Without `task`,
+    a local checkpoint loads as the class its weights fill (fitting_class); either way, parameters the
+    checkpoint lacks, initialised at random by transformers, are named in one warning, unless `new_head` says
+    the caller builds a new head on purpose (to fine-tune it)."""
     mode = check_mode(mode)
     config = read_config(path_or_id, **kwargs)
     cls = model_class(task, config)
+    if task is None and Path(str(path_or_id)).is_dir():
+        fitted = fitting_class(path_or_id, config)
+        if fitted is not cls and cls.__name__ != fitted.__name__:
+            logger.warning(f"zoo: {path_or_id}'s weights hold no {cls.__name__} head, so it loads as "
+                           f"{fitted.__name__} (the model the weights are); pass task=... to add a new head")
+        cls = fitted
     quantization = config.get("quantization_config")
     # another method's checkpoint (bitsandbytes, GPTQ...) is transformers' business, not a zoo one
     quantized = isinstance(quantization, dict) and quantization.get("quant_method") == QUANT_METHOD
@@ -90,8 +119,15 @@ def load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT
         kwargs["quantization_config"] = ZooConfig(mode=mode)
     elif mode != DEFAULT_MODE:
         raise ZooError(f"{path_or_id} is not a zoo checkpoint, so mode={mode!r} does not apply")
-    with warnings.catch_warnings(), quiet_transformers(keep_warnings=True):  # no bars; a LOAD REPORT still shows
+    wants_info = kwargs.pop("output_loading_info", False)
+    with warnings.catch_warnings(), quiet_transformers():  # zoo's own line below says what the LOAD REPORT would
         # transformers warns that a passed quantization_config meets the checkpoint's; that is the point here
         warnings.filterwarnings("ignore", message=".*already has a `quantization_config` attribute.*")
-        return cls.from_pretrained(path_or_id, **kwargs)
+        model, info = cls.from_pretrained(path_or_id, output_loading_info=True, **kwargs)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing and not new_head:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        logger.warning(f"zoo: {len(missing)} parameters of {type(model).__name__} are not in {path_or_id} and were "
+                       f"initialised at random ({shown}): a new head, to fine-tune before use")
+    return (model, info) if wants_info else model
 

@@ -180,6 +180,13 @@ def _print_rounding(m) -> None:
         out.print(f"  rounding        GPTQ on {escape(on)}")
 
 
+def _print_architecture(m, config: dict) -> None:
+    named = (config.get("architectures") or [None])[0]
+    if m.base_model.architecture and named and m.base_model.architecture != named:
+        out.print(f"  loads as        {m.base_model.architecture} (config.json names {named}, whose head the weights "
+                  "lack)")
+
+
 def _print_fidelity(m) -> None:
     if m.fidelity is not None:
         out.print(f"  fidelity        cosine {m.fidelity.value:.4f} to the dense model's embeddings "
@@ -201,6 +208,7 @@ def _print_result(verb: str, result, model_name: str) -> None:
     )
     if m.modules or m.structure is None:
         out.print(f"  modules         {len(m.modules)} compressed: {', '.join(codecs_used)}")
+    _print_architecture(m, json.loads((result.path / "config.json").read_text()))
     _print_rounding(m)
     _print_fidelity(m)
     if m.structure is not None:
@@ -580,6 +588,7 @@ def info(
     out.print(f"  recipe          {m.recipe.name}: {m.recipe.spec.get('description', '')}")
     out.print(f"  checkpoint      {_mb(s.checkpoint_nbytes)} ({s.checkpoint_ratio:.2f}x smaller than the source)")
     out.print(f"  encoder linear  {_mb(s.encoder_linear_nbytes)} ({s.encoder_linear_ratio:.2f}x vs fp32)")
+    _print_architecture(m, ckpt.config)
     _print_rounding(m)
     _print_fidelity(m)
     if m.training is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from cards import write_card
+from cards import base_card_data, write_card
 from formats import (
     BaseModelInfo,
     CheckpointWriter,
@@ -219,14 +219,21 @@ def _weight_hashes(source: SafetensorsDir) -> dict[str, str]:
     return {f: sha256_file(source.directory / f) for f in source.files}
 
 
+def _architecture(model_dir: Path, config: dict) -> str | None:
+    """The transformers class the weights fill (config.json may name one whose head they lack)."""
+    from loaders.auto import fitting_class
+
+    return fitting_class(model_dir, config).__name__ if config.get("architectures") else None
+
+
 def _dense_model(model_dir: Path):
-    """The dense checkpoint as the class its config names, in float32 (for measuring, never for writing)."""
+    """The dense checkpoint as the class its weights fill, in float32 (for measuring, never for writing)."""
     from loaders import quiet_transformers
-    from loaders.auto import model_class
+    from loaders.auto import fitting_class
     from loaders.auto import read_config as read_hf_config
 
-    with quiet_transformers():
-        return model_class(None, read_hf_config(model_dir)).from_pretrained(model_dir, dtype=torch.float32)
+    with quiet_transformers():  # the class the weights fill: never a head they lack (it would be random)
+        return fitting_class(model_dir, read_hf_config(model_dir)).from_pretrained(model_dir, dtype=torch.float32)
 
 
 def search_checkpoint(model_dir: Path, recipe: Recipe, progress: Callable[[int, int], None] | None = None,
@@ -327,6 +334,7 @@ def write_compact(
     rounding_progress: Callable[[int, int], None] | None = None,
     measure_fidelity: bool = False,
     allow_untrained: bool = False,
+    base_card: dict | None = None,
 ) -> CompressResult:
     """Compress (or, with pack=True, only pack) `model` with `recipe` into the directory `out`.
     `reference`: the dense model that sizes are compared with, when it is not `model` itself.
@@ -338,7 +346,8 @@ def write_compact(
     sentences) instead of to the nearest grid point; so does a search recipe's sensitivity measure.
     `measure_fidelity`: compare the written model with the dense one on the held-out built-in sentences
     (zoo.tasks.fidelity.embedding_fidelity) and record it in the manifest. `allow_untrained`: write a
-    recipe whose `training.required` says it needs fine-tuning without any."""
+    recipe whose `training.required` says it needs fine-tuning without any. `base_card`: what the base model's
+    card says of it (cards.base_card_data), when `model` is not the base model itself (a trained student)."""
     start = time.perf_counter()
     ensure_writable(out, overwrite)
     if not pack and recipe.training.keep_layers:
@@ -412,6 +421,8 @@ def write_compact(
                 id=model.id,
                 revision=model.revision,
                 source=model.source,
+                architecture=_architecture(model.path, config),
+                card=(base_card if base_card is not None else base_card_data(model.path)) or None,
                 # the dense weights the ratios compare with: the teacher's, for a trained student
                 weights_sha256=_weight_hashes(dense_base),
                 weights_nbytes=dense_base.file_nbytes(),

@@ -76,8 +76,7 @@ def _compress(run_cli, source, out, *extra):
 
 def test_compress_records_what_gptq_calibrated_on_and_stays_closer_to_the_dense_model(run_cli, tiny_bert_dir,
                                                                                       tmp_path):
-    import zoo
-    from zoo.tasks.fidelity import fidelity, sample_texts, text_batch
+    from zoo.tasks.fidelity import embedding_cosine, sample_texts
 
     ckpt = _compress(run_cli, tiny_bert_dir, tmp_path / "gptq")
     calibrated = ckpt.manifest.recipe.spec["gptq"]["calibrated_on"]
@@ -90,10 +89,8 @@ def test_compress_records_what_gptq_calibrated_on_and_stays_closer_to_the_dense_
     plain.write_text(json.dumps({k: v for k, v in spec.items() if k != "gptq"} | {"name": "rtn"}))
     rtn = tmp_path / "rtn"
     assert run_cli("compress", tiny_bert_dir, "--recipe", plain, "--out", rtn).exit_code == 0
-    dense = zoo.from_pretrained(tiny_bert_dir)
-    batch = text_batch(tiny_bert_dir, sample_texts())
-    ours = fidelity(zoo.from_pretrained(tmp_path / "gptq"), dense, batch)["cosine"]
-    nearest = fidelity(zoo.from_pretrained(rtn), dense, batch)["cosine"]
+    ours = embedding_cosine(tmp_path / "gptq", tiny_bert_dir, sample_texts())
+    nearest = embedding_cosine(rtn, tiny_bert_dir, sample_texts())
     assert ours > nearest
 
 

@@ -9,10 +9,12 @@ from .base import TaskError
 
 
 def _load(model_dir: Path, auto_task: str | None, mode: str):
+    """The model, and the names of the parameters transformers had to initialise (a head the weights lack)."""
     from loaders import load, quiet_transformers
 
     with quiet_transformers():
-        return load(model_dir, task=auto_task, mode=mode)
+        model, info = load(model_dir, task=auto_task, mode=mode, new_head=True, output_loading_info=True)
+    return model, sorted(info.get("missing_keys") or [])
 
 
 def _default_reference(model_dir: Path) -> str:
@@ -36,7 +38,7 @@ def run_eval(model_dir: Path, task: str, *, data: str | None = None, split: str 
              mode: str = "materialize", max_length: int | None = None) -> dict:
     from ..resolve import resolve_model
     from . import evaluate, get_task
-    from .fidelity import fidelity, sample_texts, text_batch
+    from .fidelity import embedding_cosine, head_fidelity, sample_texts, text_batch
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -44,13 +46,19 @@ def run_eval(model_dir: Path, task: str, *, data: str | None = None, split: str 
     if task == "fidelity":
         ref_dir = resolve_model(reference or _default_reference(model_dir)).path
         texts = sample_texts()[:limit] if limit else sample_texts()
-        batch = text_batch(model_dir, texts)
-        metrics = fidelity(_load(model_dir, None, mode), _load(ref_dir, None, "materialize"), batch)
+        metrics = {"cosine": embedding_cosine(model_dir, ref_dir, texts, mode=mode)}
+        (model, new), (ref, ref_new) = _load(model_dir, None, mode), _load(ref_dir, None, "materialize")
+        if not new and not ref_new:  # heads only where both hold a trained one
+            metrics.update(head_fidelity(model, ref, text_batch(model_dir, texts)))
         return {"model": str(model_dir), "task": task, "dataset": f"zoo sample text vs {ref_dir}", "split": "samples",
                 "n_examples": len(texts), "metrics": metrics}
     spec = get_task(task, data, text_column=text_column, label_column=label_column)
     spec.examples("train")  # label vocabulary
-    model = _load(model_dir, spec.auto_task, mode)
+    model, new = _load(model_dir, spec.auto_task, mode)
+    if new:
+        raise TaskError(f"{model_dir} holds no trained {spec.auto_task} head: its {len(new)} parameters "
+                        f"({', '.join(new[:3])}{', ...' if len(new) > 3 else ''}) would be random",
+                        hint="fine-tune first (zoo finetune, or zoo compress --task), or measure --task fidelity")
     score, _ = evaluate(model, spec, model_dir, split, limit=limit, max_length=max_length or _trained_length(model_dir))
     return {"model": str(model_dir), "task": task, "dataset": spec.dataset, "split": split,
             "n_examples": score.n_examples, "metrics": {score.metric: score.value}}

@@ -1,8 +1,9 @@
 """Fidelity: how closely a compressed model follows its dense reference on sample inputs.
 
-For models with a head: agreement of the predicted class, and KL(reference || model) of the
-output distributions. For models without one: cosine similarity of the mean-pooled last hidden
-states. No labels are needed, so it works for any model and before any fine-tuning."""
+Always: cosine similarity of the base models' mean-pooled last hidden states. For two models that both hold
+a trained head: also agreement of the predicted class, and KL(reference || model) of the output
+distributions. Never through a head the weights lack (it would be random). No labels are needed, so it works
+for any text model and before any fine-tuning."""
 
 from __future__ import annotations
 
@@ -66,15 +67,15 @@ def model_outputs(model, batch: dict) -> tuple[torch.Tensor, bool]:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1), False
 
 
-def fidelity(model, reference, batch: dict) -> dict[str, float]:
-    """Agreement/KL (heads) or cosine (encoders) of `model` against `reference` on one batch."""
+def head_fidelity(model, reference, batch: dict) -> dict[str, float]:
+    """Agreement of the predicted class and KL(reference || model) of two models' heads on one batch; empty
+    when they have no head (their outputs hold no logits)."""
     got, head = model_outputs(model, batch)
     want, _ = model_outputs(reference, batch)
-    result = {"cosine": float(F.cosine_similarity(got.flatten(1), want.flatten(1)).mean())}
-    if head:
-        result["agreement"] = float((got.argmax(-1) == want.argmax(-1)).float().mean())
-        result["kl"] = float(F.kl_div(got.log_softmax(-1), want.log_softmax(-1), log_target=True, reduction="batchmean"))
-    return result
+    if not head:
+        return {}
+    return {"agreement": float((got.argmax(-1) == want.argmax(-1)).float().mean()),
+            "kl": float(F.kl_div(got.log_softmax(-1), want.log_softmax(-1), log_target=True, reduction="batchmean"))}
 
 
 def text_batch(model_dir, texts: list[str], max_length: int = 128) -> dict:
@@ -93,13 +94,26 @@ def _base_states(model, batch: dict) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
 
 
+def embedding_cosine(model_dir: str | Path, reference_dir: str | Path, texts: list[str], *, mode: str = "materialize",
+                     max_length: int = 128) -> float:
+    """Mean cosine of the base models' mean-pooled last hidden states (an encoder-decoder's encoder), `model_dir`
+    (loaded in `mode`) against `reference_dir`: never through a head, which may be one the weights lack."""
+    from loaders import load, quiet_transformers
+
+    batch = text_batch(model_dir, texts, max_length=max_length)
+    with quiet_transformers():
+        got = _base_states(load(model_dir, task="feature-extraction", mode=mode).eval(), batch)
+        want = _base_states(load(reference_dir, task="feature-extraction").eval(), batch)
+    return float(F.cosine_similarity(got, want).mean())
+
+
 def embedding_fidelity(model_dir: str | Path, reference_dir: str | Path, reference_name: str | None = None,
                        *, max_length: int = 128):
     """Mean cosine of the base model's mean-pooled last hidden states, `model_dir` against the dense
     `reference_dir`, on built-in sentences that no calibration uses: what a sentence-embedding user gets, and a sign of
     how much a classifier fine-tuned from it would have to recover. No labels, no heads (a head the weights
     lack would be random). None for a model that reads no text (no tokenizer: images, audio)."""
-    from loaders import load, quiet_transformers
+    from formats import FidelityRecord
 
     from .text import load_tokenizer
 
@@ -107,13 +121,7 @@ def embedding_fidelity(model_dir: str | Path, reference_dir: str | Path, referen
         load_tokenizer(model_dir)
     except TaskError:
         return None
-    from formats import FidelityRecord
-
     texts = sample_texts("fidelity.txt")  # held out: GPTQ and the search fit to samples.txt
-    batch = text_batch(model_dir, texts, max_length=max_length)
-    with quiet_transformers():
-        got = _base_states(load(model_dir, task="feature-extraction").eval(), batch)
-        want = _base_states(load(reference_dir, task="feature-extraction").eval(), batch)
-    value = float(F.cosine_similarity(got, want).mean())
+    value = embedding_cosine(model_dir, reference_dir, texts, max_length=max_length)
     return FidelityRecord(value=value, measured_on=f"{len(texts)} held-out built-in sentences",
                           n_examples=len(texts), reference=str(reference_name or reference_dir))

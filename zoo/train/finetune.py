@@ -42,7 +42,7 @@ def load_for_task(model_dir: Path, task: Task, *, new_head: bool = False):
         kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                   "label2id": {name: i for i, name in enumerate(labels)}, "ignore_mismatched_sizes": True}
     with quiet_transformers():
-        return load(model_dir, task=task.auto_task, **kwargs)
+        return load(model_dir, task=task.auto_task, new_head=new_head, **kwargs)
 
 
 def is_finetuned(model_dir: Path, task: Task) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from transformers.trainer_callback import PrinterCallback
 
-from cards import write_card
+from cards import base_card_data, write_card
 from formats import EvalResult, Manifest, TrainingRecord
 from formats.writer import ensure_writable, replace_dir
 from loaders import quiet_transformers
@@ -191,7 +191,7 @@ def _pack(student, model: ResolvedModel, recipe: Recipe, teacher_dir: Path, work
     staged = work / "export"
     source = ResolvedModel(path=dense, id=model.id, revision=model.revision, source=model.source)
     return staged, write_compact(source, recipe, staged, pack=True, overwrite=True, reference=teacher_dir,
-                                 stored=stored, structure=structure)
+                                 stored=stored, structure=structure, base_card=base_card_data(model.path) or {})
 
 
 def _measure(teacher_net, teacher_dir: Path, compressed_dir: Path, task: Task, limit: int | None,
