@@ -126,7 +126,11 @@ def _results_section(manifest: Manifest, res: Results, plot: str | None, plot_no
             "",
         ]
     else:
-        lines += [f"{res.rows[1].metric.capitalize()} on **{res.dataset}** ({res.split} split, {res.n_examples} examples):", ""]
+        t = manifest.training
+        length = f", {t.max_length} tokens per example" if t and t.max_length else ""
+        heading = (f"{res.rows[1].metric.capitalize()} on **{res.dataset}** ({res.split} split, {res.n_examples} "
+                   f"examples{length}):")
+        lines += [heading, ""]
     header = "| model | " + (f"{res.rows[1].metric} | retention | " if res.measured else "") + \
         "size on disk | ratio (whole checkpoint) | ratio (encoder linear vs fp32) |"
     lines += [header, "|" + "---|" * (header.count(" | ") + 1)]
@@ -204,6 +208,8 @@ def _made_section(manifest: Manifest) -> list[str]:
         lines.append(f"- Fine-tuned with knowledge distillation from the dense teacher `{t.teacher}` on {t.dataset} "
                      f"({t.task}): {t.epochs:g} epochs, {t.steps} steps, {t.seconds / 60:.1f} min on {t.device}"
                      + (f", {t.max_length} tokens per example" if t.max_length else "") + f"{layers}.")
+        if t.labels:
+            lines.append(f"- Labels (class 0, 1, ...): {', '.join(f'`{x}`' for x in t.labels)}.")
     else:
         lines.append("- Post-training compression: no fine-tuning.")
     lines.append(f"- Written by zoo {m.zoo_version}, format version {m.format_version}; every file's sha256 is in "

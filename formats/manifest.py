@@ -139,6 +139,7 @@ class TrainingRecord(_Model):
     device: str
     keep_layers: list[int] | None = None
     max_length: int | None = Field(None, description="tokens per text example in training and evaluation")
+    labels: list[str] | None = Field(None, description="the head's label names, in class order (config.json's id2label)")
 
 
 class Structure(_Model):

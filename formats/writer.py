@@ -80,10 +80,21 @@ def zoo_written(directory: Path) -> set[str] | None:
     return {str(name).split("/")[0] for name in files} | _ZOO_ALSO_WRITES
 
 
-def write_output_mark(directory: Path, written_by: str) -> None:
-    """Mark a dense model directory as zoo's, naming what it holds, so a later --overwrite may replace it."""
+def write_output_mark(directory: Path, written_by: str, **facts: Any) -> None:
+    """Mark a dense model directory as zoo's, naming what it holds, so a later --overwrite may replace it; `facts`
+    (how it was made: a fine-tuned teacher's token length...) are kept beside."""
     files = sorted(p.name for p in directory.iterdir() if p.name != OUTPUT_MARK)
-    (directory / OUTPUT_MARK).write_text(json.dumps({"written_by": written_by, "files": files}, indent=1) + "\n")
+    mark = {"written_by": written_by, "files": files, **facts}
+    (directory / OUTPUT_MARK).write_text(json.dumps(mark, indent=1) + "\n")
+
+
+def output_mark(directory: Path) -> dict[str, Any]:
+    """What write_output_mark recorded in `directory` ({} when nothing, or nothing readable)."""
+    try:
+        mark = json.loads((Path(directory) / OUTPUT_MARK).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return mark if isinstance(mark, dict) else {}
 
 
 def ensure_writable(out_dir: str | Path, overwrite: bool) -> None:

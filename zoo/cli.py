@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .console import Terminated, signal_exit_code
+from .console import Terminated, Ticker, signal_exit_code
 from .errors import ZooError
 
 # typer 0.29's rich help gives flags a type column ("--overwrite <bool>") although they take no value
@@ -138,34 +137,23 @@ def _progress() -> Progress:
     )
 
 
-LOG_EVERY_S = 30.0  # progress lines, where no bar can be drawn (stderr is not a terminal)
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 def _stage(label: str, unit: str, bar: Progress | None = None, task_id=None, *, start: str, lines: bool | None = None):
     """A progress callback (done, total) for one long stage: it moves `bar`'s task, and where stderr is not a
-    terminal (or without a bar) prints a line at the start, every LOG_EVERY_S seconds with an ETA, and at the end."""
+    terminal (or without a bar) prints a line at the start, every ZOO_LOG_EVERY seconds (30) with an ETA, and at
+    the end."""
     lines = (bar is None or not err.is_terminal) if lines is None else lines
-    clock = {"start": None, "last": 0.0}
+    ticker: list[Ticker] = []
 
     def update(done: int, total: int) -> None:
         if bar is not None:
             bar.update(task_id, completed=done, total=total, visible=done < total)
         if not lines:
             return
-        now = time.monotonic()
-        if clock["start"] is None:
-            clock["start"] = clock["last"] = now
+        if not ticker:
+            ticker.append(Ticker())
             err.print(f"{label}: {start.format(total=f'{total:,}')}", highlight=False)
-        if done == total or now - clock["last"] >= LOG_EVERY_S:
-            clock["last"] = now
-            elapsed = now - clock["start"]
-            left = f", about {_duration(elapsed / done * (total - done))} left" if 0 < done < total else ""
-            err.print(f"{label}: {done:,}/{total:,} {unit}, {_duration(elapsed)} elapsed{left}", highlight=False)
+        if ticker[0].due(done, total):
+            err.print(f"{label}: {done:,}/{total:,} {unit}, {ticker[0].timing(done, total)}", highlight=False)
 
     return update
 
@@ -314,10 +302,21 @@ LimitOpt = Annotated[
 ]
 
 
-def _task(name: str, data: str | None, text_column: str | None, label_column: str | None):
+TaskNameOpt = Annotated[str | None, typer.Option(
+    "--task-name", help="The name results are recorded under (manifest, card) \\[default: the data's dataset card "
+    "pretty_name, else its folder's name, else the hub dataset].")]
+LabelNamesOpt = Annotated[str | None, typer.Option(
+    "--label-names", help="Comma-separated names of integer labels 0..N-1, e.g. World,Sports,Business "
+    "\\[default: labels.txt beside the data, else the numbers; string labels are their own names].")]
+
+
+def _task(name: str, data: str | None, text_column: str | None, label_column: str | None,
+          task_name: str | None = None, label_names: str | None = None):
     from .tasks import get_task
 
-    return get_task(name, data, text_column=text_column, label_column=label_column)
+    names = [n.strip() for n in label_names.split(",")] if label_names is not None else None
+    return get_task(name, data, text_column=text_column, label_column=label_column, task_name=task_name,
+                    label_names=names)
 
 
 @app.command()
@@ -353,9 +352,14 @@ def compress(
     teacher_epochs: Annotated[float, typer.Option(help="Epochs when the teacher is fine-tuned here.")] = 2.0,
     text_column: TextColOpt = None,
     label_column: LabelColOpt = None,
+    task_name: TaskNameOpt = None,
+    label_names: LabelNamesOpt = None,
     device: DeviceOpt = "cpu",
     limit: LimitOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last epoch checkpoint in OUT.work/.")] = False,
+    max_length: Annotated[int | None, typer.Option(
+        "--max-length", min=8, help="With --task: tokens per text example, in training and scoring \\[default: the "
+        "length the teacher was trained with, else the recipe's, else 64].")] = None,
     target_ratio: Annotated[
         float | None, typer.Option("--target-ratio",
                                    help="Search recipes: how many times smaller than the dense model the whole "
@@ -382,7 +386,8 @@ def compress(
     """
     if task is None:
         training_only = {"--data": data, "--teacher": teacher, "--epochs": epochs, "--learning-rate": learning_rate,
-                         "--batch-size": batch_size, "--limit": limit, "--resume": resume or None}
+                         "--batch-size": batch_size, "--limit": limit, "--resume": resume or None,
+                         "--max-length": max_length, "--task-name": task_name, "--label-names": label_names}
         given = [name for name, value in training_only.items() if value is not None]
         if given:
             raise ZooError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with --task", hint="add --task to fine-tune while compressing")
@@ -401,12 +406,12 @@ def compress(
 
     spec = _load_recipe(recipe, target_ratio)
     target = out_dir or Path(f"{Path(model.rstrip('/')).name}-{spec.name}-{task}")
-    task_spec = _task(task, data, text_column, label_column)
+    task_spec = _task(task, data, text_column, label_column, task_name, label_names)
     resolved = resolve_model(model, revision)
     result = compress_with_training(
         resolved, spec, task_spec, target, teacher=teacher, epochs=epochs, learning_rate=learning_rate,
         batch_size=batch_size, teacher_epochs=teacher_epochs, device=device, limit=limit, resume=resume,
-        overwrite=overwrite,
+        overwrite=overwrite, max_length=max_length,
         callbacks=lambda stage: [RichProgress(f"{'fine-tuning teacher' if stage == 'teacher' else 'training ' + spec.name}", err)],
         search_progress=_stage("search", "(module, setting) pairs measured", start="measuring {total} (module, setting) "
                                "pairs on the task"),
@@ -417,7 +422,7 @@ def compress(
     out.print(f"  teacher         {result.teacher}")
     out.print(f"  test accuracy   teacher {teacher_acc:.4f}, compressed {student_acc:.4f} "
               f"(retention {student_acc / teacher_acc:.2%}, agreement {s['compressed/agreement'].value:.2%}, "
-              f"{s['compressed/test'].n_examples} examples)")
+              f"{s['compressed/test'].n_examples} examples, {result.manifest.training.max_length} tokens each)")
     out.print(f"  val accuracy    teacher {s['teacher/validation'].value:.4f}, compressed {s['compressed/validation'].value:.4f}")
 
 
@@ -433,9 +438,13 @@ def finetune(
     epochs: Annotated[float, typer.Option(help="Training epochs.")] = 2.0,
     learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr", help="Peak learning rate.")] = 5e-5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step.")] = 32,
-    max_length: Annotated[int, typer.Option("--max-length", min=8, help="Tokens per text example.")] = 64,
+    max_length: Annotated[int | None, typer.Option(
+        "--max-length", min=8, help="Tokens per text example, in training and scoring; recorded with the model, so "
+        "`zoo compress --task` and `zoo eval` use it too \\[default: 64].")] = None,
     text_column: TextColOpt = None,
     label_column: LabelColOpt = None,
+    task_name: TaskNameOpt = None,
+    label_names: LabelNamesOpt = None,
     device: DeviceOpt = "cpu",
     limit: LimitOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last epoch checkpoint of OUT.work/.")] = False,
@@ -449,14 +458,15 @@ def finetune(
     from .train.finetune import finetune as run_finetune
     from .train.progress import RichProgress
 
-    spec = _task(task, data, text_column, label_column)
+    spec = _task(task, data, text_column, label_column, task_name, label_names)
     resolved = resolve_model(model)
     result = run_finetune(
         resolved, spec, out_dir, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
         max_length=max_length, device=device, limit=limit, resume=resume, overwrite=overwrite,
         callbacks=[RichProgress(f"fine-tuning {model}", err)],
     )
-    out.print(f"Fine-tuned {model} on {spec.dataset} in {result.seconds / 60:.1f} min -> {result.path}")
+    out.print(f"Fine-tuned {model} on {escape(spec.dataset)} at {result.max_length} tokens per example in "
+              f"{result.seconds / 60:.1f} min -> {result.path}")
     for score in (result.validation, result.test):
         out.print(f"  {score.split:10s} {score.metric} {score.value:.4f} ({score.n_examples} examples)")
 
@@ -473,15 +483,18 @@ def eval_(
     ] = None,
     text_column: TextColOpt = None,
     label_column: LabelColOpt = None,
+    task_name: TaskNameOpt = None,
+    label_names: LabelNamesOpt = None,
     limit: LimitOpt = None,
     mode: Annotated[str, typer.Option(help="Execution mode for zoo checkpoints: materialize, packed or kernel.")] = "materialize",
     max_length: Annotated[
-        int | None, typer.Option("--max-length", min=8, help="Tokens per text example \\[default: as trained, else 128].")
+        int | None, typer.Option("--max-length", min=8, help="Tokens per text example \\[default: as trained, else 64].")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Measure a model on a task's split (accuracy), or its [bold]fidelity[/bold] to the dense model
-    (agreement, cosine, KL on built-in sample text) when it has no task.
+    """Measure a model on a task's split (accuracy, at the token length it was trained with), or its
+    [bold]fidelity[/bold] to the dense model on built-in sample text: cosine of the base models' embeddings,
+    and agreement and KL when both hold a trained head.
 
     Examples:
       [bold]zoo eval minilm-4bit-rt --task rotten_tomatoes --data tests/data/rotten_tomatoes[/bold]
@@ -490,13 +503,16 @@ def eval_(
     from .tasks.evaluation import run_eval
 
     result = run_eval(model_dir, task, data=data, split=split, reference=reference, text_column=text_column,
-                      label_column=label_column, limit=limit, mode=mode, max_length=max_length)
+                      label_column=label_column, limit=limit, mode=mode, max_length=max_length, task_name=task_name,
+                      label_names=label_names)
     if as_json:
         out.print_json(json.dumps(result))
         return
     for key, value in result["metrics"].items():
         out.print(f"{key:12s} {value:.4f}")
-    out.print(f"[dim]{result['model']} on {result['dataset']} {result['split']}, {result['n_examples']} examples[/dim]")
+    length = f", {result['max_length']} tokens each" if result.get("max_length") else ""
+    out.print(f"[dim]{escape(result['model'])} on {escape(result['dataset'])} {result['split']}, "
+              f"{result['n_examples']} examples{length}[/dim]")
 
 
 @app.command()
@@ -594,8 +610,11 @@ def info(
     if m.training is not None:
         t = m.training
         kept = f", layers {t.keep_layers} of the teacher" if t.keep_layers else ""
-        out.print(f"  trained         on {t.dataset}: {t.epochs:g} epochs, {t.steps} steps, {t.seconds / 60:.1f} min on "
-                  f"{t.device}, distilled from {t.teacher}{kept}")
+        out.print(f"  trained         on {escape(t.dataset)}: {t.epochs:g} epochs, {t.steps} steps, {t.seconds / 60:.1f} "
+                  f"min on {t.device}, distilled from {escape(t.teacher)}{kept}"
+                  + (f", {t.max_length} tokens per example" if t.max_length else ""))
+        if t.labels:
+            out.print(f"  labels          {escape(', '.join(t.labels))}")
     if m.evaluation:
         for r in m.evaluation:
             out.print(f"  {r.role:15s} {r.metric} {r.value:.4f} on {r.dataset} {r.split} ({r.n_examples} examples)")

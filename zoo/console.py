@@ -5,11 +5,69 @@ signal of the same kind kills at once."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
+import time
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+LOG_EVERY_ENV = "ZOO_LOG_EVERY"  # seconds between progress lines where no bar is drawn (default 30)
+
+
+def log_every_s() -> float:
+    """How often long work prints a progress line where stderr is not a terminal (a batch job, nohup, CI)."""
+    try:
+        return max(0.0, float(os.environ.get(LOG_EVERY_ENV, "30")))
+    except ValueError:
+        return 30.0
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Ticker:
+    """Says when a progress line is due (every log_every_s(), and at the end) and what the ETA is."""
+
+    def __init__(self):
+        self.start = self.last = time.monotonic()
+
+    def due(self, done: int, total: int) -> bool:
+        now = time.monotonic()
+        if done >= total or now - self.last >= log_every_s():
+            self.last = now
+            return True
+        return False
+
+    def timing(self, done: int, total: int) -> str:
+        elapsed = time.monotonic() - self.start
+        left = f", about {duration(elapsed / done * (total - done))} left" if 0 < done < total else ""
+        return f"{duration(elapsed)} elapsed{left}"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log lines to whatever sys.stderr is when they are written."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def show_progress_logs() -> None:
+    """zoo's own log lines (progress where no bar is drawn, warnings) go to stderr as plain lines."""
+    logger = logging.getLogger("zoo")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 _received: list[int] = []
 
 
@@ -44,6 +102,7 @@ def main() -> None:
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job's ignored Ctrl-C stays ignored
         signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    show_progress_logs()
     try:
         from .cli import app
 

@@ -34,6 +34,7 @@ from .architecture import layer_kind
 from .errors import CodecError, RecipeError
 from .recipes import Recipe, Rule
 from .recipes.search import SearchChoice, SearchRecord, SearchSpec
+from .tasks.text import DEFAULT_MAX_LENGTH
 
 LossFn = Callable[[nn.Module], float]
 ProgressFn = Callable[[int, int], None]  # (done, total)
@@ -273,7 +274,7 @@ def fidelity_search(model: nn.Module, model_dir, recipe: Recipe, progress: Progr
     from .tasks.fidelity import calibration_texts, text_batch
 
     texts, described = calibration_texts(calibration, recipe.search.calibration)
-    batches = [text_batch(model_dir, texts[i:i + 32], max_length=recipe.training.max_length)
+    batches = [text_batch(model_dir, texts[i:i + 32], max_length=recipe.training.max_length or DEFAULT_MAX_LENGTH)
                for i in range(0, len(texts), 32)]
     loss, head = fidelity_loss(model, batches)
     return run_search(model, model_dir, recipe, loss, f"{_what(head)} on {described}", progress)
@@ -284,7 +285,7 @@ def task_search(model: nn.Module, model_dir, recipe: Recipe, task, progress: Pro
     """Search with a task: sensitivity is fidelity to the dense (fine-tuned) model on a seeded subset of the
     task's training split (its inputs only: labels play no part), `calibration` examples or `limit` if fewer."""
     count = min(recipe.search.calibration, limit) if limit is not None else recipe.search.calibration
-    features = task.features("train", model_dir, limit=count, max_length=recipe.training.max_length)
+    features = task.features("train", model_dir, limit=count, max_length=recipe.training.max_length or DEFAULT_MAX_LENGTH)
     collate = task.collator(model_dir)
     batches = [collate([{k: v for k, v in f.items() if k != "labels"} for f in features[i:i + batch_size]])
                for i in range(0, len(features), batch_size)]

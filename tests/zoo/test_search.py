@@ -90,9 +90,7 @@ def test_search_progress_has_real_units_and_log_lines_without_a_terminal(run_cli
     """An 11-minute search once showed a bar counting "bytes" and printed nothing outside a terminal."""
     import re
 
-    from zoo import cli
-
-    monkeypatch.setattr(cli, "LOG_EVERY_S", 0.0)  # a line per step here; every 30 s in real use
+    monkeypatch.setenv("ZOO_LOG_EVERY", "0")  # a line per step here; every 30 s in real use
     result = run_cli("compress", tiny_bert_dir, "--recipe", "search", "--target-ratio", "9", "--out", tmp_path / "s")
     assert result.exit_code == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("search: ")]

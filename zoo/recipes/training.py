@@ -44,7 +44,9 @@ class TrainingSpec(_Spec):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
     weight_decay: float = Field(0.0, ge=0)
-    max_length: int = Field(64, ge=8, description="tokens per text example")
+    max_length: int | None = Field(
+        None, ge=8, description="tokens per text example [default: the teacher's training length, else 64]"
+    )
     seed: int = Field(42, ge=0, description="seeds the training data order and dropout (the Trainer seed)")
     distill: DistillSpec = Field(default_factory=DistillSpec)
     dropout: DropoutSchedule | None = None

@@ -36,7 +36,11 @@ def get_task(
     text_column: str | None = None,
     label_column: str | None = None,
     max_length: int | None = None,
+    task_name: str | None = None,
+    label_names: list[str] | None = None,
 ) -> Task:
+    """The task `name` on `data` (a directory, a hub dataset, or the task's default). `task_name`: what its
+    results are recorded under; `label_names`: names for integer labels 0..N-1 (text tasks)."""
     if name not in BUILTIN:
         hint = "fidelity needs no data: use `zoo eval DIR --task fidelity`" if name == "fidelity" else None
         raise TaskError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}", hint=hint)
@@ -50,8 +54,12 @@ def get_task(
         what = "Debian's dataset-fashion-mnist is not installed" if name == "fashion_mnist" else "it has no default"
         raise TaskError(f"task {name} needs --data ({what})")
     if kind == "image":
-        return ImageClassification(name=name if name != "image-classification" else source, source=str(source))
-    task = TextClassification(name=name, source=str(source), text_column=text_column, label_column=label_column)
+        if label_names is not None:
+            raise TaskError("--label-names applies to text tasks; image folders name their classes by subfolder")
+        return ImageClassification(name=task_name or (name if name != "image-classification" else source),
+                                   source=str(source))
+    task = TextClassification(name=name, source=str(source), text_column=text_column, label_column=label_column,
+                              given_name=task_name, given_labels=label_names)
     if max_length is not None:
         task.max_length = max_length
     if name == "rotten_tomatoes" and text_column is None and not _is_dir(source):
@@ -75,7 +83,8 @@ def evaluate(model, task: Task, model_dir, split: str = "test", *, limit: int | 
              max_length: int | None = None):
     """Accuracy of `model` on a split, and the logits (for agreement with a teacher)."""
     features = task.features(check_split(split), model_dir, limit=limit, max_length=max_length)
-    logits = predict(model, features, task.collator(model_dir), batch_size=batch_size)
+    logits = predict(model, features, task.collator(model_dir), batch_size=batch_size,
+                     what=f"evaluating on {task.dataset} {split}")
     labels = [f["labels"] for f in features]
     if logits.shape[-1] != len(task.label_names):
         raise TaskError(

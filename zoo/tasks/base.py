@@ -6,6 +6,7 @@ teacher-student agreement and KL all come from one pass."""
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -13,6 +14,8 @@ from typing import Any, Protocol
 import torch
 
 from ..errors import ZooError
+
+logger = logging.getLogger("zoo")
 
 SPLITS = ("train", "validation", "test")
 
@@ -61,15 +64,21 @@ def check_split(split: str) -> str:
 
 
 @torch.inference_mode()
-def predict(model, features: list[dict], collate, *, batch_size: int = 64) -> torch.Tensor:
-    """Logits of `model` for every feature, in order (labels are not passed to the model)."""
+def predict(model, features: list[dict], collate, *, batch_size: int = 64, what: str = "evaluating") -> torch.Tensor:
+    """Logits of `model` for every feature, in order (labels are not passed to the model). A long run logs a
+    progress line (logger "zoo") every ZOO_LOG_EVERY seconds."""
+    from ..console import Ticker
+
     model.eval()
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(features), batch_size):
+    ticker, total = Ticker(), -(-len(features) // batch_size)
+    for i, start in enumerate(range(0, len(features), batch_size)):
         batch = collate([{k: v for k, v in f.items() if k != "labels"} for f in features[start : start + batch_size]])
         batch = {k: v.to(device) for k, v in batch.items()}
         out.append(model(**batch).logits.float().cpu())
+        if i + 1 < total and ticker.due(i + 1, total):
+            logger.info(f"{what}: batch {i + 1}/{total}, {ticker.timing(i + 1, total)}")
     return torch.cat(out)
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from formats.writer import output_mark
+
 from .base import TaskError
+from .text import DEFAULT_MAX_LENGTH
 
 
 def _load(model_dir: Path, auto_task: str | None, mode: str):
@@ -27,15 +30,23 @@ def _default_reference(model_dir: Path) -> str:
     return training.get("teacher") or q["base_model"]["id"]
 
 
-def _trained_length(model_dir: Path) -> int | None:
-    """Evaluate with the sequence length the model was trained and measured with, when recorded."""
-    q = json.loads((model_dir / "config.json").read_text()).get("quantization_config")
-    return ((q or {}).get("training") or {}).get("max_length") if isinstance(q, dict) else None
+def trained_length(model_dir: Path) -> int | None:
+    """The tokens per example a model was fine-tuned and scored with, as zoo recorded it: in a `zoo finetune`
+    output's mark, or a zoo checkpoint's training record. None when zoo did not train it."""
+    length = ((output_mark(model_dir).get("training") or {}).get("max_length"))
+    if length is None:
+        try:
+            q = json.loads((Path(model_dir) / "config.json").read_text()).get("quantization_config")
+        except (OSError, ValueError):
+            q = None
+        length = ((q.get("training") or {}).get("max_length")) if isinstance(q, dict) else None
+    return length if isinstance(length, int) and length > 0 else None
 
 
 def run_eval(model_dir: Path, task: str, *, data: str | None = None, split: str = "test", reference: str | None = None,
              text_column: str | None = None, label_column: str | None = None, limit: int | None = None,
-             mode: str = "materialize", max_length: int | None = None) -> dict:
+             mode: str = "materialize", max_length: int | None = None, task_name: str | None = None,
+             label_names: str | None = None) -> dict:
     from ..resolve import resolve_model
     from . import evaluate, get_task
     from .fidelity import embedding_cosine, head_fidelity, sample_texts, text_batch
@@ -52,13 +63,16 @@ def run_eval(model_dir: Path, task: str, *, data: str | None = None, split: str 
             metrics.update(head_fidelity(model, ref, text_batch(model_dir, texts)))
         return {"model": str(model_dir), "task": task, "dataset": f"zoo sample text vs {ref_dir}", "split": "samples",
                 "n_examples": len(texts), "metrics": metrics}
-    spec = get_task(task, data, text_column=text_column, label_column=label_column)
+    names = [n.strip() for n in label_names.split(",")] if label_names is not None else None
+    spec = get_task(task, data, text_column=text_column, label_column=label_column, task_name=task_name,
+                    label_names=names)
     spec.examples("train")  # label vocabulary
     model, new = _load(model_dir, spec.auto_task, mode)
     if new:
         raise TaskError(f"{model_dir} holds no trained {spec.auto_task} head: its {len(new)} parameters "
                         f"({', '.join(new[:3])}{', ...' if len(new) > 3 else ''}) would be random",
                         hint="fine-tune first (zoo finetune, or zoo compress --task), or measure --task fidelity")
-    score, _ = evaluate(model, spec, model_dir, split, limit=limit, max_length=max_length or _trained_length(model_dir))
+    length = max_length or trained_length(model_dir) or DEFAULT_MAX_LENGTH  # as trained, unless told
+    score, _ = evaluate(model, spec, model_dir, split, limit=limit, max_length=length)
     return {"model": str(model_dir), "task": task, "dataset": spec.dataset, "split": split,
-            "n_examples": score.n_examples, "metrics": {score.metric: score.value}}
+            "n_examples": score.n_examples, "max_length": length, "metrics": {score.metric: score.value}}

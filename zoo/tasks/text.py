@@ -18,7 +18,7 @@ SPLIT_FILES = {"train": ["train"], "validation": ["validation", "dev", "valid", 
 SUFFIXES = (".tsv", ".csv", ".jsonl")
 TEXT_COLUMNS = ("sentence", "text", "review", "content")
 LABEL_COLUMNS = ("label", "labels")
-DEFAULT_MAX_LENGTH = 128
+DEFAULT_MAX_LENGTH = 64  # tokens per text example where nothing else says: the one default
 
 
 def _rows(path: Path) -> list[dict]:
@@ -57,11 +57,21 @@ class TextClassification:
     max_length: int = DEFAULT_MAX_LENGTH
     auto_task: str = "text-classification"
     label_names: list[str] = field(default_factory=list)
+    given_name: str | None = None  # --task-name: what the results are recorded under
+    given_labels: list[str] | None = None  # --label-names: names of integer labels 0..N-1 (or the order of strings)
+    _values: list[str] = field(default_factory=list, repr=False)  # the labels as the files write them
     _loaded: dict = field(default_factory=dict, repr=False)
 
     @property
     def dataset(self) -> str:
-        return Path(self.source).name if Path(self.source).is_dir() else self.source
+        """The name results are recorded under: --task-name, else a dataset card's `pretty_name` beside the files,
+        else the folder's name (its parent's, when the folder is called something like `data`), else the hub id."""
+        if self.given_name:
+            return self.given_name
+        root = Path(self.source)
+        if not root.is_dir():
+            return self.source
+        return _card_name(root) or (root.resolve().parent.name if root.resolve().name.lower() in _GENERIC else root.name)
 
     @property
     def num_labels(self) -> int:
@@ -105,15 +115,32 @@ class TextClassification:
         texts = [str(r[text_col]) for r in rows]
         raw = [r[label_col] for r in rows]
         if split == "train":
-            self.label_names = _label_names(raw, where)
+            self._values = _label_names(raw, where)
+            self.label_names = _display_names(self._values, self.given_labels or _labels_file(self.source), where)
+            if not all(v.isdigit() for v in self._values) and self.label_names != self._values:
+                self._values = list(self.label_names)  # string labels in the order the names give
         else:
             self.examples("train")  # the label vocabulary comes from train
-        index = {name: i for i, name in enumerate(self.label_names)}
+        index = {value: i for i, value in enumerate(self._values)}
         try:
             labels = [index[str(v)] for v in raw]
         except KeyError as exc:
             raise TaskError(f"{where}: label {exc.args[0]!r} does not occur in the train split") from None
         return Examples(texts, labels)
+
+    def name_labels_from(self, model_dir) -> None:
+        """Integer labels with no names given take the names of a fine-tuned model's head (its id2label), so a
+        student distilled from a teacher keeps the teacher's label names."""
+        self.examples("train")
+        if self.given_labels is not None or not all(v.isdigit() for v in self._values):
+            return
+        try:
+            id2label = json.loads((Path(model_dir) / "config.json").read_text()).get("id2label") or {}
+        except (OSError, ValueError):
+            return
+        names = [str(id2label.get(str(i), id2label.get(i, ""))) for i in range(len(self._values))]
+        if len(id2label) == len(self._values) and all(names) and names != self._values and len(set(names)) == len(names):
+            self.label_names = names
 
     def collator(self, model_dir):
         from transformers import DataCollatorWithPadding
@@ -127,6 +154,50 @@ class TextClassification:
             {"input_ids": ids, "attention_mask": mask, "labels": label}
             for ids, mask, label in zip(enc["input_ids"], enc["attention_mask"], ex.labels)
         ]
+
+
+_GENERIC = {"data", "dataset", "datasets", "input", "inputs", "files", "raw", "processed", "splits", "tsv", "csv"}
+
+
+def _card_name(root: Path) -> str | None:
+    """`pretty_name` from a dataset card (README.md) beside the split files, read with huggingface_hub."""
+    if not (root / "README.md").is_file():
+        return None
+    from huggingface_hub import DatasetCard
+
+    try:
+        name = DatasetCard.load(root / "README.md").data.to_dict().get("pretty_name")
+    except (ValueError, OSError):
+        return None
+    return (str(name).strip() or None) if name else None
+
+
+def _labels_file(source: str) -> list[str] | None:
+    """labels.txt beside the split files: one label name per line, for integer labels 0..N-1 in order."""
+    path = Path(source) / "labels.txt"
+    if not path.is_file():
+        return None
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TaskError(f"cannot read {path}: {exc}") from None
+    return names or None
+
+
+def _display_names(values: list[str], given: list[str] | None, where: str) -> list[str]:
+    """The names of the labels: for integer labels 0..N-1, `given` (--label-names or labels.txt) when there is
+    one, else the integers; string labels are their own names, and `given` may only reorder them."""
+    if given is None:
+        return values
+    if all(v.isdigit() for v in values):
+        if len(given) != len(values) or len(set(given)) != len(given):
+            raise TaskError(f"{len(given)} label names ({', '.join(given)}) for the {len(values)} labels 0..{len(values) - 1} "
+                            f"of {where}", hint="give one distinct name per label, in the order of their numbers")
+        return list(given)
+    if sorted(given) != sorted(values):
+        raise TaskError(f"label names {', '.join(given)} are not the labels of {where} ({', '.join(values)})",
+                        hint="string labels are their own names; --label-names may only give their order")
+    return list(given)
 
 
 def _label_names(raw: list, where: str) -> list[str]:

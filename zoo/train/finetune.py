@@ -15,6 +15,7 @@ from loaders import quiet_transformers
 
 from ..resolve import ResolvedModel
 from ..tasks import Score, Task, TaskError, evaluate
+from ..tasks.text import DEFAULT_MAX_LENGTH
 from .arguments import accuracy_metric, last_checkpoint, training_arguments
 
 
@@ -24,6 +25,7 @@ class FinetuneResult:
     test: Score
     validation: Score
     seconds: float
+    max_length: int
 
 
 def work_dir_for(out: Path) -> Path:
@@ -57,8 +59,10 @@ def is_finetuned(model_dir: Path, task: Task) -> bool:
 
 
 def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float = 2.0, learning_rate: float = 5e-5,
-             batch_size: int = 32, max_length: int = 64, device: str = "cpu", limit: int | None = None,
+             batch_size: int = 32, max_length: int | None = None, device: str = "cpu", limit: int | None = None,
              resume: bool = False, overwrite: bool = False, callbacks=()) -> FinetuneResult:
+    """Fine-tune `model` with a new head for `task` into `out`, trained and scored at `max_length` tokens per
+    example (default DEFAULT_MAX_LENGTH), which the output records (trained_length) for what comes next."""
     import time
 
     from transformers import Trainer
@@ -66,6 +70,7 @@ def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float
 
     out = Path(out)
     ensure_writable(out, overwrite)
+    max_length = max_length or DEFAULT_MAX_LENGTH
     start = time.perf_counter()
     work = work_dir_for(out)
     checkpoint = last_checkpoint(work / "checkpoints") if resume else None
@@ -95,10 +100,13 @@ def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float
     copy_processor(model.path, staged)
     validation, _ = evaluate(trainer.model, task, staged, "validation", limit=limit, max_length=max_length)
     test, _ = evaluate(trainer.model, task, staged, "test", limit=limit, max_length=max_length)
-    write_output_mark(staged, "zoo finetune")
+    write_output_mark(staged, "zoo finetune", training={
+        "task": task.name, "dataset": task.dataset, "max_length": max_length, "epochs": epochs,
+        "labels": list(task.label_names), "validation_accuracy": round(validation.value, 6),
+        "test_accuracy": round(test.value, 6)})
     replace_dir(staged, out)
     shutil.rmtree(work, ignore_errors=True)
-    return FinetuneResult(out, test, validation, time.perf_counter() - start)
+    return FinetuneResult(out, test, validation, time.perf_counter() - start, max_length)
 
 
 def copy_processor(src: Path, dst: Path) -> None:

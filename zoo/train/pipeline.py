@@ -34,6 +34,8 @@ from ..methods.prune import Pruner, PruningSchedule, check_pruning
 from ..recipes import Recipe
 from ..resolve import ResolvedModel, resolve_model
 from ..tasks import Score, Task, TaskError, evaluate
+from ..tasks.evaluation import trained_length
+from ..tasks.text import DEFAULT_MAX_LENGTH
 from .arguments import accuracy_metric, last_checkpoint, training_arguments
 from .distill import CompressionSchedule, DistillTrainer, hidden_map
 from .finetune import copy_processor, finetune, is_finetuned, load_for_task, work_dir_for
@@ -71,10 +73,12 @@ def compress_with_training(
     model: ResolvedModel, recipe: Recipe, task: Task, out: str | Path, *, teacher: str | None = None,
     epochs: float | None = None, learning_rate: float | None = None, batch_size: int | None = None,
     teacher_epochs: float = 2.0, device: str = "cpu", limit: int | None = None, resume: bool = False,
-    overwrite: bool = False, callbacks=lambda stage: [], search_progress=None,
+    overwrite: bool = False, callbacks=lambda stage: [], search_progress=None, max_length: int | None = None,
 ) -> TrainedResult:
     """Fine-tune `recipe`'s compressed student of `model` on `task` and write it to `out`.
-    `callbacks(stage)` gives extra Trainer callbacks for the "teacher" and "student" runs."""
+    `callbacks(stage)` gives extra Trainer callbacks for the "teacher" and "student" runs. Tokens per example:
+    `max_length`, else the length the teacher was trained with (zoo records it), else the recipe's, else
+    DEFAULT_MAX_LENGTH; the student trains, and both are scored, at that one length."""
     start = time.perf_counter()
     out = Path(out)
     ensure_writable(out, overwrite)
@@ -106,8 +110,14 @@ def compress_with_training(
     work = work_dir_for(out)
     if not resume and (work / "student").exists():
         shutil.rmtree(work / "student")
-    teacher_dir = _teacher(model, task, work, teacher, epochs=teacher_epochs, max_length=t.max_length,
-                           device=device, limit=limit, callbacks=callbacks)
+    teacher_dir = _teacher(model, task, work, teacher, epochs=teacher_epochs,
+                           max_length=max_length or t.max_length or DEFAULT_MAX_LENGTH, device=device, limit=limit,
+                           callbacks=callbacks)
+    if hasattr(task, "name_labels_from"):  # the teacher's label names, when the data gives only numbers
+        task.name_labels_from(teacher_dir)
+    length = max_length or trained_length(teacher_dir) or t.max_length or DEFAULT_MAX_LENGTH
+    t = t.model_copy(update={"max_length": length})
+    recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"max_length": length})})
     teacher_net = load_for_task(teacher_dir, task)
     if t.distill.attention > 0:  # fused attention kernels (sdpa) return no attention probabilities
         teacher_net.set_attn_implementation("eager")
@@ -141,7 +151,8 @@ def compress_with_training(
                        for key, s in scores.items()],
         "training": TrainingRecord(task=task.name, dataset=task.dataset, base_model=model.id, teacher=str(teacher_dir),
                                    epochs=t.epochs, steps=trainer.state.global_step, device=device, keep_layers=kept,
-                                   max_length=t.max_length, seconds=round(time.perf_counter() - start, 1)),
+                                   max_length=t.max_length, labels=list(task.label_names),
+                                   seconds=round(time.perf_counter() - start, 1)),
     })
     config_path = staged / "config.json"
     config = json.loads(config_path.read_text())
