@@ -199,7 +199,8 @@ def _made_section(manifest: Manifest) -> list[str]:
     lines.append(f"- Base model: `{base.id}` ({base.source}" + (f", revision `{base.revision}`" if base.revision else "")
                  + f"), {_mb(base.weights_nbytes)} of weights.")
     lines.append(f"- Recipe: `{m.recipe.name}` — {m.recipe.spec.get('description', '')}".rstrip(" —"))
-    gptq = m.recipe.spec.get("gptq") or {}
+    gptq = m.recipe.spec.get("gptq")
+    gptq = gptq if isinstance(gptq, dict) else {}  # the spec is free-form data a checkpoint brings
     if m.training is None and gptq.get("calibrated_on"):
         lines.append(f"- Post-training rounding (GPTQ): {gptq['calibrated_on']}.")
     if m.training is not None:
@@ -222,6 +223,7 @@ def _made_section(manifest: Manifest) -> list[str]:
             f"{st.intermediate_size_before}). The layers are plain dense ones of these shapes; the manifest's "
             "`structure` records them and zoo's loader rebuilds them (`zoo unpack` pads them back with zeros).")
     searched = m.recipe.spec.get("searched")
+    searched = searched if isinstance(searched, dict) else None
     if searched:
         lines.append(
             f"- Per-layer settings chosen by a ratio-budget search (NxMiFormer): target {searched['target_ratio']:g}x, "
@@ -241,7 +243,8 @@ def _layers_section(manifest: Manifest) -> list[str]:
     if not rows:  # a pruned model with plain dense layers
         return ["## Per-layer table", "", "No module is stored through a codec: every layer is plain dense, in the "
                 "shapes described above. " + f"All tensors: {_mb(other_tensors_nbytes(manifest))}.", ""]
-    searched = (manifest.recipe.spec.get("searched") or {}).get("modules", {})
+    searched = manifest.recipe.spec.get("searched")
+    searched = searched.get("modules", {}) if isinstance(searched, dict) else {}
     extra = " loss increase (search) |" if searched else ""
     lines = ["## Per-layer table", "",
              "| module | method | bits | sparsity | bytes | bits per weight | ratio |" + extra,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
@@ -32,7 +32,12 @@ ModuleKind = Literal["linear", "embedding", "conv", "other"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a manifest is data a checkpoint brings, so `true` is no version and "384" no dimension
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+Count = Annotated[int, Field(ge=0)]  # bytes, examples, steps: never negative
+Dim = Annotated[int, Field(ge=1)]  # a tensor dimension: zero or negative would divide by zero or allocate nonsense
 
 
 class ModuleEntry(_Model):
@@ -40,10 +45,10 @@ class ModuleEntry(_Model):
 
     kind: ModuleKind
     encoder_linear: bool = Field(description="a linear layer of a repeated transformer block (encoder or decoder)")
-    shape: list[int]
+    shape: list[Dim] = Field(min_length=1, max_length=8)
     dtype: FloatDType = Field(description="dtype of the original weight")
     codec: CodecSpec
-    nbytes: int = Field(description="bytes of the stored tensors")
+    nbytes: Count = Field(description="bytes of the stored tensors")
     tied: list[str] = Field(
         default_factory=list,
         description="modules whose weight the model ties to this one's: stored once, here, and shared at load",
@@ -64,8 +69,8 @@ class ModuleEntry(_Model):
 
 
 class FileInfo(_Model):
-    sha256: str
-    nbytes: int
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    nbytes: Count
 
 
 class BaseModelInfo(_Model):
@@ -77,7 +82,7 @@ class BaseModelInfo(_Model):
         "`architectures` may name one whose head the weights lack"
     )
     weights_sha256: dict[str, str] = Field(description="sha256 of each source weight file")
-    weights_nbytes: int
+    weights_nbytes: Count
     card: dict[str, Any] | None = Field(
         None, description="what the base model's own card says of it (license, library_name, language, datasets, "
         "tags, pipeline_tag): the compressed model's card keeps it"
@@ -90,11 +95,11 @@ class RecipeRecord(_Model):
 
 
 class SizeReport(_Model):
-    checkpoint_nbytes: int = Field(description="bytes of this checkpoint's weight files")
-    source_nbytes: int = Field(description="bytes of the source checkpoint's weight files")
+    checkpoint_nbytes: Count = Field(description="bytes of this checkpoint's weight files")
+    source_nbytes: Count = Field(description="bytes of the source checkpoint's weight files")
     checkpoint_ratio: float
-    encoder_linear_nbytes: int = Field(description="stored bytes of the transformer blocks' linear weights")
-    encoder_linear_fp32_nbytes: int = Field(description="the same weights at 4 bytes per parameter")
+    encoder_linear_nbytes: Count = Field(description="stored bytes of the transformer blocks' linear weights")
+    encoder_linear_fp32_nbytes: Count = Field(description="the same weights at 4 bytes per parameter")
     encoder_linear_ratio: float
 
 
@@ -105,7 +110,7 @@ class EvalResult(_Model):
     split: str
     metric: str
     value: float
-    n_examples: int
+    n_examples: Count
 
 
 FIDELITY_FLOOR = 0.95  # below this cosine, a post-training model is said (CLI, card) to need fine-tuning
@@ -118,7 +123,7 @@ class FidelityRecord(_Model):
     value: float = Field(description="mean cosine of the mean-pooled last hidden states (the base model's, no "
                          "head), compressed against dense")
     measured_on: str = Field(description="the texts, e.g. '48 held-out built-in sentences'")
-    n_examples: int
+    n_examples: Count
     reference: str = Field(description="the dense model compared with")
 
     @property
@@ -134,7 +139,7 @@ class TrainingRecord(_Model):
     base_model: str = Field(description="the model the user started from")
     teacher: str = Field(description="the dense fine-tuned model distilled from")
     epochs: float
-    steps: int
+    steps: Count
     seconds: float
     device: str
     keep_layers: list[int] | None = None
@@ -147,8 +152,8 @@ class Structure(_Model):
     whole heads and FFN neurons were removed. transformers builds the architecture from config.json
     unpruned; the loader (loaders.structure) resizes each layer to these before the weights load."""
 
-    attention_heads: list[int] = Field(min_length=1)
-    intermediate_sizes: list[int] = Field(min_length=1)
+    attention_heads: list[Dim] = Field(min_length=1)
+    intermediate_sizes: list[Dim] = Field(min_length=1)
     heads_before: int = Field(ge=1, description="heads per layer of the unpruned model")
     intermediate_size_before: int = Field(ge=1, description="FFN width of the unpruned model")
 
@@ -164,7 +169,7 @@ class Structure(_Model):
 
 
 class Manifest(_Model):
-    format_version: int = FORMAT_VERSION
+    format_version: Annotated[int, Field(strict=True)] = FORMAT_VERSION
     zoo_version: str
     recipe: RecipeRecord
     base_model: BaseModelInfo
@@ -175,13 +180,20 @@ class Manifest(_Model):
     training: TrainingRecord | None = None
     structure: Structure | None = Field(None, description="per-layer shapes of a pruned model")
     fidelity: FidelityRecord | None = Field(None, description="measured by a post-training compress")
+    headers_sha256: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=dict, description="sha256 of each weight file's safetensors header (length and JSON): "
+        "checked on every open, cheaply, since a header names every tensor's dtype, shape and place")
+    config_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of config.json without this quantization_config, as "
+        "canonical JSON (config_digest): an edit of the model's settings is caught on every open")
 
     @model_serializer(mode="wrap")
-    def _without_absent_fidelity(self, handler):
-        # written only when measured, so manifests made without it read as before
+    def _without_absent(self, handler):
+        # written only when present, so manifests made without them read as before
         data = handler(self)
-        if data.get("fidelity") is None:
-            data.pop("fidelity", None)
+        for key, empty in (("fidelity", None), ("headers_sha256", {}), ("config_sha256", None)):
+            if data.get(key) == empty:
+                data.pop(key, None)
         return data
 
     def content_sha256(self) -> str:
@@ -209,6 +221,12 @@ class Manifest(_Model):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ManifestError(f"{where}: invalid manifest: {_first_problem(exc)}") from None
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """sha256 of config.json's settings: everything but the quantization_config, as canonical JSON."""
+    settings = {k: v for k, v in config.items() if k != "quantization_config"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def content_sha256(modules: dict[str, ModuleEntry], format_version: int = FORMAT_VERSION) -> str:

@@ -24,9 +24,9 @@ import torch
 from . import codecs
 from .codecs.base import DTYPES
 from .errors import ChecksumError, CodecError, FormatError, ManifestError
-from .manifest import FORMAT_VERSION, META_FORMAT_VERSION, META_MANIFEST_SHA256, Manifest, ModuleEntry
+from .manifest import FORMAT_VERSION, META_FORMAT_VERSION, META_MANIFEST_SHA256, Manifest, ModuleEntry, config_digest
 from .safetensors_dir import SafetensorsDir
-from .writer import sha256_file
+from .writer import header_sha256, sha256_file
 
 CONFIG_FILE = "config.json"
 
@@ -36,9 +36,11 @@ def read_config(directory: Path) -> dict:
     if not path.is_file():
         raise FormatError(f"no {CONFIG_FILE} in {directory}", hint="point at a model directory")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise FormatError(f"{path} nests its JSON too deeply to be a model's config") from None
     if not isinstance(config, dict):
         raise FormatError(f"{path} does not hold a JSON object")
     return config
@@ -68,9 +70,38 @@ class Checkpoint:
         ckpt = cls(path, config, manifest, weights)
         ckpt._check_modules()
         ckpt._check_metadata()
+        ckpt.check_sizes()
         if verify:
             ckpt.verify_files()
         return ckpt
+
+    def check_sizes(self) -> None:
+        """The cheap half of verification, done on every open: the manifest lists every weight file; every file
+        it lists is there with the size it recorded; each weight file's header and config.json's settings hash as
+        recorded. (verify_files hashes every byte too.) A model re-saved by transformers records no files: none of
+        this applies to it."""
+        recorded = self.manifest.files
+        if not recorded:
+            return
+        if self.manifest.config_sha256 is not None and config_digest(self.config) != self.manifest.config_sha256:
+            raise ChecksumError("config.json's settings changed after the checkpoint was written (its sha256 does not "
+                                "match the manifest's)", hint="restore config.json (pull or compress the model again)")
+        for file, want in self.manifest.headers_sha256.items():
+            if file in self.weights.files and header_sha256(self.path / file) != want:
+                raise ChecksumError(f"the safetensors header of {file} changed after it was written",
+                                    hint="download or produce the checkpoint again")
+        for file in self.weights.files:
+            if file not in recorded:
+                raise ChecksumError(f"weight file {file} is not listed in the manifest")
+        for name, info in recorded.items():
+            if Path(name).is_absolute() or ".." in Path(name).parts or "\\" in name:
+                raise ManifestError(f"the manifest lists {name!r}, a path outside the checkpoint directory")
+            path = self.path / name
+            if not path.is_file():
+                raise ChecksumError(f"{name} listed in the manifest is missing from {self.path}")
+            if path.stat().st_size != info.nbytes:
+                raise ChecksumError(f"{name} is {path.stat().st_size:,} bytes, the manifest recorded {info.nbytes:,}: "
+                                    "the file changed after it was written", hint="download or produce the checkpoint again")
 
     def _check_metadata(self) -> None:
         want = self.manifest.content_sha256()
@@ -114,17 +145,10 @@ class Checkpoint:
                 raise FormatError(f"module {module} is compressed but its dense weight is also present")
 
     def verify_files(self) -> None:
-        recorded = self.manifest.files
-        if not recorded:
-            return
-        for file in self.weights.files:
-            if file not in recorded:
-                raise ChecksumError(f"weight file {file} is not listed in the manifest")
-        for name, info in recorded.items():
+        self.check_sizes()
+        for name, info in self.manifest.files.items():
             path = self.path / name
-            if not path.is_file():
-                raise ChecksumError(f"{name} listed in the manifest is missing from {self.path}")
-            if path.stat().st_size != info.nbytes or sha256_file(path) != info.sha256:
+            if sha256_file(path) != info.sha256:
                 raise ChecksumError(
                     f"{name} does not match its recorded sha256: the file changed after it was written",
                     hint="download or produce the checkpoint again",

@@ -108,12 +108,14 @@ class SafetensorsDir:
         d = self.directory
         if (d / INDEX_FILE).is_file():
             try:
-                index = json.loads((d / INDEX_FILE).read_text())
+                index = json.loads((d / INDEX_FILE).read_text(encoding="utf-8"))
                 weight_map = dict(index["weight_map"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise FormatError(f"{d / INDEX_FILE} is not a valid safetensors index: {exc}") from None
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+                raise FormatError(f"{d / INDEX_FILE} is not a valid safetensors index: {type(exc).__name__}") from None
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+                raise FormatError(f"{d / INDEX_FILE}: its weight_map must map tensor names to file names")
             for file in set(weight_map.values()):
-                if Path(file).name != file:
+                if Path(file).name != file or len(file) > 255:
                     raise FormatError(f"{INDEX_FILE} names a file outside the checkpoint: {file!r}")
             return weight_map
         if (d / SINGLE_FILE).is_file():
@@ -127,7 +129,11 @@ class SafetensorsDir:
         if file in self._handles:
             return self._handles[file]
         path = self.directory / file
-        if not path.is_file():
+        try:
+            present = path.is_file()
+        except OSError as exc:
+            raise FormatError(f"weight file {file[:80]!r} cannot be opened: {exc.strerror}") from None
+        if not present:
             raise FormatError(f"weight file {file} is missing from {self.directory}")
         try:
             self._handles[file] = safe_open(str(path), framework="pt")

@@ -51,6 +51,14 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def header_sha256(path: Path) -> str:
+    """sha256 of a safetensors file's header: its 8-byte length and the JSON that follows."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        (size,) = struct.unpack("<Q", head) if len(head) == 8 else (0,)
+        return hashlib.sha256(head + f.read(min(size, 100 << 20))).hexdigest()
+
+
 def file_info(path: Path) -> FileInfo:
     return FileInfo(sha256=sha256_file(path), nbytes=path.stat().st_size)
 
@@ -181,6 +189,7 @@ class CheckpointWriter:
         self._shards: list[list[str]] = []
         self._tensor_bytes = 0
         self._weights: dict[str, FileInfo] | None = None
+        self.headers: dict[str, str] = {}  # weight file -> header_sha256, once the weights are closed
         self._files: dict[str, FileInfo] = {}
 
     # -- tensors ---------------------------------------------------------------------------
@@ -232,6 +241,7 @@ class CheckpointWriter:
         for name in names:
             os.chmod(self.tmp_dir / name, mode)
         self._weights = {name: file_info(self.tmp_dir / name) for name in names}
+        self.headers = {name: header_sha256(self.tmp_dir / name) for name in names if name.endswith(".safetensors")}
         self._files.update(self._weights)
         return self._weights
 

@@ -9,8 +9,9 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from formats.errors import ZooError
+from formats.errors import FormatError, ZooError
 
+from .guard import check_local
 from .quantizer import QUANT_METHOD, ZooConfig
 from .runtime import DEFAULT_MODE, check_mode
 
@@ -97,16 +98,53 @@ def fitting_class(path: str | Path, config: dict):
     return weights_class(path, named) if named is not transformers.AutoModel else named
 
 
+# what transformers raises on a config or weight file it cannot make sense of; a load turns them into FormatError
+_BROKEN = (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError, RuntimeError, RecursionError,
+           MemoryError, ZeroDivisionError, OverflowError, UnicodeError)
+
+
 def load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT_MODE, new_head: bool = False,
-         **kwargs):
+         verify: bool = False, **kwargs):
     """`from_pretrained` for zoo checkpoints (and plain ones): picks the class, sets the mode. Without `task`,
     a local checkpoint loads as the class its weights fill (fitting_class); either way, parameters the
     checkpoint lacks, initialised at random by transformers, are named in one warning, unless `new_head` says
-    the caller builds a new head on purpose (to fine-tune it)."""
+    the caller builds a new head on purpose (to fine-tune it).
+
+    Every failure is a ZooError: check_local runs first (with `verify`, every file's sha256 too), and what
+    transformers raises on a broken file becomes a FormatError."""
+    try:
+        return _load(path_or_id, task=task, mode=mode, new_head=new_head, verify=verify, **kwargs)
+    except ZooError:
+        raise
+    except _BROKEN as exc:
+        raise _broken(path_or_id, exc) from exc
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in ("safetensors", "huggingface_hub", "transformers"):
+            raise
+        raise _broken(path_or_id, exc) from exc
+
+
+def _broken(path_or_id, exc: BaseException) -> FormatError:
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return FormatError(f"cannot load {path_or_id}: {type(exc).__name__}" + (f": {text}" if text else ""),
+                       hint="the checkpoint is broken or was edited; `zoo verify DIR` checks every file")
+
+
+def _load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT_MODE, new_head: bool = False,
+          verify: bool = False, **kwargs):
     mode = check_mode(mode)
-    config = read_config(path_or_id, **kwargs)
+    local = Path(str(path_or_id)).is_dir()
+    if local:
+        from formats import read_config as read_local_config
+
+        config = read_local_config(Path(path_or_id))
+        check_local(Path(path_or_id), config, verify=verify)
+    elif str(path_or_id).startswith(("/", "./", "../", "~")) or Path(str(path_or_id)).exists():
+        raise FormatError(f"{path_or_id} is not a model directory (it does not exist, or is a file)")
+    else:
+        config = read_config(path_or_id, **kwargs)
     cls = model_class(task, config)
-    if task is None and Path(str(path_or_id)).is_dir():
+    if task is None and local:
         fitted = fitting_class(path_or_id, config)
         if fitted is not cls and cls.__name__ != fitted.__name__:
             logger.warning(f"zoo: {path_or_id}'s weights hold no {cls.__name__} head, so it loads as "

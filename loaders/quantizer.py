@@ -111,9 +111,11 @@ class ZooHfQuantizer(HfQuantizer):
                                   if name not in owned and ckpt.weights.dtype(name) in DTYPES}
         manifest = self.quantization_config.manifest
         if manifest.structure is not None:  # a pruned model: its layers' shapes first
+            _check_structure(model.config, manifest.structure)
             apply_structure(model, manifest.structure.attention_heads, manifest.structure.intermediate_sizes)
         modules = manifest.modules
         paths = model_paths(model, modules)
+        _check_shapes(model, modules, paths)
         partners = tie_partners(model)
         stored_here = {path for path in paths.values() if path}  # a partner with tensors of its own keeps them
         for name, entry in modules.items():
@@ -199,6 +201,31 @@ class ZooHfQuantizer(HfQuantizer):
             _replace(model, path, dense_module(model.get_submodule(path), dtype, weight=dense[owner].weight))
         getattr(model, "all_tied_weights_keys", {}).update(self.untied)
         return model
+
+
+def _check_structure(config, structure) -> None:
+    """A pruned model's layer shapes must fit the architecture config.json describes: they are built before any
+    weight is read, so sizes out of bounds would allocate without limit."""
+    want = {"layers": getattr(config, "num_hidden_layers", None), "heads": getattr(config, "num_attention_heads", None),
+            "FFN width": getattr(config, "intermediate_size", None)}
+    have = {"layers": len(structure.attention_heads), "heads": structure.heads_before,
+            "FFN width": structure.intermediate_size_before}
+    wrong = [f"{k} {have[k]} (config.json: {want[k]})" for k in want if want[k] is not None and have[k] != want[k]]
+    if wrong:
+        raise FormatError(f"the manifest's pruned structure does not fit config.json: {', '.join(wrong)}",
+                          hint="the checkpoint was edited or its files mixed from different models")
+
+
+def _check_shapes(model, modules, paths) -> None:
+    """Every compressed module's recorded shape must be its layer's in the model config.json builds (on the meta
+    device, before any allocation): a decoded weight of another shape would be allocated, then fail or misbehave."""
+    for name, entry in modules.items():
+        path = paths.get(name)
+        weight = getattr(model.get_submodule(path), "weight", None) if path else None
+        if weight is not None and tuple(weight.shape) != tuple(entry.shape):
+            raise FormatError(f"module {name}: the manifest records shape {list(entry.shape)}, but the model config.json "
+                              f"describes has {list(weight.shape)}",
+                              hint="the checkpoint was edited or its files mixed from different models")
 
 
 def _swap(model, path: str, name: str, entry, dtype, owner: ZooModule | None = None) -> ZooModule:

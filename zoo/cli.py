@@ -108,6 +108,15 @@ def _parse_size(text: str) -> int:
     return size
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _shown(value) -> str:
+    """Text a checkpoint or registry brings, made safe to print: no control characters (terminal escape
+    sequences), no rich markup."""
+    return escape(_CONTROL.sub("?", str(value)))
+
+
 def _mb(nbytes: int) -> str:
     return f"{nbytes / 1e6:.2f} MB"
 
@@ -160,25 +169,26 @@ def _stage(label: str, unit: str, bar: Progress | None = None, task_id=None, *, 
 
 def _print_rounding(m) -> None:
     """How a post-training checkpoint's weights were rounded, when its recipe rounds with GPTQ."""
-    gptq = m.recipe.spec.get("gptq") or {}
+    gptq = m.recipe.spec.get("gptq")
+    gptq = gptq if isinstance(gptq, dict) else {}  # the spec is free-form data a checkpoint brings
     on = str(gptq.get("calibrated_on") or "")
     if m.training is None and on.startswith("not used: "):
-        out.print(f"  rounding        to nearest (GPTQ {escape(on)})")
+        out.print(f"  rounding        to nearest (GPTQ {_shown(on)})")
     elif m.training is None and on:
-        out.print(f"  rounding        GPTQ on {escape(on)}")
+        out.print(f"  rounding        GPTQ on {_shown(on)}")
 
 
 def _print_architecture(m, config: dict) -> None:
     named = (config.get("architectures") or [None])[0]
     if m.base_model.architecture and named and m.base_model.architecture != named:
-        out.print(f"  loads as        {m.base_model.architecture} (config.json names {named}, whose head the weights "
+        out.print(f"  loads as        {_shown(m.base_model.architecture)} (config.json names {_shown(named)}, whose head the weights "
                   "lack)")
 
 
 def _print_fidelity(m) -> None:
     if m.fidelity is not None:
         out.print(f"  fidelity        cosine {m.fidelity.value:.4f} to the dense model's embeddings "
-                  f"({escape(m.fidelity.measured_on)}, before any fine-tuning)")
+                  f"({_shown(m.fidelity.measured_on)}, before any fine-tuning)")
 
 
 def _print_result(verb: str, result, model_name: str) -> None:
@@ -599,9 +609,9 @@ def info(
         out.print_json(json.dumps(facts))
         return
     s = m.sizes
-    out.print(f"[bold]{model_dir}[/bold]  zoo format {m.format_version}, written by zoo {m.zoo_version}")
-    out.print(f"  base model      {m.base_model.id} ({m.base_model.source}, revision {m.base_model.revision})")
-    out.print(f"  recipe          {m.recipe.name}: {m.recipe.spec.get('description', '')}")
+    out.print(f"[bold]{_shown(model_dir)}[/bold]  zoo format {m.format_version}, written by zoo {_shown(m.zoo_version)}")
+    out.print(f"  base model      {_shown(m.base_model.id)} ({m.base_model.source}, revision {_shown(m.base_model.revision)})")
+    out.print(f"  recipe          {_shown(m.recipe.name)}: {_shown(m.recipe.spec.get('description', ''))}")
     out.print(f"  checkpoint      {_mb(s.checkpoint_nbytes)} ({s.checkpoint_ratio:.2f}x smaller than the source)")
     out.print(f"  encoder linear  {_mb(s.encoder_linear_nbytes)} ({s.encoder_linear_ratio:.2f}x vs fp32)")
     _print_architecture(m, ckpt.config)
@@ -610,14 +620,15 @@ def info(
     if m.training is not None:
         t = m.training
         kept = f", layers {t.keep_layers} of the teacher" if t.keep_layers else ""
-        out.print(f"  trained         on {escape(t.dataset)}: {t.epochs:g} epochs, {t.steps} steps, {t.seconds / 60:.1f} "
-                  f"min on {t.device}, distilled from {escape(t.teacher)}{kept}"
+        out.print(f"  trained         on {_shown(t.dataset)}: {t.epochs:g} epochs, {t.steps} steps, {t.seconds / 60:.1f} "
+                  f"min on {_shown(t.device)}, distilled from {_shown(t.teacher)}{kept}"
                   + (f", {t.max_length} tokens per example" if t.max_length else ""))
         if t.labels:
-            out.print(f"  labels          {escape(', '.join(t.labels))}")
+            out.print(f"  labels          {_shown(', '.join(t.labels))}")
     if m.evaluation:
         for r in m.evaluation:
-            out.print(f"  {r.role:15s} {r.metric} {r.value:.4f} on {r.dataset} {r.split} ({r.n_examples} examples)")
+            out.print(f"  {r.role:15s} {_shown(r.metric)} {r.value:.4f} on {_shown(r.dataset)} {_shown(r.split)} "
+                      f"({r.n_examples} examples)")
     else:
         out.print("  evaluation      none recorded (compressed without --task; measure with `zoo eval DIR --task ...`)")
 
@@ -630,7 +641,7 @@ def info(
     for col in ("accuracy", "retention", "size", "ratio", "enc-linear ratio"):
         summary.add_column(col, justify="right", no_wrap=True)
     for r in res.rows:
-        summary.add_row(r.model, pct(r.value), pct(r.retention), _mb(r.size_bytes), f"{r.checkpoint_ratio:.2f}x",
+        summary.add_row(_shown(r.model), pct(r.value), pct(r.retention), _mb(r.size_bytes), f"{r.checkpoint_ratio:.2f}x",
                         f"{r.encoder_linear_ratio:.2f}x")
     out.print(summary)
     if res.agreement is not None:
@@ -648,11 +659,38 @@ def info(
             table.add_column(col, justify="left" if col == "codec" else "right", no_wrap=True)
         for r in layers:
             shared = f" (shared with {', '.join(r.tied)})" if r.tied else ""
-            table.add_row(escape(r.module + shared), r.method, f"{r.bits:.3g}", f"{100 * r.sparsity:.0f}%",
+            table.add_row(_shown(r.module + shared), _shown(r.method), f"{r.bits:.3g}", f"{100 * r.sparsity:.0f}%",
                           f"{r.nbytes:,}", f"{r.ratio:.2f}x")
         out.print(table)
     out.print(f"  other tensors (norms, biases, heads, any layer no rule took, file headers): "
               f"{_mb(other_tensors_nbytes(m))}")
+
+
+@app.command()
+@_fails_cleanly
+def verify(
+    model: Annotated[str, typer.Argument(help="A zoo checkpoint directory, or a registry name (zoo:NAME\\[@REV]).")],
+    registry: Annotated[
+        str | None, typer.Option("--registry", help="Registry to pull NAME from \\[default: $ZOO_REGISTRY, else local].",
+                                 show_default=False)
+    ] = None,
+) -> None:
+    """Check every byte of a zoo checkpoint: the sha256 of every file against the manifest, every safetensors
+    header, and every module's tensors against its codec. A pull does this as files arrive; a plain load
+    checks only what is cheap (sizes, headers, config.json's settings), so run this on a copy you did not pull.
+
+    Example: [bold]zoo verify minilm-4bit-2of4[/bold]
+    """
+    from formats import Checkpoint
+
+    model_dir = _dir_or_pull(model, registry, None)
+    ckpt = Checkpoint.open(model_dir, verify=True)
+    files = ckpt.manifest.files
+    if not files:
+        raise ZooError(f"{model_dir} records no file hashes (re-saved by transformers' save_pretrained?): its structure "
+                       "is sound, but nothing can be checked byte for byte", hint="compress or pull it again")
+    out.print(f"Verified {_shown(model_dir)}: {len(files)} files ({_mb(sum(f.nbytes for f in files.values()))}) match "
+              f"their sha256, {len(ckpt.manifest.modules)} modules fit their codecs", highlight=False)
 
 
 @app.command()
@@ -825,6 +863,9 @@ def upload(
                            "registry's measured models beside this one (DIR itself is not modified). Without it "
                            "DIR's files are published exactly as they are.")
     ] = False,
+    include_hidden: Annotated[bool, typer.Option(
+        "--include-hidden", help="Publish hidden files too (.env, .DS_Store...), which are left out and named by "
+        "default; `.eval_results/` (the card's results) always goes.")] = False,
 ) -> None:
     """Publish a zoo checkpoint under NAME: verified first, every file's sha256 recorded in the
     registry's index, which gives it a revision. With --card the published model card names NAME.
@@ -840,9 +881,12 @@ def upload(
         err.print("[yellow]note:[/yellow] --private has no meaning for a local registry; ignored", highlight=False)
     with _upload_source(model_dir, name, registry, _token(token), card) as source, _quiet_hub(), \
             err.status(f"uploading {model_dir} to {reg.where}"):
-        published = reg.upload(source, name, private=private)
+        published = reg.upload(source, name, private=private, include_hidden=include_hidden)
     out.print(f"Uploaded {model_dir} as zoo:{published.name}@{published.revision} ({published.nfiles} files, "
               f"{_mb(published.nbytes)}) -> {published.location}", highlight=False)
+    if published.skipped:
+        err.print(f"[yellow]note:[/yellow] hidden files not uploaded: {_shown(', '.join(published.skipped))} "
+                  "(--include-hidden publishes them)", highlight=False)
     if not (model_dir / "README.md").is_file():
         err.print(f"[yellow]note:[/yellow] uploaded without a model card: `zoo card {escape(str(model_dir))}` writes "
                   "README.md; upload again to publish it", highlight=False)
@@ -901,7 +945,7 @@ def list_(
     for r in rows:
         res = r["result"]
         value = "-" if res is None else f"{res['value']:.2%}" if res["metric"] == "accuracy" else f"{res['value']:.4f}"
-        table.add_row(r["name"], r["revision"][:12], r["recipe"], _mb(r["size_nbytes"]), f"{r['checkpoint_ratio']:.2f}x",
+        table.add_row(_shown(r["name"]), _shown(r["revision"][:12]), _shown(r["recipe"]), _mb(r["size_nbytes"]), f"{r['checkpoint_ratio']:.2f}x",
                       f"{r['encoder_linear_ratio']:.2f}x", value,
-                      f"{res['metric']}, {res['dataset']} {res['split']}" if res else "-")
+                      _shown(f"{res['metric']}, {res['dataset']} {res['split']}") if res else "-")
     out.print(table)

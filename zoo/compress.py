@@ -36,6 +36,7 @@ from formats import (
 )
 from formats.codecs.base import DTYPES
 from formats.fit import check_decodes_to, fit
+from formats.manifest import config_digest
 from formats.memory import release_freed_memory
 from formats.writer import DEFAULT_MAX_SHARD_BYTES, ensure_writable, sha256_file
 
@@ -431,12 +432,14 @@ def write_compact(
             sizes=_size_report(source, plan, weights, recipe.dense_dtype, reference),
             files=writer.files,
             structure=structure,
+            headers_sha256=writer.headers,
         )
-        config["quantization_config"] = manifest.to_quantization_config()
         if not (config.get("dtype") or config.get("torch_dtype")):
             # with no dtype in config.json transformers takes the first float tensor's: a norm a recipe stored in
             # fp16 would make the whole model load (and compute) in fp16. Name the one the weights came in.
             config["dtype"] = _source_dtype(source)
+        manifest = manifest.model_copy(update={"config_sha256": config_digest(config)})  # settings, final now
+        config["quantization_config"] = manifest.to_quantization_config()
         writer.write_json("config.json", config, record=False)
         if measure_fidelity:  # the staged directory is a complete checkpoint: load it as a user would
             from .tasks.fidelity import embedding_fidelity

@@ -68,9 +68,10 @@ def open_registry(spec: str | None = None, *, token: str | None = None) -> Local
 
 
 def upload(src: str | Path, name: str, *, registry: str | None = None, private: bool = False,
-           token: str | None = None) -> Published:
-    """Verify the checkpoint in `src` and publish it under `name`; returns the revision it got."""
-    return open_registry(registry, token=token).upload(Path(src), name, private=private)
+           token: str | None = None, include_hidden: bool = False) -> Published:
+    """Verify the checkpoint in `src` and publish it under `name`; returns the revision it got. Hidden files
+    (.env, .DS_Store...) stay behind unless `include_hidden` (Published.skipped names them)."""
+    return open_registry(registry, token=token).upload(Path(src), name, private=private, include_hidden=include_hidden)
 
 
 def pull(name: str, *, revision: str | None = None, registry: str | None = None, token: str | None = None) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import uuid
@@ -38,15 +39,27 @@ def open_source(src: Path) -> Checkpoint:
     return Checkpoint.open(src, verify=False)
 
 
-def checkpoint_files(directory: Path, where: str | None = None) -> list[str]:
+ZOO_HIDDEN = {".eval_results"}  # hidden, but zoo's own: the card's evaluation results, uploaded with it
+
+
+def hidden_files(directory: Path) -> list[str]:
+    """Dot-files and dot-folders an upload leaves out unless asked (.env, .DS_Store, editor state...), except
+    those zoo writes for the Hub; `.git/` and `.cache/` are never uploaded."""
+    return sorted(p.name for p in Path(directory).iterdir()
+                  if p.name.startswith(".") and p.name not in ZOO_HIDDEN | RESERVED_TOP)
+
+
+def checkpoint_files(directory: Path, where: str | None = None, *, skip: set[str] | frozenset = frozenset()) -> list[str]:
     """Every regular file under `directory` as a relative POSIX path (sorted), skipping `.git/` and
-    `.cache/` at the top. A symbolic link or any other special file is refused."""
+    `.cache/` at the top, and the top-level entries in `skip`. A symbolic link or any other special file is
+    refused."""
     where = where or str(directory)
     names = []
     for root, dirs, files in os.walk(directory):
         rel_root = Path(root).relative_to(directory)
         if rel_root == Path("."):
-            dirs[:] = [d for d in dirs if d not in RESERVED_TOP]
+            dirs[:] = [d for d in dirs if d not in RESERVED_TOP and d not in skip]
+            files = [f for f in files if f not in skip]
         for entry in sorted(dirs) + sorted(files):
             path = Path(root) / entry
             mode = path.lstat().st_mode
@@ -126,6 +139,37 @@ def lock_for(locks: Path, target: Path) -> FileLock:
     return FileLock(locks / f"{key}.lock", timeout=LOCK_TIMEOUT_S)
 
 
+_PARTIAL = re.compile(r"\.partial-(\d+)-[0-9a-f]{8}\Z")
+
+
+def partial_dir(parent: Path, stem: str) -> Path:
+    """A hidden work directory that names its owner's process, so a later run can tell a crashed one's."""
+    return parent / f".{stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_partials(parent: Path) -> list[str]:
+    """Remove the partial directories that killed processes (SIGKILL, power loss) left in `parent`: only those
+    whose owner is gone. Returns their names."""
+    removed = []
+    if parent.is_dir():
+        for path in parent.iterdir():
+            match = _PARTIAL.search(path.name)
+            if path.name.startswith(".") and match and not _alive(int(match.group(1))):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+    return removed
+
+
 def install(target: Path, locks: Path, fill: Callable[[Path], None], verify: Callable[[Path], None]) -> Path:
     """Make `target` a verified copy: reuse it if it verifies, else `fill` a partial sibling, `verify`
     it and rename it into place. A failure leaves no partial copy."""
@@ -139,7 +183,8 @@ def install(target: Path, locks: Path, fill: Callable[[Path], None], verify: Cal
                 except (FormatError, RegistryError):  # a damaged cached copy: fetch it again
                     shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
+            remove_stale_partials(target.parent)
+            partial = partial_dir(target.parent, target.name)
             partial.mkdir()
             try:
                 fill(partial)

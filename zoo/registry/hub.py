@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ModelNotFoundError, RegistryError, RegistryUnreachableError
-from .files import checkpoint_files, file_records, open_source
+from .files import checkpoint_files, file_records, hidden_files, open_source
 from .index import Index, RevisionRecord, now, summary_of
 from .names import ModelRef, check_file_name, hub_repo_for, is_repo_id, parse_name
 from .types import Published, Resolved
@@ -176,7 +176,7 @@ class HubRegistry:
                                     hint="choose a name that differs by more than '/' vs '.'")
         return repo
 
-    def upload(self, src: Path, name: str, *, private: bool = False) -> Published:
+    def upload(self, src: Path, name: str, *, private: bool = False, include_hidden: bool = False) -> Published:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         ref = parse_name(name)
@@ -184,7 +184,8 @@ class HubRegistry:
             raise RegistryError(f"{name!r}: the registry assigns revisions", hint="upload without @REVISION")
         ckpt = open_source(src)
         ckpt.verify_files()
-        names = checkpoint_files(src)
+        skipped = [] if include_hidden else hidden_files(src)
+        names = checkpoint_files(src, skip=set(skipped))
         files = file_records(src, names)
         additions = [CommitOperationAdd(n, src / n) for n in names]  # each hashes its file again
         changed = [op.path_in_repo for op in additions if op.upload_info.sha256.hex() != files[op.path_in_repo].sha256]
@@ -201,7 +202,7 @@ class HubRegistry:
                                 private=private)
         self._update_index(ref.name, commit.oid, record)
         return Published(name=ref.name, revision=commit.oid, location=f"{self.endpoint}/{repo}", nfiles=len(files),
-                         nbytes=record.summary.total_nbytes)
+                         nbytes=record.summary.total_nbytes, skipped=skipped)
 
     def resolve(self, ref: ModelRef) -> Resolved:
         from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError

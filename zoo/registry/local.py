@@ -31,8 +31,11 @@ from .files import (
     content_revision,
     copy_files,
     file_records,
+    hidden_files,
     make_read_only,
     open_source,
+    partial_dir,
+    remove_stale_partials,
     verify_files,
 )
 from .index import Index, RevisionRecord, now, summary_of
@@ -92,14 +95,16 @@ class LocalRegistry:
         (self.root / ".locks").mkdir(parents=True, exist_ok=True)
         return FileLock(self.root / ".locks" / "index.lock", timeout=LOCK_TIMEOUT_S)
 
-    def upload(self, src: Path, name: str, *, private: bool = False) -> Published:
+    def upload(self, src: Path, name: str, *, private: bool = False, include_hidden: bool = False) -> Published:
         ref = parse_name(name)
         if ref.revision is not None:
             raise RegistryError(f"{name!r}: the registry assigns revisions", hint="upload without @REVISION")
         open_source(src)
-        names = checkpoint_files(src)
+        skipped = [] if include_hidden else hidden_files(src)
+        names = checkpoint_files(src, skip=set(skipped))
         self.models.mkdir(parents=True, exist_ok=True)
-        staged = self.models / f".upload.partial-{uuid.uuid4().hex[:8]}"
+        remove_stale_partials(self.models)
+        staged = partial_dir(self.models, "upload")
         try:
             staged.mkdir()
             copy_files(src, staged, names, str(src))
@@ -120,7 +125,7 @@ class LocalRegistry:
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         return Published(name=ref.name, revision=revision, location=str(target), nfiles=len(files),
-                         nbytes=record.summary.total_nbytes)
+                         nbytes=record.summary.total_nbytes, skipped=skipped)
 
     def resolve(self, ref: ModelRef) -> Resolved:
         revision, record = self.read_index().lookup(ref, self.where)

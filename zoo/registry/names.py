@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from ..errors import RegistryError
 
 STUB_PREFIX = "zoo:"
-_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*$")
-_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_FILE_PART = re.compile(r"^[A-Za-z0-9._+-]+$")  # no glob characters: names double as allow_patterns
+# \Z, not $: `$` also matches before a trailing newline, which would let "model\n" through
+_PART = re.compile(r"\A[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*\Z")
+_REVISION = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+_FILE_PART = re.compile(r"\A[A-Za-z0-9._+-]+\Z")  # no glob characters: names double as allow_patterns
 MAX_PART = 96
+MAX_PARTS = 8
+MAX_NAME = 200
 RESERVED_TOP = {".git", ".cache"}  # version control, and huggingface_hub's local_dir metadata
 
 
@@ -38,7 +41,7 @@ class ModelRef:
 def parse_name(text: str, revision: str | None = None) -> ModelRef:
     """`zoo:a/b/c@rev`, `a/b/c`, `org/repo@main` -> ModelRef. `revision` (e.g. --revision) must not
     contradict an `@rev` in the text."""
-    raw = text.strip()
+    raw = text.strip(" ")  # a newline or tab in a name is refused below, not trimmed away
     stub = raw.startswith(STUB_PREFIX)
     body = raw[len(STUB_PREFIX):] if stub else raw
     name, at, rev = body.partition("@")
@@ -47,6 +50,9 @@ def parse_name(text: str, revision: str | None = None) -> ModelRef:
             raise RegistryError(f"{text!r} pins revision {rev!r} but --revision says {revision!r}")
         revision = rev
     parts = name.split("/")
+    if len(name) > MAX_NAME or len(parts) > MAX_PARTS:
+        raise RegistryError(f"model name of {len(name)} characters in {len(parts)} parts is too long",
+                            hint=f"at most {MAX_NAME} characters in {MAX_PARTS} parts of {MAX_PART}")
     if not name or not all(_PART.match(p) and len(p) <= MAX_PART for p in parts):
         raise RegistryError(
             f"{text!r} is not a model name",

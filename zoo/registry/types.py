@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from formats.manifest import FileInfo
 
@@ -27,3 +27,4 @@ class Published:
     location: str
     nfiles: int
     nbytes: int
+    skipped: list[str] = field(default_factory=list)  # hidden files left out
