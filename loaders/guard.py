@@ -62,8 +62,8 @@ def check_config_sizes(path: Path, config: dict, weights: SafetensorsDir, shapes
                 continue  # not a count: transformers' own validation speaks (and load() types its error)
             limit = layers if key in LAYER_KEYS else widest
             if value < 0 or (limit and value > limit):
-                what = f"the {limit} layers its weights hold" if key in LAYER_KEYS else \
-                    f"the largest dimension of any weight ({limit})"
+                what = (f"the {limit} layer{'s' if limit != 1 else ''} its weights hold" if key in LAYER_KEYS
+                        else f"the largest dimension of any weight ({limit})")
                 raise FormatError(f"{path}/config.json: {section}{key} = {value:,} exceeds {what}",
                                   hint="config.json was edited or belongs to another model; restore it")
 

@@ -39,6 +39,7 @@ def test_fuzz_every_mutant_is_a_typed_error_or_an_unchanged_model(micro):
 
 
 @pytest.mark.long
+@pytest.mark.slow  # so that -m "not slow", which replaces the default -m "not long", leaves it out too
 def test_fuzz_ten_thousand_mutants(micro):
     counts, records = fuzzing.run(micro, seed=1, count=10_000)
     assert fuzzing.failures(records) == [], _report(counts)
@@ -132,7 +133,7 @@ def test_a_config_that_sizes_the_model_past_its_weights_is_refused(micro, tmp_pa
     dense = shutil.copytree(micro / "dense", tmp_path / "dense")
     config = json.loads((dense / "config.json").read_text())
     (dense / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**12}))
-    with pytest.raises(zoo.ZooError, match="num_hidden_layers = 1,000,000,000,000 exceeds the 1 layers"):
+    with pytest.raises(zoo.ZooError, match="num_hidden_layers = 1,000,000,000,000 exceeds the 1 layer its weights hold"):
         zoo.from_pretrained(dense)
 
 
