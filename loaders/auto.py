@@ -126,8 +126,9 @@ def load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT
 
 def _broken(path_or_id, exc: BaseException) -> FormatError:
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    return FormatError(f"cannot load {path_or_id}: {type(exc).__name__}" + (f": {text}" if text else ""),
-                       hint="the checkpoint is broken or was edited; `zoo verify DIR` checks every file")
+    hint = ("the checkpoint is broken or was edited; `zoo verify DIR` checks every file"
+            if Path(str(path_or_id)).is_dir() else "check the model id, the network, and HF_TOKEN for a private repo")
+    return FormatError(f"cannot load {path_or_id}: {type(exc).__name__}" + (f": {text}" if text else ""), hint=hint)
 
 
 def _load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT_MODE, new_head: bool = False,

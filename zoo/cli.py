@@ -181,8 +181,8 @@ def _print_rounding(m) -> None:
 def _print_architecture(m, config: dict) -> None:
     named = (config.get("architectures") or [None])[0]
     if m.base_model.architecture and named and m.base_model.architecture != named:
-        out.print(f"  loads as        {_shown(m.base_model.architecture)} (config.json names {_shown(named)}, whose head the weights "
-                  "lack)")
+        out.print(f"  loads as        {_shown(m.base_model.architecture)} (config.json names {_shown(named)}, "
+                  "whose head the weights lack)")
 
 
 def _print_fidelity(m) -> None:
@@ -218,7 +218,8 @@ def _print_result(verb: str, result, model_name: str) -> None:
 RecipeOpt = Annotated[
     str, typer.Option("--recipe", "-r", help="Built-in recipe name (see `zoo recipes`) or a path to a recipe YAML.")
 ]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it is empty or an earlier zoo output (never a directory holding other files).")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace OUT if it is empty or an earlier zoo output (never a directory holding other files).")]
 ShardOpt = Annotated[
     str, typer.Option("--max-shard-size", help="Split weights into safetensors shards of at most this size.")
 ]
