@@ -77,6 +77,19 @@ def test_the_users_names_reach_config_manifest_and_card(run_cli, teacher_32, new
     assert "Movie reviews (ours)" in card and "`rotten`, `fresh`" in card
 
 
+def test_label_names_given_to_compress_name_a_numbered_teachers_labels(run_cli, tiny_bert_dir, news, tmp_path):
+    teacher = tmp_path / "numbered"
+    assert run_cli("finetune", tiny_bert_dir, "--task", "text-classification", "--data", news, "--out", teacher,
+                   "--limit", "64", "--epochs", "1").exit_code == 0
+    assert json.loads((teacher / "config.json").read_text())["id2label"] == {"0": "0", "1": "1"}
+    out = tmp_path / "named"
+    result = run_cli("compress", teacher, "--recipe", "int8", "--task", "text-classification", "--data", news,
+                     "--limit", "64", "--epochs", "1", "--label-names", "neg,pos", "--out", out)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+    assert Checkpoint.open(out).manifest.training.labels == ["neg", "pos"]
+
+
 def test_default_names_are_meaningful(news, tmp_path):
     from zoo.tasks import TaskError, get_task
 

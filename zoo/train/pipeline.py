@@ -126,6 +126,9 @@ def compress_with_training(
 
         recipe = task_search(teacher_net, teacher_dir, recipe, task, search_progress, limit=limit)
     student = copy.deepcopy(teacher_net)
+    if hasattr(student.config, "id2label") and len(task.label_names) == len(student.config.id2label):
+        student.config.id2label = dict(enumerate(task.label_names))  # names given now (--label-names) win
+        student.config.label2id = {name: i for i, name in enumerate(task.label_names)}
     kept = keep_layers(student, t.keep_layers) if t.keep_layers else None
     plan = plan_modules(student, recipe) if recipe.rules else {}
     attach(student, plan, t)
