@@ -50,30 +50,34 @@ def _sorted(x: torch.Tensor) -> torch.Tensor:
     if x.shape[0] == 1 and x.shape[1] > COLUMNS and x.device.type == "cpu":
         import numpy as np
 
-        return torch.from_numpy(np.sort(x.numpy(), axis=1, kind="stable"))
+        return torch.from_numpy(np.sort(x.numpy(), axis=1))  # values only: no need for a stable (slower) sort
     return x.sort(dim=1).values
 
 
 def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> torch.Tensor:
     """Batched 1-D k-means: `values` (batch, n) -> ascending centroids (batch, k), float32.
 
-    In one dimension the nearest centroid is found by binary search against the midpoints of
-    the sorted centroids, so each iteration costs O(n log k) with no (n, k) distance matrix."""
+    The values are sorted once, so each centroid's values are one contiguous run: an iteration finds the k-1
+    run boundaries by binary search of the midpoints between centroids into the sorted values, and each run's
+    sum from a float64 prefix sum. An iteration costs O(k log n), not O(n log k): the values are touched once."""
     x = _sorted(values.to(torch.float32))
     n = x.shape[1]
     exact, fits = _distinct_or_none(x, k)
     pick = ((torch.arange(k, dtype=torch.float64, device=x.device) + 0.5) / k * n).long().clamp(max=n - 1)
     centroids = x[:, pick].contiguous()
+    prefix = torch.zeros(x.shape[0], n + 1, dtype=torch.float64, device=x.device)
+    torch.cumsum(x, dim=1, dtype=torch.float64, out=prefix[:, 1:])
+    ends = torch.full((x.shape[0], 1), n, dtype=torch.int64, device=x.device)
+    starts = torch.zeros_like(ends)
     for _ in range(iterations):
         bounds = ((centroids[:, 1:] + centroids[:, :-1]) / 2).contiguous()
-        sums = torch.zeros_like(centroids)
-        counts = torch.zeros_like(centroids, dtype=torch.int64)
-        for piece in x.split(COLUMNS, dim=1):  # in pieces: the int64 assignments of a whole table are large
-            piece = piece.contiguous()
-            assign = torch.searchsorted(bounds, piece)
-            sums.scatter_add_(1, assign, piece)
-            counts.scatter_add_(1, assign, torch.ones_like(assign))
-        updated = torch.where(counts > 0, sums / counts.clamp(min=1), centroids).sort(dim=1).values
+        # a value belongs to the first centroid whose upper midpoint is >= it (ties to the lower centroid)
+        cuts = torch.searchsorted(x, bounds, right=True)
+        lo, hi = torch.cat([starts, cuts], dim=1), torch.cat([cuts, ends], dim=1)
+        counts = hi - lo
+        sums = prefix.gather(1, hi) - prefix.gather(1, lo)
+        means = (sums / counts.clamp(min=1)).to(torch.float32)
+        updated = torch.where(counts > 0, means, centroids).sort(dim=1).values
         if torch.equal(updated, centroids):
             break
         centroids = updated
@@ -81,16 +85,12 @@ def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> torch.Tensor:
 
 
 def nearest(values: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest centroid (ties to the lower index) for each value; both batched by row."""
-    c = centroids.to(torch.float32).contiguous()
-    k = c.shape[1]
-    above = torch.searchsorted(c, values.contiguous(), right=True)
-    lo = (above - 1).clamp(0, k - 1)
-    hi = above.clamp(0, k - 1)
-    d_lo = (values - c.gather(1, lo)).abs()
-    d_hi = (values - c.gather(1, hi)).abs()
-    chosen = c.gather(1, torch.where(d_hi < d_lo, hi, lo))
-    return torch.searchsorted(c, chosen.contiguous())  # first of equal centroids: ties go to the lower index
+    """Index of the nearest centroid (ties to the lower index) for each value; both batched by row. One binary
+    search per value against the midpoints of the ascending centroids: a value on a midpoint, or equal to several
+    equal centroids, goes to the lower index."""
+    c = centroids.to(torch.float32)
+    bounds = ((c[:, 1:] + c[:, :-1]) / 2).contiguous()
+    return torch.searchsorted(bounds, values.contiguous())
 
 
 def row_blocks(w: torch.Tensor, per: int):
