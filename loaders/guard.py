@@ -21,7 +21,8 @@ from formats.manifest import META_MANIFEST_SHA256, QUANT_METHOD
 from formats.safetensors_dir import INDEX_FILE, SINGLE_FILE
 
 # config.json keys that size a model (transformers' names across BERT, T5, BART/Marian, GPT-2, ViT, wav2vec2)
-LAYER_KEYS = ("num_hidden_layers", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers", "n_layer")
+LAYER_KEYS = ("num_hidden_layers", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers", "n_layer",
+              "num_hidden_groups")
 WIDTH_KEYS = ("hidden_size", "intermediate_size", "vocab_size", "max_position_embeddings", "num_attention_heads",
               "type_vocab_size", "embedding_size", "num_key_value_heads", "d_model", "d_ff", "d_kv", "num_heads",
               "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads", "decoder_attention_heads", "n_embd",
@@ -57,6 +58,8 @@ def check_config_sizes(path: Path, config: dict, weights: SafetensorsDir, shapes
     widest = max([widest, *(d for shape in shapes for d in shape)])
     for section, values in _sections(config):
         for key in (*LAYER_KEYS, *WIDTH_KEYS):
+            if key == "num_hidden_layers" and "num_hidden_groups" in values:
+                continue  # ALBERT shares its layers: the count is a loop, the groups are what is allocated
             value = values.get(key)
             if value is None or isinstance(value, bool) or not isinstance(value, int):
                 continue  # not a count: transformers' own validation speaks (and load() types its error)

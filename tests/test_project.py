@@ -82,3 +82,12 @@ def test_readme_outputs_are_ignored_by_git():
     assert sorted(set(names) - ignored) == []
     kept = subprocess.run(["git", "check-ignore", "-q", "--no-index", "zoo/cli.py"], cwd=REPO, check=False)
     assert kept.returncode == 1
+
+
+def test_readme_lists_the_architectures_the_family_test_runs():
+    from tests.loaders.test_families import FAMILIES
+
+    text = (REPO / "README.md").read_text()
+    table = text.split("### Supported architectures", 1)[1].split("\n\n")[2]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip(" `") for line in table.splitlines()[2:]}
+    assert rows == {family: config for family, (config, _) in FAMILIES.items()}

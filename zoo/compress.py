@@ -105,6 +105,12 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned
             problems.append(RecipeError(f"recipe {recipe.name}: module {module} {list(shape)}: {exc}", hint=exc.hint))
     if problems:
         raise _all_of(recipe.name, problems)
+    if not modules and not pruned and "linear" not in kinds.values():
+        arch = (read_config(model_dir).get("architectures") or ["this model"])[0]
+        raise UnsupportedModelError(
+            f"{arch} is not an architecture zoo serves: it has no nn.Linear layer for a recipe to compress "
+            f"(its weights are in {', '.join(sorted(set(kinds.values())))} modules only)",
+            hint="README's Supported architectures lists the families zoo is tested on")
     if not modules and not pruned:  # a pruned model may keep every layer dense
         examples = ", ".join(_examples(kinds))
         raise RecipeError(

@@ -137,3 +137,13 @@ def test_modules_are_listed_in_natural_order(tiny_bert_dir, compressed_models):
     names = [f"encoder.layer.{i}.output.dense" for i in (10, 2, 1, 11, 0)]
     renamed = manifest.model_copy(update={"modules": {name: entry for name in names}})
     assert [r.module for r in layer_rows(renamed)] == [f"encoder.layer.{i}.output.dense" for i in (0, 1, 2, 10, 11)]
+
+
+def test_the_search_never_measures_through_a_head_the_weights_lack(mlm_named, run_cli, tmp_path):
+    """Its sensitivity was once KL through a randomly initialised masked-LM head; it is the base model's
+    hidden states, and the manifest says which it measured."""
+    out = tmp_path / "searched"
+    result = run_cli("compress", mlm_named, "--recipe", "search", "--target-ratio", "6", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    measure = Checkpoint.open(out).manifest.recipe.spec["searched"]["measure"]
+    assert measure.startswith("1 - cosine to the dense model's mean-pooled hidden states"), measure
