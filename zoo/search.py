@@ -139,12 +139,79 @@ def check_reachable(targets: list[Target], spec: SearchSpec, budget: Budget) -> 
         )
 
 
+class _Replay:
+    """The dense model's block outputs, recorded once, so that measuring a module in block b replays blocks
+    0..b-1 from the record instead of computing them again: their inputs and weights are the dense ones, so
+    their outputs are too (eval mode, no dropout), and the loss is exactly what a full run gives. On average it
+    halves the work of a search. Used only where each block runs once per batch, in order (an encoder's layer
+    list; not ALBERT's shared layers, not an encoder-decoder)."""
+
+    def __init__(self, model: nn.Module, targets: list[Target], loss: LossFn):
+        from loaders.structure import StructureError, layer_list
+
+        self.blocks: list[nn.Module] = []
+        self.first: dict[str, int] = {}
+        try:
+            _, blocks = layer_list(model)
+        except StructureError:
+            blocks = []
+        self.outputs: list[list] = [[] for _ in blocks]
+        order: list[int] = []  # block index of each block call, in order
+        seen: dict[str, int] = {}
+
+        def record(index):
+            def hook(module, args, output):
+                self.outputs[index].append(output)
+                order.append(index)
+            return hook
+
+        def first_call(name):
+            def hook(module, args):
+                seen.setdefault(name, len(order))
+            return hook
+
+        handles = [b.register_forward_hook(record(i)) for i, b in enumerate(blocks)]
+        handles += [model.get_submodule(t.name).register_forward_pre_hook(first_call(t.name)) for t in targets]
+        try:
+            self.base = loss(model)
+        finally:
+            for h in handles:
+                h.remove()
+        n = len(self.outputs[0]) if blocks else 0
+        if blocks and all(len(o) == n for o in self.outputs) and order[: len(blocks)] == list(range(len(blocks))):
+            self.blocks = list(blocks)
+            # blocks already done when a target first runs, in the first batch: those a change to it leaves alone
+            self.first = {name: min(calls, len(blocks)) for name, calls in seen.items()}
+        else:
+            self.outputs = []
+
+    def loss(self, model: nn.Module, loss: LossFn, target: str) -> float:
+        """loss(model) with the blocks before `target`'s replayed from the record."""
+        skip = self.first.get(target, 0) if self.blocks else 0
+        if skip == 0:
+            return loss(model)
+        for block, outputs in zip(self.blocks[:skip], self.outputs[:skip], strict=True):
+            block.forward = _replayer(iter(outputs))
+        try:
+            return loss(model)
+        finally:
+            for block in self.blocks[:skip]:
+                del block.forward  # the class's forward again
+
+
+def _replayer(outputs):
+    def forward(*args, **kwargs):
+        return next(outputs)
+    return forward
+
+
 @torch.no_grad()
 def measure(model: nn.Module, targets: list[Target], cands: list[CodecSpec], loss: LossFn,
             progress: ProgressFn | None = None) -> tuple[float, np.ndarray]:
     """Base loss, and the loss increase of each (module, candidate) with only that module changed."""
     model.eval()
-    base = loss(model)
+    replay = _Replay(model, targets, loss)
+    base = replay.base
     increase = np.zeros((len(targets), len(cands)))
     total, done = len(targets) * len(cands), 0
     for i, t in enumerate(targets):
@@ -154,7 +221,7 @@ def measure(model: nn.Module, targets: list[Target], cands: list[CodecSpec], los
             for j, c in enumerate(cands):
                 stored = codecs.decode(codecs.encode(original.float(), c), c, t.shape)
                 weight.copy_(stored.to(weight.dtype))
-                increase[i, j] = loss(model) - base
+                increase[i, j] = replay.loss(model, loss, t.name) - base
                 done += 1
                 if progress is not None:
                     progress(done, total)
