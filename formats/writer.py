@@ -71,11 +71,7 @@ def zoo_written(directory: Path) -> set[str] | None:
     """The top-level names zoo wrote into `directory`, or None when zoo did not write it: a zoo checkpoint
     lists its files in its manifest (config.json), a dense output of `zoo unpack` or `zoo finetune` in
     OUTPUT_MARK."""
-    try:
-        mark = json.loads((directory / OUTPUT_MARK).read_text())
-        files = mark.get("files") if isinstance(mark, dict) else None
-    except (OSError, ValueError, UnicodeDecodeError):
-        files = None
+    files = output_mark(directory).get("files")
     if not isinstance(files, list):
         try:
             config = json.loads((directory / "config.json").read_text())

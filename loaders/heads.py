@@ -11,30 +11,24 @@ parameter outside the base model (`model.<base_model_prefix>`), less those tied 
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
-from formats import SafetensorsDir
-
-_STORED = re.compile(r"^(.*)\.weight_[a-z0-9_]+$")  # a compressed module's tensors: `M.weight_packed`...
+from formats import Checkpoint, SafetensorsDir, read_config
+from formats.manifest import QUANT_METHOD
 
 
 def stored_parameter_names(model_dir: str | Path) -> set[str]:
     """The parameters a checkpoint holds: its tensors' names, with a zoo checkpoint's compressed modules (and the
     modules tied to them) counted as their `M.weight`."""
     model_dir = Path(model_dir)
-    names = set(SafetensorsDir(model_dir).names())
-    config = json.loads((model_dir / "config.json").read_text())
-    q = config.get("quantization_config")
-    modules = (q.get("modules") or {}) if isinstance(q, dict) else {}
-    for name in list(names):
-        match = _STORED.match(name)
-        if match and match.group(1) in modules:
-            names.discard(name)
-            names.add(f"{match.group(1)}.weight")
-    for module, entry in modules.items():
-        names |= {f"{t}.weight" for t in [module, *(entry.get("tied") or [])]}
+    q = read_config(model_dir).get("quantization_config")
+    if not (isinstance(q, dict) and q.get("quant_method") == QUANT_METHOD):
+        return set(SafetensorsDir(model_dir).names())
+    ckpt = Checkpoint.open(model_dir, verify=False)
+    owners = ckpt.stored_owners()
+    names = {name for name in ckpt.weights.names() if name not in owners}
+    for module, entry in ckpt.manifest.modules.items():
+        names |= {f"{t}.weight" for t in [module, *entry.tied]}
     return names
 
 
