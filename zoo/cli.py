@@ -325,9 +325,13 @@ def _task(name: str, data: str | None, text_column: str | None, label_column: st
           task_name: str | None = None, label_names: str | None = None):
     from .tasks import get_task
 
-    names = [n.strip() for n in label_names.split(",")] if label_names is not None else None
     return get_task(name, data, text_column=text_column, label_column=label_column, task_name=task_name,
-                    label_names=names)
+                    label_names=_names(label_names))
+
+
+def _names(label_names: str | None) -> list[str] | None:
+    """--label-names a,b,c as a list."""
+    return [n.strip() for n in label_names.split(",")] if label_names is not None else None
 
 
 @app.command()
@@ -515,7 +519,7 @@ def eval_(
 
     result = run_eval(model_dir, task, data=data, split=split, reference=reference, text_column=text_column,
                       label_column=label_column, limit=limit, mode=mode, max_length=max_length, task_name=task_name,
-                      label_names=label_names)
+                      label_names=_names(label_names))
     if as_json:
         out.print_json(json.dumps(result))
         return

@@ -56,6 +56,9 @@ class Task(Protocol):
 
     def collator(self, model_dir): ...
 
+    def name_labels_from(self, model_dir) -> None:
+        """Take a fine-tuned model's label names where the data gives only numbers (text tasks)."""
+
 
 def check_split(split: str) -> str:
     if split not in SPLITS:

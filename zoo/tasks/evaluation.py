@@ -46,10 +46,10 @@ def trained_length(model_dir: Path) -> int | None:
 def run_eval(model_dir: Path, task: str, *, data: str | None = None, split: str = "test", reference: str | None = None,
              text_column: str | None = None, label_column: str | None = None, limit: int | None = None,
              mode: str = "materialize", max_length: int | None = None, task_name: str | None = None,
-             label_names: str | None = None) -> dict:
+             label_names: list[str] | None = None) -> dict:
     from ..resolve import resolve_model
     from . import evaluate, get_task
-    from .fidelity import embedding_cosine, head_fidelity, sample_texts, text_batch
+    from .fidelity import base_cosine, head_fidelity, sample_texts, text_batch
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -57,15 +57,15 @@ def run_eval(model_dir: Path, task: str, *, data: str | None = None, split: str 
     if task == "fidelity":
         ref_dir = resolve_model(reference or _default_reference(model_dir)).path
         texts = sample_texts()[:limit] if limit else sample_texts()
-        metrics = {"cosine": embedding_cosine(model_dir, ref_dir, texts, mode=mode)}
         (model, new), (ref, ref_new) = _load(model_dir, None, mode), _load(ref_dir, None, "materialize")
+        batch = text_batch(model_dir, texts)
+        metrics = {"cosine": base_cosine(model.eval(), ref.eval(), batch)}
         if not new and not ref_new:  # heads only where both hold a trained one
-            metrics.update(head_fidelity(model, ref, text_batch(model_dir, texts)))
+            metrics.update(head_fidelity(model, ref, batch))
         return {"model": str(model_dir), "task": task, "dataset": f"zoo sample text vs {ref_dir}", "split": "samples",
                 "n_examples": len(texts), "metrics": metrics}
-    names = [n.strip() for n in label_names.split(",")] if label_names is not None else None
     spec = get_task(task, data, text_column=text_column, label_column=label_column, task_name=task_name,
-                    label_names=names)
+                    label_names=label_names)
     spec.examples("train")  # label vocabulary
     model, new = _load(model_dir, spec.auto_task, mode)
     if new:

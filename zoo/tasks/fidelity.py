@@ -94,6 +94,12 @@ def _base_states(model, batch: dict) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
 
 
+def base_cosine(model, reference, batch: dict) -> float:
+    """Mean cosine of two loaded models' base-model embeddings (their heads play no part)."""
+    got, want = _base_states(model.base_model, batch), _base_states(reference.base_model, batch)
+    return float(F.cosine_similarity(got, want).mean())
+
+
 def embedding_cosine(model_dir: str | Path, reference_dir: str | Path, texts: list[str], *, mode: str = "materialize",
                      max_length: int = 128) -> float:
     """Mean cosine of the base models' mean-pooled last hidden states (an encoder-decoder's encoder), `model_dir`
@@ -102,9 +108,9 @@ def embedding_cosine(model_dir: str | Path, reference_dir: str | Path, texts: li
 
     batch = text_batch(model_dir, texts, max_length=max_length)
     with quiet_transformers():
-        got = _base_states(load(model_dir, task="feature-extraction", mode=mode).eval(), batch)
-        want = _base_states(load(reference_dir, task="feature-extraction").eval(), batch)
-    return float(F.cosine_similarity(got, want).mean())
+        model = load(model_dir, task="feature-extraction", mode=mode).eval()
+        reference = load(reference_dir, task="feature-extraction").eval()
+    return base_cosine(model, reference, batch)
 
 
 def embedding_fidelity(model_dir: str | Path, reference_dir: str | Path, reference_name: str | None = None,

@@ -110,6 +110,9 @@ class ImageClassification:
     def collator(self, model_dir):
         return _collate
 
+    def name_labels_from(self, model_dir) -> None:
+        """Image classes are named by their folders or the dataset's own list: nothing to take from a model."""
+
     def features(self, split: str, model_dir, *, limit: int | None = None, max_length: int | None = None) -> list[dict]:
         from transformers import AutoConfig
 

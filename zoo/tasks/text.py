@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 from .base import Examples, TaskError, check_split
@@ -62,7 +62,7 @@ class TextClassification:
     _values: list[str] = field(default_factory=list, repr=False)  # the labels as the files write them
     _loaded: dict = field(default_factory=dict, repr=False)
 
-    @property
+    @cached_property
     def dataset(self) -> str:
         """The name results are recorded under: --task-name, else a dataset card's `pretty_name` beside the files,
         else the folder's name (its parent's, when the folder is called something like `data`), else the hub id."""

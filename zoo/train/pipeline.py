@@ -113,8 +113,7 @@ def compress_with_training(
     teacher_dir = _teacher(model, task, work, teacher, epochs=teacher_epochs,
                            max_length=max_length or t.max_length or DEFAULT_MAX_LENGTH, device=device, limit=limit,
                            callbacks=callbacks)
-    if hasattr(task, "name_labels_from"):  # the teacher's label names, when the data gives only numbers
-        task.name_labels_from(teacher_dir)
+    task.name_labels_from(teacher_dir)  # the teacher's label names, where the data gives only numbers
     length = max_length or trained_length(teacher_dir) or t.max_length or DEFAULT_MAX_LENGTH
     t = t.model_copy(update={"max_length": length})
     recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"max_length": length})})
