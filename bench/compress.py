@@ -102,7 +102,8 @@ def peak_rss_mb() -> float:
 def child(model: str, recipe: str, out: str, shard: int, plan_only: bool) -> None:
     """Runs in the measured process: compress (or only plan), print one JSON line."""
     start = time.perf_counter()
-    from formats import SafetensorsDir
+    from zoo.formats import SafetensorsDir
+
     from zoo.compress import make_plan, write_compact
     from zoo.recipes import load_recipe
     from zoo.resolve import resolve_model
@@ -126,9 +127,9 @@ def information_bits(shape: tuple[int, ...], codec) -> float:
     (b bits per int-b or k-means value, 1 per binary, log2 3 per ternary, log2 C(m, n) per N:M group), plus
     its side information (scales, zero points, centroids) at the size it is stored in. The stored bytes over
     this bound is the format's overhead (byte alignment, 3-bit N:M codes for log2 6 = 2.58 bits...)."""
-    from formats.codecs import layout
-    from formats.codecs.kronecker import factor_shapes
-    from formats.spec import BinarySpec, CodebookSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
+    from zoo.formats.codecs import layout
+    from zoo.formats.codecs.kronecker import factor_shapes
+    from zoo.formats.spec import BinarySpec, CodebookSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
 
     numel = math.prod(shape)
     parts = layout(tuple(shape), codec)
@@ -155,7 +156,7 @@ def information_bits(shape: tuple[int, ...], codec) -> float:
 
 def encoder_linear_bound(path: Path) -> float:
     """Information bound, in bytes, of a checkpoint's encoder-linear modules (from its manifest)."""
-    from formats import Checkpoint
+    from zoo.formats import Checkpoint
 
     manifest = Checkpoint.open(path, verify=False).manifest
     return sum(information_bits(tuple(e.shape), e.codec) for e in manifest.modules.values() if e.encoder_linear) / 8
@@ -163,7 +164,7 @@ def encoder_linear_bound(path: Path) -> float:
 
 def rounding(path: Path) -> str:
     """How the stored weights were rounded: GPTQ (and on what), or to nearest."""
-    from formats import Checkpoint  # not at the top: a --child process times its own imports
+    from zoo.formats import Checkpoint  # not at the top: a --child process times its own imports
 
     gptq = Checkpoint.open(path, verify=False).manifest.recipe.spec.get("gptq")
     if not gptq:
@@ -236,7 +237,7 @@ def main(out_dir: Path, quick: bool) -> dict:
         for label, codec in list(EMBEDDING_CODECS.items())[:2] if quick else EMBEDDING_CODECS.items():
             out = tmp / f"emb-{label.replace(' ', '-').replace(':', '')}"
             measure("minilm", str(embedding_recipe(tmp, label, codec)), out)
-            from formats import Checkpoint
+            from zoo.formats import Checkpoint
 
             table = Checkpoint.open(out, verify=False).manifest.modules["embeddings.word_embeddings"].nbytes
             results["embeddings"][label] = {"nbytes": table, "cosine": fidelity.cosine(out), "codec": codec}

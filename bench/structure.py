@@ -36,7 +36,8 @@ def _dense_encoder_linears(path: Path, skip=()) -> int:
     """Parameters of the encoder-linear weights stored densely in `path` (modules in `skip` left out)."""
     import math
 
-    from formats import SafetensorsDir
+    from zoo.formats import SafetensorsDir
+
     from zoo.architecture import module_kinds
     from zoo.recipes import is_encoder_linear
 
@@ -51,9 +52,9 @@ def encoder_linear_params(path: Path) -> int:
     """Parameters of the encoder-linear weights as stored: Kronecker factors, or the (pruned) dense shapes."""
     import math
 
-    from formats import Checkpoint
-    from formats.codecs.kronecker import factor_shapes
-    from formats.spec import KroneckerSpec
+    from zoo.formats import Checkpoint
+    from zoo.formats.codecs.kronecker import factor_shapes
+    from zoo.formats.spec import KroneckerSpec
 
     manifest = Checkpoint.open(path, verify=False).manifest
     total = 0

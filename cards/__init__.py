@@ -1,6 +1,10 @@
 """Model cards: README.md with metadata, results, per-layer table and an accuracy-vs-size plot, and the
 facts `zoo info` prints. Everything is read from a checkpoint's manifest (`formats`)."""
 
+if __name__ != "zoo.cards":  # the folder is on sys.path (a source tree's root): one name only, or classes exist twice
+    raise ImportError(f"import zoo.cards, not {__name__}: this folder installs as zoo.cards (pip install -e .)")
+
+
 from .card import (
     EVAL_RESULTS_DIR,
     PLOT,

@@ -21,10 +21,9 @@ from typing import Any
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-from formats.manifest import FIDELITY_FLOOR, Manifest
-from formats.reader import read_config
-from formats.writer import default_file_mode
+from zoo.formats.manifest import FIDELITY_FLOOR, Manifest
+from zoo.formats.reader import read_config
+from zoo.formats.writer import default_file_mode
 
 from .facts import AUTO_CLASSES, Results, layer_rows, methods, other_tensors_nbytes, pipeline_tag, results
 from .plot import Point, have_matplotlib, plot_accuracy_vs_size

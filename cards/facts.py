@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from formats.codecs.base import DTYPES
-from formats.manifest import EvalResult, Manifest
-from formats.spec import BinarySpec, CodebookSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
+from zoo.formats.codecs.base import DTYPES
+from zoo.formats.manifest import EvalResult, Manifest
+from zoo.formats.spec import BinarySpec, CodebookSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
 
 # architecture suffix in config.json -> Hugging Face pipeline tag
 _PIPELINES = (

@@ -7,8 +7,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from formats.errors import ZooError
-from formats.writer import default_file_mode
+from zoo.formats.errors import ZooError
+from zoo.formats.writer import default_file_mode
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,10 @@
 Pure: depends on torch, safetensors and pydantic only (never on transformers or the rest of zoo).
 """
 
+if __name__ != "zoo.formats":  # the folder is on sys.path (a source tree's root): one name only, or classes exist twice
+    raise ImportError(f"import zoo.formats, not {__name__}: this folder installs as zoo.formats (pip install -e .)")
+
+
 from . import codecs
 from .errors import ChecksumError, CodecError, FormatError, ManifestError, OutputExistsError, PatternError, ZooError
 from .fit import check_fits

@@ -9,7 +9,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from formats.errors import FormatError, ZooError
+from zoo.formats.errors import FormatError, ZooError
 
 from .guard import check_local
 from .quantizer import QUANT_METHOD, ZooConfig
@@ -136,7 +136,7 @@ def _load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAUL
     mode = check_mode(mode)
     local = Path(str(path_or_id)).is_dir()
     if local:
-        from formats import read_config as read_local_config
+        from zoo.formats import read_config as read_local_config
 
         config = read_local_config(Path(path_or_id))
         check_local(Path(path_or_id), config, verify=verify)

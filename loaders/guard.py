@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from formats import Checkpoint, SafetensorsDir
-from formats.errors import FormatError
-from formats.manifest import META_MANIFEST_SHA256, QUANT_METHOD
-from formats.safetensors_dir import INDEX_FILE, SINGLE_FILE
+from zoo.formats import Checkpoint, SafetensorsDir
+from zoo.formats.errors import FormatError
+from zoo.formats.manifest import META_MANIFEST_SHA256, QUANT_METHOD
+from zoo.formats.safetensors_dir import INDEX_FILE, SINGLE_FILE
 
 # config.json keys that size a model (transformers' names across BERT, T5, BART/Marian, GPT-2, ViT, wav2vec2)
 LAYER_KEYS = ("num_hidden_layers", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers", "n_layer",

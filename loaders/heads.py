@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from formats import Checkpoint, SafetensorsDir, read_config
-from formats.manifest import QUANT_METHOD
+from zoo.formats import Checkpoint, SafetensorsDir, read_config
+from zoo.formats.manifest import QUANT_METHOD
 
 
 def stored_parameter_names(model_dir: str | Path) -> set[str]:

@@ -26,13 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from formats import codecs
-from formats.bitpack import unpack_bits, unpack_trits
-from formats.codecs.base import group_count, strip_prefix
-from formats.codecs.kronecker import factor_shapes
-from formats.codecs.nm import kept_positions, pattern_bits
-from formats.spec import BinarySpec, CodecSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
+from zoo.formats import codecs
+from zoo.formats.bitpack import unpack_bits, unpack_trits
+from zoo.formats.codecs.base import group_count, strip_prefix
+from zoo.formats.codecs.kronecker import factor_shapes
+from zoo.formats.codecs.nm import kept_positions, pattern_bits
+from zoo.formats.spec import BinarySpec, CodecSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
 
 
 @dataclass

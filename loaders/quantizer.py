@@ -4,7 +4,7 @@
 `mode`); `ZooHfQuantizer` resizes the layers of a pruned model (the manifest's `structure`) and swaps
 every module the manifest names for a runtime module before the weights load, then checks that each was filled from the checkpoint and prepares it for its mode.
 
-    import loaders  # or: import zoo
+    import zoo.loaders  # or: import zoo
     model = AutoModel.from_pretrained("minilm-4bit-2of4")                                  # materialize
     model = AutoModel.from_pretrained("minilm-4bit-2of4", quantization_config=ZooConfig(mode="packed"))
 """
@@ -20,11 +20,10 @@ from transformers.quantizers import auto as _auto
 from transformers.quantizers import register_quantization_config, register_quantizer
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
-
-from formats import Checkpoint, Manifest
-from formats.codecs.base import DTYPES
-from formats.errors import FormatError, ZooError
-from formats.memory import release_freed_memory
+from zoo.formats import Checkpoint, Manifest
+from zoo.formats.codecs.base import DTYPES
+from zoo.formats.errors import FormatError, ZooError
+from zoo.formats.memory import release_freed_memory
 
 from .naming import model_paths, tie_partners
 from .runtime import DEFAULT_MODE, ModeError, ZooModule, check_mode, runtime_module

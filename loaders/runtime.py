@@ -27,12 +27,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-
-from formats import codecs
-from formats.codecs.kronecker import kron_rows
-from formats.errors import FormatError, ZooError
-from formats.manifest import ModuleEntry
-from formats.spec import KroneckerSpec, NMSpec
+from zoo.formats import codecs
+from zoo.formats.codecs.kronecker import kron_rows
+from zoo.formats.errors import FormatError, ZooError
+from zoo.formats.manifest import ModuleEntry
+from zoo.formats.spec import KroneckerSpec, NMSpec
 
 from .kernels import Int8Matmul, int_grid, kronecker_factors, kronecker_linear, semi_structured
 

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-from formats.errors import ZooError
+from zoo.formats.errors import ZooError
 
 
 class StructureError(ZooError):

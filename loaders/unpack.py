@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from formats import Checkpoint, CheckpointWriter, companion_files
-from formats.codecs.base import DTYPES
-from formats.memory import release_freed_memory
-from formats.writer import DEFAULT_MAX_SHARD_BYTES
+from zoo.formats import Checkpoint, CheckpointWriter, companion_files
+from zoo.formats.codecs.base import DTYPES
+from zoo.formats.memory import release_freed_memory
+from zoo.formats.writer import DEFAULT_MAX_SHARD_BYTES
 
 from .structure import padded
 

@@ -81,7 +81,7 @@ class CompressedModels:
 
     def dense(self, src: Path, recipe: str) -> Path:
         """The compressed checkpoint decoded to a plain dense one: the reference for every mode."""
-        from loaders import unpack
+        from zoo.loaders import unpack
 
         key = (str(src), str(recipe))
         if key not in self._dense:

@@ -26,26 +26,55 @@ def run_python(code: str) -> str:
     return result.stdout.strip()
 
 
-def test_formats_does_not_import_transformers_or_upper_packages():
-    loaded = run_python(
-        "import sys, formats, formats.codecs, formats.reader, formats.writer, formats.fit;"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers','zoo','cards','loaders')))"
+LAYERS = ("formats", "loaders", "cards")  # folders beside zoo/ that install as zoo.formats, zoo.loaders, zoo.cards
+
+
+def loaded_beyond(imports: str, allowed: tuple[str, ...]) -> list[str]:
+    """Modules of transformers or zoo, beyond `zoo` itself and the `allowed` prefixes, that `imports` loads."""
+    code = (
+        f"import sys, {imports}; print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'zoo')"
+        f" and m not in ('zoo', 'zoo._register') and not m.startswith({allowed!r})))"
     )
-    assert loaded == "[]"
+    return eval(run_python(code))
+
+
+def test_formats_does_not_import_transformers_or_upper_packages():
+    imports = "zoo.formats, zoo.formats.codecs, zoo.formats.reader, zoo.formats.writer, zoo.formats.fit"
+    assert loaded_beyond(imports, ("zoo.formats",)) == []
 
 
 def test_loaders_does_not_import_zoo_or_cards():
-    loaded = run_python("import sys, loaders; print(sorted(m for m in sys.modules if m.split('.')[0] in ('zoo','cards')))")
-    assert loaded == "[]"
+    assert loaded_beyond("zoo.loaders", ("zoo.formats", "zoo.loaders", "transformers")) == []
+
+
+def test_the_layers_install_under_zoo_only():
+    """`pip install zoo-compress` puts one import package in site-packages: zoo. The folders beside zoo/ refuse
+    their bare names even where a source tree's root is on sys.path, so no class is ever loaded twice."""
+    for layer in LAYERS:
+        result = subprocess.run([sys.executable, "-c", f"import {layer}"], cwd=REPO, capture_output=True, text=True, check=False)
+        assert result.returncode != 0 and f"import zoo.{layer}, not {layer}" in result.stderr
+    import tomllib
+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        ".".join(("zoo",) * (path.parts[0] != "zoo") + path.parent.parts)
+        for top in ("zoo", *LAYERS)
+        for path in (p.relative_to(REPO) for p in (REPO / top).rglob("__init__.py"))
+    }
+    assert sorted(setuptools["packages"]) == sorted(folders)
+    assert setuptools["package-dir"] == {f"zoo.{layer}": layer for layer in LAYERS}
 
 
 def test_import_statements_point_down_only():
-    allowed = {"formats": set(), "loaders": {"formats"}, "cards": {"formats", "loaders"}, "zoo": {"formats", "loaders", "cards"}}
-    pattern = re.compile(r"^\s*(?:from|import)\s+(formats|loaders|cards|zoo)\b", re.MULTILINE)
+    """formats <- loaders <- cards <- zoo: each layer imports only those below it (by their installed names)."""
+    allowed = {"formats": set(), "loaders": {"formats"}, "cards": {"formats", "loaders"}, "zoo": set(LAYERS)}
+    statement = re.compile(r"^\s*(?:from|import)\s+(zoo(?:\.\w+)?|formats|loaders|cards)\b", re.MULTILINE)
     for package, may_import in allowed.items():
         for path in (REPO / package).rglob("*.py"):
-            for target in pattern.findall(path.read_text()):
-                assert target == package or target in may_import, f"{path} imports {target}"
+            for name in statement.findall(path.read_text()):
+                assert name.split(".")[0] == "zoo", f"{path} imports the bare name {name}"
+                target = name.split(".")[1] if name.count(".") and name.split(".")[1] in LAYERS else "zoo"
+                assert target == package or target in may_import, f"{path} imports {name}"
 
 
 def tracked_text_files() -> list:

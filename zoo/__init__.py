@@ -43,7 +43,7 @@ def from_pretrained(path_or_id, *, task: str | None = None, mode: str = "materia
         "kernel" (int8 matmuls / Kronecker products where the codec allows; see README).
     Other keyword arguments go to transformers' from_pretrained (revision, token, dtype, device_map...).
     """
-    from loaders import load
+    from zoo.loaders import load
 
     if isinstance(path_or_id, str) and path_or_id.startswith("zoo:"):
         from .registry import pull

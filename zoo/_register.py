@@ -10,7 +10,7 @@ import sys
 
 
 def _register() -> None:
-    import loaders  # noqa: F401 - importing loaders registers the quantizer with transformers
+    import zoo.loaders  # noqa: F401 - importing zoo.loaders registers the quantizer with transformers
 
 
 class _Loader(importlib.abc.Loader):

@@ -52,7 +52,7 @@ def module_kinds(model_dir: Path, module_names: list[str]) -> tuple[dict[str, st
             f"transformers cannot build the architecture in {model_dir / 'config.json'}: {str(exc).splitlines()[0]}",
             hint="zoo reads the model class to tell linear layers from others; upgrade transformers or check config.json",
         ) from None
-    from loaders.naming import model_paths, tie_partners
+    from zoo.loaders.naming import model_paths, tie_partners
 
     paths = model_paths(model, module_names)
     names_by_path = {path: name for name, path in paths.items() if path}

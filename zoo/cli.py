@@ -89,7 +89,7 @@ def main(
 ) -> None:
     """zoo: a model zoo and checkpoint registry for deeply compressed transformers."""
     if verbose:
-        from loaders.auto import VERBOSE_ENV
+        from zoo.loaders.auto import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
 
@@ -244,7 +244,7 @@ def _run_compact(
     model: str, recipe: str, out_dir: Path | None, revision: str | None, overwrite: bool, max_shard_size: str,
     *, pack: bool, target_ratio: float | None = None, calibration: Path | None = None, allow_untrained: bool = False,
 ) -> None:
-    from formats import SafetensorsDir
+    from zoo.formats import SafetensorsDir
 
     from .compress import write_compact
     from .resolve import resolve_model
@@ -284,7 +284,7 @@ def _run_compact(
 
 def _warn_if_unfaithful(m, model: str, recipe: str) -> None:
     """Say so when a post-training model strays from the dense one, and how to recover it."""
-    from formats import FIDELITY_FLOOR
+    from zoo.formats import FIDELITY_FLOOR
 
     if m.fidelity is None:
         out.print("  fidelity        not measured: the model reads no text (measure with `zoo eval DIR --task ...`)")
@@ -557,7 +557,7 @@ def unpack(
     max_shard_size: ShardOpt = "2GB",
 ) -> None:
     """Write a plain dense checkpoint (safetensors + config.json) that any tool can load."""
-    from loaders import unpack as unpack_checkpoint
+    from zoo.loaders import unpack as unpack_checkpoint
 
     target = out_dir or Path(f"{model_dir.resolve().name}-dense")
     path = unpack_checkpoint(model_dir, target, overwrite=overwrite, max_shard_bytes=_parse_size(max_shard_size))
@@ -596,8 +596,8 @@ def info(
     """
     from dataclasses import asdict
 
-    from cards import layer_rows, other_tensors_nbytes, results
-    from formats import Checkpoint
+    from zoo.cards import layer_rows, other_tensors_nbytes, results
+    from zoo.formats import Checkpoint
 
     model_dir = _dir_or_pull(model, registry, revision)
     ckpt = Checkpoint.open(model_dir)
@@ -686,7 +686,7 @@ def verify(
 
     Example: [bold]zoo verify minilm-4bit-2of4[/bold]
     """
-    from formats import Checkpoint
+    from zoo.formats import Checkpoint
 
     model_dir = _dir_or_pull(model, registry, None)
     ckpt = Checkpoint.open(model_dir, verify=True)
@@ -724,8 +724,8 @@ def card(
       [bold]zoo card minilm-4bit-2of4-rt --sibling minilm-int8-rt --sibling minilm-binary-rt[/bold]
       [bold]zoo card minilm-4bit-2of4-rt --registry local[/bold]   (plot the models the local registry lists)
     """
-    from cards import manifest_of, point_of, results, write_card
-    from formats import Checkpoint
+    from zoo.cards import manifest_of, point_of, results, write_card
+    from zoo.formats import Checkpoint
 
     own = results(Checkpoint.open(model_dir).manifest)  # a card describes a verified checkpoint
     points = []
@@ -756,7 +756,7 @@ def card(
 def _registry_points(registry: str | None, own, exclude: str | None = None, token: str | None = None) -> list:
     """Plot points for the models a registry lists that were measured like this one (same metric, dataset
     and split), read from its index."""
-    from cards import Point
+    from zoo.cards import Point
 
     from .registry import list_models
 
@@ -832,8 +832,8 @@ def _upload_source(model_dir: Path, name: str, registry: str | None, token: str 
     if not card:
         yield model_dir
         return
-    from cards import results, write_card
-    from formats import Checkpoint
+    from zoo.cards import results, write_card
+    from zoo.formats import Checkpoint
 
     from .registry import parse_name
 

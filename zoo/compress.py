@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from cards import base_card_data, write_card
-from formats import (
+from zoo.cards import base_card_data, write_card
+from zoo.formats import (
     BaseModelInfo,
     CheckpointWriter,
     Manifest,
@@ -34,11 +34,11 @@ from formats import (
     shard_metadata,
     tensor_name,
 )
-from formats.codecs.base import DTYPES
-from formats.fit import check_decodes_to, fit
-from formats.manifest import config_digest
-from formats.memory import release_freed_memory
-from formats.writer import DEFAULT_MAX_SHARD_BYTES, ensure_writable, sha256_file
+from zoo.formats.codecs.base import DTYPES
+from zoo.formats.fit import check_decodes_to, fit
+from zoo.formats.manifest import config_digest
+from zoo.formats.memory import release_freed_memory
+from zoo.formats.writer import DEFAULT_MAX_SHARD_BYTES, ensure_writable, sha256_file
 
 from . import __version__
 from .architecture import module_kinds
@@ -228,16 +228,16 @@ def _weight_hashes(source: SafetensorsDir) -> dict[str, str]:
 
 def _architecture(model_dir: Path, config: dict) -> str | None:
     """The transformers class the weights fill (config.json may name one whose head they lack)."""
-    from loaders.auto import fitting_class
+    from zoo.loaders.auto import fitting_class
 
     return fitting_class(model_dir, config).__name__ if config.get("architectures") else None
 
 
 def _dense_model(model_dir: Path):
     """The dense checkpoint as the class its weights fill, in float32 (for measuring, never for writing)."""
-    from loaders import quiet_transformers
-    from loaders.auto import fitting_class
-    from loaders.auto import read_config as read_hf_config
+    from zoo.loaders import quiet_transformers
+    from zoo.loaders.auto import fitting_class
+    from zoo.loaders.auto import read_config as read_hf_config
 
     with quiet_transformers():  # the class the weights fill: never a head they lack (it would be random)
         return fitting_class(model_dir, read_hf_config(model_dir)).from_pretrained(model_dir, dtype=torch.float32)
@@ -256,9 +256,9 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
     """GPTQ-round the planned modules it serves (recipe's `gptq:` section) on calibration text: the recipe
     with what it was measured on, and per module the codec tensors that store its rounded weight (checked to
     decode to it when made; no float copy of a weight is kept)."""
-    from loaders.auto import model_class
-    from loaders.auto import read_config as read_hf_config
-    from loaders.naming import model_paths
+    from zoo.loaders.auto import model_class
+    from zoo.loaders.auto import read_config as read_hf_config
+    from zoo.loaders.naming import model_paths
 
     from .methods.gptq import gptq, round_clipped, serves
     from .tasks.base import TaskError

@@ -1,6 +1,6 @@
 """zoo's errors: the format errors from `formats`, plus the causes that belong to zoo."""
 
-from formats.errors import (  # noqa: F401  (re-exported: one place to import errors from)
+from zoo.formats.errors import (  # noqa: F401  (re-exported: one place to import errors from)
     ChecksumError,
     CodecError,
     FormatError,

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from formats import codecs
-from formats.spec import CodecSpec, IntSpec, NMSpec
+from zoo.formats import codecs
+from zoo.formats.spec import CodecSpec, IntSpec, NMSpec
 
 from .architecture import layer_kind
 from .errors import CodecError, RecipeError
@@ -85,7 +85,7 @@ class Budget:
 def searched_modules(model: nn.Module, recipe: Recipe) -> list[Target]:
     """The modules of `model` the recipe's rules select (the ones the search decides); a module whose
     weight the model ties to an earlier one is stored with it, so only the first of a tied group counts."""
-    from loaders.naming import tied_groups
+    from zoo.loaders.naming import tied_groups
 
     copies = {member for members in tied_groups(model).values() for member in members}
     found = [Target(name, tuple(module.weight.shape), kind) for name, module in model.named_modules()
@@ -98,9 +98,9 @@ def searched_modules(model: nn.Module, recipe: Recipe) -> list[Target]:
 def search_budget(model: nn.Module, model_dir, targets: list[Target], recipe: Recipe) -> Budget:
     """The byte budget of the searched modules, from the dense checkpoint in `model_dir` (its file size, and
     every tensor the search leaves to the recipe's dense dtype)."""
-    from formats import SafetensorsDir
-    from formats.codecs.base import DTYPES
-    from loaders.naming import model_paths
+    from zoo.formats import SafetensorsDir
+    from zoo.formats.codecs.base import DTYPES
+    from zoo.loaders.naming import model_paths
 
     source = SafetensorsDir(model_dir)
     names = list(source.names())
@@ -147,7 +147,7 @@ class _Replay:
     list; not ALBERT's shared layers, not an encoder-decoder)."""
 
     def __init__(self, model: nn.Module, targets: list[Target], loss: LossFn):
-        from loaders.structure import StructureError, layer_list
+        from zoo.loaders.structure import StructureError, layer_list
 
         self.blocks: list[nn.Module] = []
         self.first: dict[str, int] = {}

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
+from zoo.cards import PLOT, README, Point, build_card, layer_rows, results, write_card
+from zoo.formats import Checkpoint
 
-from cards import PLOT, README, Point, build_card, layer_rows, results, write_card
-from formats import Checkpoint
 from tests.conftest import DATA
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -114,10 +114,10 @@ def test_card_follows_the_manifest_when_results_change_and_drops_stale_files(com
 
 
 def test_card_without_matplotlib_says_so(compressed, monkeypatch):
-    import cards.card
+    from zoo.cards import card
 
     _with_evaluation(compressed, teacher=0.8, student=0.79)
-    monkeypatch.setattr(cards.card, "have_matplotlib", lambda: False)
+    monkeypatch.setattr(card, "have_matplotlib", lambda: False)
     files = write_card(compressed)
     assert files.plot is None and "No plot: matplotlib is not installed" in files.readme.read_text()
 

@@ -15,10 +15,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from formats import bitpack
-from formats.bitpack import MAX_BITS, pack_bits, pack_trits, packed_nbytes, trit_nbytes, unpack_bits, unpack_trits
-from formats.errors import CodecError
+from zoo.formats import bitpack
+from zoo.formats.bitpack import MAX_BITS, pack_bits, pack_trits, packed_nbytes, trit_nbytes, unpack_bits, unpack_trits
+from zoo.formats.errors import CodecError
 
 PROPS = settings(
     max_examples=60,

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-
-from formats import (
+from zoo.formats import (
     BaseModelInfo,
     Checkpoint,
     CheckpointWriter,
@@ -29,6 +28,7 @@ from formats import (
     shard_metadata,
     tensor_name,
 )
+
 from tests.conftest import leftovers
 
 SPECS = {
@@ -291,7 +291,7 @@ def test_config_is_not_json(ckpt_dir):
 def test_pickle_only_directory_gets_a_hint(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
-    from formats import SafetensorsDir
+    from zoo.formats import SafetensorsDir
 
     with pytest.raises(FormatError) as info:
         SafetensorsDir(tmp_path)

@@ -19,12 +19,11 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-
-from formats import codecs
-from formats.bitpack import pack_bits
-from formats.codecs.kronecker import multiply_adds, shapes_for_ratio
-from formats.errors import CodecError
-from formats.spec import BinarySpec, CodebookSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
+from zoo.formats import codecs
+from zoo.formats.bitpack import pack_bits
+from zoo.formats.codecs.kronecker import multiply_adds, shapes_for_ratio
+from zoo.formats.errors import CodecError
+from zoo.formats.spec import BinarySpec, CodebookSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
 
 PROPS = settings(
     max_examples=60,
@@ -767,7 +766,7 @@ def test_codebook_exact_for_few_distinct_values(data):
 
 
 def test_codebook_index_ties_go_to_lower_index():
-    from formats.bitpack import unpack_bits
+    from zoo.formats.bitpack import unpack_bits
 
     # 2 distinct values, 4 slots: the codebook is padded with its largest value -> [1, 2, 2, 2]
     w = torch.tensor([[1.0, 2.0, 2.0, 1.0]])
@@ -1149,7 +1148,7 @@ def test_decode_rows_equals_the_rows_of_decode(data):
 
 def test_decode_rows_reads_only_the_rows_asked_for(monkeypatch):
     """No full decode behind a lookup: each codec's decode_rows is served without calling its decode."""
-    from formats.codecs import binary, codebook, intn, nm, ternary
+    from zoo.formats.codecs import binary, codebook, intn, nm, ternary
 
     w = torch.randn(50, 36)
     for module in (intn, binary, ternary, codebook, nm):
@@ -1196,7 +1195,7 @@ def test_a_large_matrix_encoded_in_row_blocks_gives_the_same_tensors(monkeypatch
 @pytest.mark.parametrize("spec", [CodebookSpec(bits=4), CodebookSpec(bits=2, group_rows=1)], ids=lambda s: s.describe())
 def test_kmeans_walking_a_table_in_pieces_gives_the_same_tensors(monkeypatch, spec):
     """k-means and the nearest-centroid search take a long row a piece at a time; nothing may change."""
-    from formats.codecs import codebook
+    from zoo.formats.codecs import codebook
 
     w = torch.randn(60, 50, generator=torch.Generator().manual_seed(5)) * torch.rand(60, 1, generator=torch.Generator().manual_seed(6))
     whole = codecs.encode(w, spec)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from formats import codecs
-from formats.errors import PatternError
-from formats.fit import check_decodes_to, fit
-from formats.spec import IntSpec, NMSpec
+from zoo.formats import codecs
+from zoo.formats.errors import PatternError
+from zoo.formats.fit import check_decodes_to, fit
+from zoo.formats.spec import IntSpec, NMSpec
 
 INT4 = IntSpec(bits=4, group_size=8)
 NM_INT4 = NMSpec(n=2, m=4, values=IntSpec(bits=4, group_size=8))

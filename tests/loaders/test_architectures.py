@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from zoo.formats import Checkpoint, SafetensorsDir
+from zoo.loaders import ModeError, ZooEmbedding, ZooLinear, ZooModule
+from zoo.loaders.kernels import Int8Matmul
+from zoo.loaders.runtime import ZooConv
 
-import loaders
 import zoo
-from formats import Checkpoint, SafetensorsDir
-from loaders import ModeError, ZooEmbedding, ZooLinear, ZooModule
-from loaders.kernels import Int8Matmul
-from loaders.runtime import ZooConv
+from zoo import loaders
 from zoo.compress import write_compact
 from zoo.recipes import load_recipe
 from zoo.resolve import resolve_model

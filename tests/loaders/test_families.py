@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from zoo.formats import Checkpoint
 
-import loaders
 import zoo
-from formats import Checkpoint
+from zoo import loaders
 from zoo.compress import write_compact
 from zoo.recipes import load_recipe
 from zoo.resolve import resolve_model

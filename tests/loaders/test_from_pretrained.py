@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from zoo.formats import Checkpoint, FormatError, SafetensorsDir, ZooError
+from zoo.loaders import MODES, ModeError, ZooConfig, ZooEmbedding, ZooLinear, ZooModule
+from zoo.loaders.kernels import Int8Matmul
 
-import loaders
 import zoo
-from formats import Checkpoint, FormatError, SafetensorsDir, ZooError
-from loaders import MODES, ModeError, ZooConfig, ZooEmbedding, ZooLinear, ZooModule
-from loaders.kernels import Int8Matmul
+from zoo import loaders
 
 RECIPES = ["int8", "4bit", "2of4", "4bit-2of4", "binary", "ternary", "kmeans-4bit", "kmeans-1bit"]
 KERNEL_ON_CPU = ["int8", "4bit", "4bit-2of4", "binary", "ternary"]  # codecs on an integer grid
@@ -231,7 +231,7 @@ def test_to_dtype_moves_the_stored_tensors_without_casting_them(mode, tiny_bert_
 
 def test_kronecker_layers_run_as_factor_products_in_every_mode(tiny_bert_dir, compressed_models, tmp_path_factory,
                                                                monkeypatch):
-    from formats.codecs import kronecker
+    from zoo.formats.codecs import kronecker
 
     recipe = tmp_path_factory.mktemp("recipes") / "kron.yaml"
     recipe.write_text(
@@ -267,7 +267,7 @@ EMBEDDING_RECIPES = {
 @pytest.mark.parametrize("codec", sorted(EMBEDDING_RECIPES))
 def test_packed_embeddings_decode_only_the_rows_looked_up(codec, tiny_bert_dir, compressed_models, tmp_path_factory,
                                                           monkeypatch):
-    from formats import codecs
+    from zoo.formats import codecs
 
     recipe = tmp_path_factory.mktemp("recipes") / f"emb-{codec}.yaml"
     recipe.write_text(

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
+from zoo.formats import Checkpoint
 
-from formats import Checkpoint
 from tests.conftest import REPO
 
 LOAD = """
@@ -41,9 +41,9 @@ def test_import_zoo_registers_when_transformers_is_imported_later(checkpoint):
     path, ckpt = checkpoint
     code = (
         "import zoo\n"
-        "report['before'] = sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'loaders'))\n"
+        "report['before'] = sorted(m for m in sys.modules if m.split('.')[0] == 'transformers' or m.startswith('zoo.loaders'))\n"
         "from transformers import AutoModel\n"
-        "report['registered'] = 'loaders' in sys.modules\n" + LOAD
+        "report['registered'] = 'zoo.loaders' in sys.modules\n" + LOAD
     )
     report = run_python(code, path, ckpt.manifest.modules)
     assert report["before"] == []  # `import zoo` alone keeps the CLI fast: no transformers, no loaders
@@ -65,8 +65,9 @@ def test_plain_transformers_without_zoo_leaves_compressed_layers_random(checkpoi
     the dense weights MISSING (initialised at random) and the stored tensors UNEXPECTED, and loads."""
     path, ckpt = checkpoint
     code = (
-        "import torch\nfrom transformers import AutoModel\nfrom formats import Checkpoint\n" + LOAD +
-        "report['registered'] = 'loaders' in sys.modules or 'zoo' in sys.modules\n"
+        "import torch\nfrom transformers import AutoModel\n" + LOAD +
+        "report['registered'] = 'zoo.loaders' in sys.modules or 'zoo' in sys.modules\n"
+        "from zoo.formats import Checkpoint  # after the load: importing zoo.formats imports zoo\n"
         "name = MODULES[0]\n"
         "report['same_weight'] = torch.equal(model.get_submodule(name).weight, Checkpoint.open(PATH).decode(name))\n"
     )

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from zoo.formats import Checkpoint, FormatError, SafetensorsDir
+from zoo.loaders import ZooEmbedding, ZooLinear, unpack
 
 import zoo
-from formats import Checkpoint, FormatError, SafetensorsDir
-from loaders import ZooEmbedding, ZooLinear, unpack
 from tests.conftest import minilm_path
 from zoo.compress import write_compact
 from zoo.errors import RecipeError
@@ -167,8 +167,8 @@ def test_training_keeps_a_tied_pair_one_weight(tmp_path):
     """The student trains one fake-quantized table for both users, can be checkpointed while parametrized (what
     Trainer does each epoch), and exports as one tied weight on the codec's grid, which the packer stores once."""
     from transformers import BertConfig, BertForMaskedLM
+    from zoo.formats import check_fits
 
-    from formats import check_fits
     from zoo.methods import attach, export, plan_modules
 
     torch.manual_seed(0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import torch
+from zoo.formats import Checkpoint, SafetensorsDir
+from zoo.loaders import unpack
 
-from formats import Checkpoint, SafetensorsDir
-from loaders import unpack
 from zoo.compress import write_compact
 from zoo.recipes import load_recipe
 from zoo.resolve import resolve_model

@@ -131,7 +131,7 @@ def mutate(rng: random.Random, d: Path, originals: dict[str, bytes]) -> str:
 
 
 def _outcome(fn) -> tuple[str, object]:
-    from formats.errors import ZooError
+    from zoo.formats.errors import ZooError
 
     try:
         return "ok", fn()
@@ -162,9 +162,9 @@ def _info(d: Path) -> str:
 def worker(root: Path, seed: int, start: int, count: int) -> None:
     """Run mutants start..start+count-1 of `seed`, one JSON line each on stdout."""
     import torch
+    from zoo.formats import Checkpoint
 
     import zoo
-    from formats import Checkpoint
 
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("hang")))

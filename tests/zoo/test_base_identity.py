@@ -10,8 +10,7 @@ import shutil
 
 import pytest
 import torch
-
-from formats import Checkpoint
+from zoo.formats import Checkpoint
 
 BASE_CARD = """---
 license: apache-2.0
@@ -130,7 +129,7 @@ def test_files_are_copied_by_purpose(mlm_named, run_cli, tmp_path):
 
 def test_modules_are_listed_in_natural_order(tiny_bert_dir, compressed_models):
     """`zoo info` and the card listed layer.10 before layer.2."""
-    from cards import layer_rows
+    from zoo.cards import layer_rows
 
     manifest = Checkpoint.open(compressed_models.path(tiny_bert_dir, "int8")).manifest
     entry = next(iter(manifest.modules.values()))

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from zoo.formats import Checkpoint, PatternError, SafetensorsDir, check_fits, codecs
+from zoo.formats.spec import KroneckerSpec, NMSpec
+from zoo.loaders import unpack
 
 import zoo
-from formats import Checkpoint, PatternError, SafetensorsDir, check_fits, codecs
-from formats.spec import KroneckerSpec, NMSpec
-from loaders import unpack
 from tests.conftest import leftovers
 from zoo.compress import write_compact
 from zoo.errors import OutputExistsError, RecipeError, UnsupportedModelError

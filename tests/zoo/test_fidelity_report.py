@@ -5,8 +5,8 @@ fine-tuning command below the floor. Recipes that only work trained are refused 
 from __future__ import annotations
 
 import pytest
+from zoo.formats import FIDELITY_FLOOR, Checkpoint
 
-from formats import FIDELITY_FLOOR, Checkpoint
 from tests.zoo.test_cli import assert_one_line_error
 
 

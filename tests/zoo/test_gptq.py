@@ -8,9 +8,9 @@ import json
 
 import pytest
 import torch
+from zoo.formats import Checkpoint, codecs
+from zoo.formats.spec import IntSpec, NMSpec
 
-from formats import Checkpoint, codecs
-from formats.spec import IntSpec, NMSpec
 from zoo.methods.gptq import round_clipped, round_weight, serves
 
 INT4 = IntSpec(bits=4, group_size=32)

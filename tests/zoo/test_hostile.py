@@ -12,8 +12,8 @@ import sys
 import textwrap
 
 import pytest
+from zoo.formats import Checkpoint, FormatError, ManifestError
 
-from formats import Checkpoint, FormatError, ManifestError
 from tests.conftest import REPO
 from tests.zoo import fuzzing
 from tests.zoo.test_cli import assert_one_line_error
@@ -101,7 +101,7 @@ def test_a_module_shaped_unlike_its_layer_is_refused_before_decoding(micro, tmp_
     small = json.loads((micro / "single" / "config.json").read_text())
     config = json.loads((bomb / "config.json").read_text())
     settings = {k: v for k, v in small.items() if k != "quantization_config"}
-    from formats.manifest import config_digest
+    from zoo.formats.manifest import config_digest
 
     config = {**settings, "quantization_config": {**config["quantization_config"], "config_sha256": config_digest(settings)}}
     (bomb / "config.json").write_text(json.dumps(config))
@@ -116,8 +116,9 @@ def test_a_config_that_sizes_the_model_past_its_weights_is_refused(micro, tmp_pa
     """num_hidden_layers: 1e12 made transformers allocate until the machine ran out (24 GB in a minute). The
     edit is caught by the manifest's config hash; with the hash recomputed too (or a plain dense model), by the
     bound on sizes."""
+    from zoo.formats.manifest import config_digest
+
     import zoo
-    from formats.manifest import config_digest
 
     for key, value in (("num_hidden_layers", 10**12), ("intermediate_size", 10**9), ("vocab_size", -1)):
         bomb = shutil.copytree(micro / "single", tmp_path / key)

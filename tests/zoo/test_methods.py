@@ -3,10 +3,10 @@
 import pytest
 import torch
 from torch import nn
+from zoo.formats import codecs
+from zoo.formats.fit import check_decodes_to
+from zoo.formats.spec import BinarySpec, CodebookSpec, IntSpec, NMSpec, TernarySpec
 
-from formats import codecs
-from formats.fit import check_decodes_to
-from formats.spec import BinarySpec, CodebookSpec, IntSpec, NMSpec, TernarySpec
 from zoo.methods import attach, export, fake_quantizer, keep_layers
 from zoo.recipes.training import TrainingSpec
 

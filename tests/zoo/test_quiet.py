@@ -35,7 +35,7 @@ def test_from_pretrained_still_reports_a_head_that_is_not_in_the_weights(int8_di
 
 
 def test_verbose_shows_transformers_bars(int8_dir, run_cli, monkeypatch):
-    from loaders.auto import VERBOSE_ENV
+    from zoo.loaders.auto import VERBOSE_ENV
 
     monkeypatch.delenv(VERBOSE_ENV, raising=False)
     quiet = run_cli("eval", int8_dir, "--task", "fidelity")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from zoo.formats import BinarySpec, CodebookSpec, DenseSpec, IntSpec, NMSpec, TernarySpec
 
-from formats import BinarySpec, CodebookSpec, DenseSpec, IntSpec, NMSpec, TernarySpec
 from tests.conftest import minilm_path
 from zoo.errors import RecipeError
 from zoo.recipes import builtin_names, builtin_text, is_encoder_linear, load_recipe
@@ -37,7 +37,8 @@ def test_each_builtin_means_what_its_name_says():
 def whole_ratio(recipe) -> float:
     """The whole-checkpoint ratio a recipe gives all-MiniLM-L6-v2, from its safetensors headers and the codecs'
     layouts (file headers left out: under 0.1%)."""
-    from formats import SafetensorsDir
+    from zoo.formats import SafetensorsDir
+
     from zoo.compress import make_plan
 
     source = SafetensorsDir(minilm_path())
@@ -184,7 +185,8 @@ traning: {epochs: 2}
 
 
 def test_a_group_size_that_does_not_tile_the_rows_is_refused_for_every_module_at_once(tiny_bert_dir, tmp_path):
-    from formats import SafetensorsDir
+    from zoo.formats import SafetensorsDir
+
     from zoo.compress import make_plan
 
     path = tmp_path / "g100.yaml"
@@ -200,7 +202,8 @@ def test_a_group_size_that_does_not_tile_the_rows_is_refused_for_every_module_at
 
 
 def test_a_recipe_matching_nothing_shows_the_models_module_names(tiny_bert_dir, tmp_path):
-    from formats import SafetensorsDir
+    from zoo.formats import SafetensorsDir
+
     from zoo.compress import make_plan
 
     path = tmp_path / "t5ish.yaml"

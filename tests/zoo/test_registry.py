@@ -107,7 +107,7 @@ def test_names_stubs_revisions_and_unsafe_file_names():
 
 
 def test_local_round_trip_list_and_from_pretrained(run_cli, home, ckpt):
-    from formats import Checkpoint
+    from zoo.formats import Checkpoint
 
     up = run_cli("upload", ckpt, STUB)
     assert up.exit_code == 0, up.stderr
@@ -135,7 +135,8 @@ def test_local_round_trip_list_and_from_pretrained(run_cli, home, ckpt):
 
 
 def test_list_shows_the_measured_result_from_the_manifest(run_cli, home, ckpt, tmp_path, monkeypatch):
-    from formats.manifest import EvalResult, Manifest
+    from zoo.formats.manifest import EvalResult, Manifest
+
     from zoo import cli
 
     monkeypatch.setattr(cli.out, "width", 160)  # a wide terminal: no folded cells

@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 import pytest
+from zoo.formats import Checkpoint
 
-from formats import Checkpoint
 from tests.conftest import DATA
 from zoo.errors import RecipeError
 from zoo.recipes import load_recipe

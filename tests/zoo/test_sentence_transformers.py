@@ -8,8 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-
-from formats import FormatError, companion_files
+from zoo.formats import FormatError, companion_files
 
 
 def test_module_folders_named_by_modules_json_are_companions(tmp_path):

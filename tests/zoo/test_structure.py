@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
+from zoo.formats import Checkpoint
+from zoo.formats.spec import IntSpec, KroneckerSpec
+from zoo.loaders.structure import StructureError, layer_list, resize, structure_of
 
 import zoo
-from formats import Checkpoint
-from formats.spec import IntSpec, KroneckerSpec
-from loaders.structure import StructureError, layer_list, resize, structure_of
 from tests.conftest import leftovers
 from tests.zoo.test_train import RT, recipe_with, task, teacher_dir  # noqa: F401 (fixtures)
 from zoo.errors import RecipeError
@@ -168,8 +168,7 @@ def test_info_and_card_describe_the_pruned_structure(pruned_student, run_cli):
 
 def test_unpacking_a_pruned_model_pads_it_back_to_a_plain_checkpoint(pruned_student, tmp_path):
     from transformers import AutoModelForSequenceClassification
-
-    from loaders.unpack import unpack
+    from zoo.loaders.unpack import unpack
 
     dense = unpack(pruned_student.path, tmp_path / "dense")
     assert "quantization_config" not in json.loads((dense / "config.json").read_text())

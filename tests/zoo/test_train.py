@@ -7,9 +7,9 @@ import math
 
 import pytest
 from transformers import TrainerCallback
+from zoo.formats import Checkpoint, codecs
+from zoo.formats.fit import check_decodes_to
 
-from formats import Checkpoint, codecs
-from formats.fit import check_decodes_to
 from tests.conftest import DATA, leftovers
 from zoo.errors import RecipeError
 from zoo.recipes import load_recipe, parse_recipe

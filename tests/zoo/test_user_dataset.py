@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
+from zoo.formats import Checkpoint
 
-from formats import Checkpoint
 from tests.conftest import DATA, REPO
 
 RT = DATA / "rotten_tomatoes"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from formats.spec import BinarySpec, CodebookSpec, CodecSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
+from zoo.formats.spec import BinarySpec, CodebookSpec, CodecSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
 
 from ..architecture import layer_kind
 from ..errors import RecipeError
@@ -51,7 +51,7 @@ def fake_quantizer(spec: CodecSpec, weight: torch.Tensor, training: TrainingSpec
 
 
 def _kept_values(weight: torch.Tensor, spec: NMSpec) -> torch.Tensor:
-    from formats.codecs.nm import select
+    from zoo.formats.codecs.nm import select
 
     matrix = weight.detach().reshape(weight.shape[0], -1).float()
     rows, cols = matrix.shape
@@ -65,7 +65,7 @@ def plan_modules(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
     """module name -> codec, for the modules of a live model the recipe compresses. Of modules whose weights
     the model ties together only the one that holds the weight is planned; `attach` gives the others the same
     training-time module, and the packer stores the weight once."""
-    from loaders.naming import tied_groups
+    from zoo.loaders.naming import tied_groups
 
     partners = tied_groups(model)
     copies = {target for targets in partners.values() for target in targets}
@@ -87,8 +87,8 @@ def plan_modules(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
 def check_plan(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
     """`plan_modules`, and every codec checked against its module's weight shape (factor shapes
     that do not divide it, a rank too high...): for a meta-device model, before any training."""
-    from formats import codecs
-    from formats.errors import CodecError
+    from zoo.formats import codecs
+    from zoo.formats.errors import CodecError
 
     plan = plan_modules(model, recipe)
     for name, spec in plan.items():
@@ -103,7 +103,7 @@ def check_plan(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
 def attach(model: nn.Module, plan: dict[str, CodecSpec], training: TrainingSpec) -> dict[str, nn.Module]:
     """Parametrize every planned module's weight with its fake quantizer; returns them by module name.
     Modules tied to a planned one compute with its training-time weight (`_follow`), so they stay one weight."""
-    from loaders.naming import tied_groups
+    from zoo.loaders.naming import tied_groups
 
     groups = tied_groups(model)
     fakes = {}

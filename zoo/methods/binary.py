@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from formats.codecs.base import from_groups, group_sizes, to_groups
-from formats.spec import BinarySpec, TernarySpec
+from zoo.formats.codecs.base import from_groups, group_sizes, to_groups
+from zoo.formats.spec import BinarySpec, TernarySpec
 
 from .quantize import straight_through
 

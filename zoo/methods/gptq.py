@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from formats.codecs.base import DTYPES
-from formats.codecs.nm import select
-from formats.spec import CodecSpec, IntSpec, NMSpec
+from zoo.formats.codecs.base import DTYPES
+from zoo.formats.codecs.nm import select
+from zoo.formats.spec import CodecSpec, IntSpec, NMSpec
 
 from ..recipes import BLOCK_PATTERN
 

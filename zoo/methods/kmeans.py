@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from formats.codecs.base import round_to_dtype
-from formats.codecs.codebook import codebook_count, kmeans_1d, nearest, row_blocks
-from formats.spec import CodebookSpec
+from zoo.formats.codecs.base import round_to_dtype
+from zoo.formats.codecs.codebook import codebook_count, kmeans_1d, nearest, row_blocks
+from zoo.formats.spec import CodebookSpec
 
 from .quantize import stored
 

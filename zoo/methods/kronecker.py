@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from formats import codecs
-from formats.codecs.base import with_prefix
-from formats.codecs.kronecker import factor_shapes, nearest_kronecker
-from formats.spec import KroneckerSpec
+from zoo.formats import codecs
+from zoo.formats.codecs.base import with_prefix
+from zoo.formats.codecs.kronecker import factor_shapes, nearest_kronecker
+from zoo.formats.spec import KroneckerSpec
 
 
 class KroneckerFake(nn.Module):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from loaders.structure import layer_list
+from zoo.loaders.structure import layer_list
 
 from ..errors import RecipeError
 

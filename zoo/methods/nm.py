@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from formats.codecs.nm import select
-from formats.spec import NMSpec
+from zoo.formats.codecs.nm import select
+from zoo.formats.spec import NMSpec
 
 
 class NMFake(nn.Module):

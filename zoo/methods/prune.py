@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from transformers import TrainerCallback
 
-from formats import Structure
-from loaders.structure import StructureError, head_count, head_size, layer_list, layer_parts, resize
+from zoo.formats import Structure
+from zoo.loaders.structure import StructureError, head_count, head_size, layer_list, layer_parts, resize
 
 from ..errors import RecipeError
 from ..recipes.pruning import PruningSpec

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from formats import codecs
-from formats.codecs.base import DTYPES, from_groups, to_groups
-from formats.spec import CodecSpec, DenseSpec, IntSpec
+from zoo.formats import codecs
+from zoo.formats.codecs.base import DTYPES, from_groups, to_groups
+from zoo.formats.spec import CodecSpec, DenseSpec, IntSpec
 
 
 def straight_through(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

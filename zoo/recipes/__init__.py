@@ -33,8 +33,8 @@ from pydantic import (
     model_validator,
 )
 
-from formats.errors import CodecError
-from formats.spec import CODEC_NAMES, CodecSpec, DenseSpec, KroneckerSpec, ValueSpec
+from zoo.formats.errors import CodecError
+from zoo.formats.spec import CODEC_NAMES, CodecSpec, DenseSpec, KroneckerSpec, ValueSpec
 
 from ..errors import RecipeError
 from .gptq import GPTQSpec
@@ -71,7 +71,7 @@ class KroneckerTarget(BaseModel):
         return f"kron {self.ratio:g}x r{self.rank} + {self.factors.describe()}"
 
     def resolve(self, shape: tuple[int, ...], kind: str) -> KroneckerSpec:
-        from formats.codecs.kronecker import shapes_for_ratio
+        from zoo.formats.codecs.kronecker import shapes_for_ratio
 
         return shapes_for_ratio(shape, self.ratio, rank=self.rank, factors=self.factors,
                                 one_row_b=kind == "embedding")

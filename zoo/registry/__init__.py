@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from formats import Checkpoint
+from zoo.formats import Checkpoint
 
 from ..errors import ChecksumError, RegistryError
 from .files import checkpoint_files, install, verify_files

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from formats import Checkpoint
-from formats.manifest import FileInfo
-from formats.writer import file_info
+from zoo.formats import Checkpoint
+from zoo.formats.manifest import FileInfo
+from zoo.formats.writer import file_info
 
 from ..errors import ChecksumError, FormatError, RegistryError
 from .names import RESERVED_TOP, check_file_name

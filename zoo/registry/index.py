@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cards.facts import headline
-from formats.manifest import EvalResult, FileInfo, Manifest
+from zoo.cards.facts import headline
+from zoo.formats.manifest import EvalResult, FileInfo, Manifest
 
 from ..errors import ModelNotFoundError, RegistryError
 from .names import ModelRef, check_revision, parse_name

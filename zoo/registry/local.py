@@ -21,8 +21,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from formats import Checkpoint
-from formats.writer import replace_dir
+from zoo.formats import Checkpoint
+from zoo.formats.writer import replace_dir
 
 from ..errors import ChecksumError, RegistryError
 from .files import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from formats.manifest import FileInfo
+from zoo.formats.manifest import FileInfo
 
 from .index import RevisionRecord
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from formats.writer import output_mark
+from zoo.formats.writer import output_mark
 
 from .base import TaskError
 from .text import DEFAULT_MAX_LENGTH
@@ -13,7 +13,7 @@ from .text import DEFAULT_MAX_LENGTH
 
 def _load(model_dir: Path, auto_task: str | None, mode: str):
     """The model, and the names of the parameters transformers had to initialise (a head the weights lack)."""
-    from loaders import load, quiet_transformers
+    from zoo.loaders import load, quiet_transformers
 
     with quiet_transformers():
         model, info = load(model_dir, task=auto_task, mode=mode, new_head=True, output_loading_info=True)

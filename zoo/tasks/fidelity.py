@@ -104,7 +104,7 @@ def embedding_cosine(model_dir: str | Path, reference_dir: str | Path, texts: li
                      max_length: int = 128) -> float:
     """Mean cosine of the base models' mean-pooled last hidden states (an encoder-decoder's encoder), `model_dir`
     (loaded in `mode`) against `reference_dir`: never through a head, which may be one the weights lack."""
-    from loaders import load, quiet_transformers
+    from zoo.loaders import load, quiet_transformers
 
     batch = text_batch(model_dir, texts, max_length=max_length)
     with quiet_transformers():
@@ -119,7 +119,7 @@ def embedding_fidelity(model_dir: str | Path, reference_dir: str | Path, referen
     `reference_dir`, on built-in sentences that no calibration uses: what a sentence-embedding user gets, and a sign of
     how much a classifier fine-tuned from it would have to recover. No labels, no heads (a head the weights
     lack would be random). None for a model that reads no text (no tokenizer: images, audio)."""
-    from formats import FidelityRecord
+    from zoo.formats import FidelityRecord
 
     from .text import load_tokenizer
 

@@ -10,8 +10,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from formats.writer import ensure_writable, replace_dir, write_output_mark
-from loaders import quiet_transformers
+from zoo.formats.writer import ensure_writable, replace_dir, write_output_mark
+from zoo.loaders import quiet_transformers
 
 from ..resolve import ResolvedModel
 from ..tasks import Score, Task, TaskError, evaluate
@@ -34,7 +34,7 @@ def work_dir_for(out: Path) -> Path:
 
 def load_for_task(model_dir: Path, task: Task, *, new_head: bool = False):
     """The model with the head the task needs; `new_head` builds one with the task's labels."""
-    from loaders import load
+    from zoo.loaders import load
 
     task.examples("train")  # the label vocabulary comes from the train split
     labels = task.label_names
@@ -111,7 +111,7 @@ def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float
 
 def copy_processor(src: Path, dst: Path) -> None:
     """Tokenizer / image-processor files travel with the weights, so the output runs on its own."""
-    from formats import companion_files
+    from zoo.formats import companion_files
 
     for name in companion_files(src):
         if name != "config.json" and not (dst / name).exists():

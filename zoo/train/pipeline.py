@@ -22,10 +22,10 @@ from pathlib import Path
 
 from transformers.trainer_callback import PrinterCallback
 
-from cards import base_card_data, write_card
-from formats import EvalResult, Manifest, TrainingRecord
-from formats.writer import ensure_writable, replace_dir
-from loaders import quiet_transformers
+from zoo.cards import base_card_data, write_card
+from zoo.formats import EvalResult, Manifest, TrainingRecord
+from zoo.formats.writer import ensure_writable, replace_dir
+from zoo.loaders import quiet_transformers
 
 from ..compress import write_compact
 from ..errors import RecipeError
