@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -126,32 +125,11 @@ def information_bits(shape: tuple[int, ...], codec) -> float:
     """The fewest bits that hold what a codec stores: log2 of the number of distinct payloads it can encode
     (b bits per int-b or k-means value, 1 per binary, log2 3 per ternary, log2 C(m, n) per N:M group), plus
     its side information (scales, zero points, centroids) at the size it is stored in. The stored bytes over
-    this bound is the format's overhead (byte alignment, 3-bit N:M codes for log2 6 = 2.58 bits...)."""
-    from zoo.formats.codecs import layout
-    from zoo.formats.codecs.kronecker import factor_shapes
-    from zoo.formats.spec import BinarySpec, CodebookSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
+    this bound is the format's overhead (byte alignment, 3-bit N:M codes for log2 6 = 2.58 bits...). Each codec
+    states its own bound (`Codec.information_bits`, formats/codecs/)."""
+    from zoo.formats.codecs import codec_for
 
-    numel = math.prod(shape)
-    parts = layout(tuple(shape), codec)
-    side = sum(math.prod(t.shape) * t.dtype.itemsize * 8 for key, t in parts.items()
-               if key in ("scale", "zero_point", "codebook"))
-    if isinstance(codec, IntSpec | CodebookSpec):
-        return numel * codec.bits + side
-    if isinstance(codec, BinarySpec):
-        return numel + side
-    if isinstance(codec, TernarySpec):
-        return numel * math.log2(3) + side
-    if isinstance(codec, DenseSpec):
-        return sum(math.prod(t.shape) * t.dtype.itemsize * 8 for t in parts.values())
-    if isinstance(codec, NMSpec):
-        rows, cols = shape[0], math.prod(shape[1:])
-        groups = rows * cols // codec.m
-        return groups * math.log2(math.comb(codec.m, codec.n)) + information_bits((rows, cols * codec.n // codec.m),
-                                                                                   codec.values)
-    if isinstance(codec, KroneckerSpec):
-        a, b = factor_shapes(tuple(shape), codec)
-        return information_bits(a, codec.factors) + information_bits(b, codec.factors)
-    raise TypeError(codec)
+    return codec_for(codec).information_bits(tuple(shape), codec)
 
 
 def encoder_linear_bound(path: Path) -> float:

@@ -6,14 +6,13 @@ a card or table only formats them. A model with no evaluation has `results.measu
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from zoo.formats.codecs import codec_for
 from zoo.formats.codecs.base import DTYPES
 from zoo.formats.manifest import EvalResult, Manifest
-from zoo.formats.spec import BinarySpec, CodebookSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
 
 # architecture suffix in config.json -> Hugging Face pipeline tag
 _PIPELINES = (
@@ -63,23 +62,12 @@ class LayerRow:
 
 
 def value_bits(codec) -> float:
-    if isinstance(codec, IntSpec | CodebookSpec):
-        return float(codec.bits)
-    if isinstance(codec, BinarySpec):
-        return 1.0
-    if isinstance(codec, TernarySpec):
-        return math.log2(3)
-    if isinstance(codec, DenseSpec):
-        return float(DTYPES[codec.dtype].itemsize * 8)
-    if isinstance(codec, NMSpec):
-        return value_bits(codec.values)
-    if isinstance(codec, KroneckerSpec):
-        return value_bits(codec.factors)
-    raise TypeError(f"unknown codec {codec!r}")
+    """Bits per stored value, before sparsity (the codec's own answer)."""
+    return codec_for(codec).value_bits(codec)
 
 
 def sparsity(codec) -> float:
-    return 1.0 - codec.n / codec.m if isinstance(codec, NMSpec) else 0.0
+    return codec_for(codec).sparsity(codec)
 
 
 def natural_key(name: str) -> list:
@@ -177,20 +165,9 @@ def other_tensors_nbytes(manifest: Manifest) -> int:
 
 def methods(manifest: Manifest) -> list[str]:
     """Short tags for the compression methods a checkpoint uses (for card tags and tables)."""
-    tags = set()
-    for e in manifest.modules.values():
-        codec = e.codec
-        if isinstance(codec, NMSpec):
-            tags.add(f"{codec.n}of{codec.m}-sparsity")
-            codec = codec.values
-        if isinstance(codec, KroneckerSpec):
-            tags.add("kronecker")
-            codec = codec.factors
-        tags.add({"int": f"int{getattr(codec, 'bits', '')}", "binary": "binary", "ternary": "ternary",
-                  "codebook": "kmeans-codebook", "dense": "dense"}[codec.codec])
+    tags = {tag for e in manifest.modules.values() for tag in codec_for(e.codec).tags(e.codec)}
     if manifest.training and manifest.training.keep_layers:
         tags.add("layer-reduction")
     if manifest.training:
         tags.add("distillation")
-    tags.discard("dense")
     return sorted(tags)

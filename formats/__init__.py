@@ -7,6 +7,8 @@ if __name__ != "zoo.formats":  # the folder is on sys.path (a source tree's root
     raise ImportError(f"import zoo.formats, not {__name__}: this folder installs as zoo.formats (pip install -e .)")
 
 
+from typing import Any
+
 from . import codecs
 from .errors import ChecksumError, CodecError, FormatError, ManifestError, OutputExistsError, PatternError, ZooError
 from .fit import check_fits
@@ -28,38 +30,31 @@ from .manifest import (
 )
 from .reader import Checkpoint, read_config, tensor_name
 from .safetensors_dir import SafetensorsDir, companion_files
-from .spec import BinarySpec, CodebookSpec, CodecSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
+from .spec import SPECS, CodecSpec
 from .writer import CheckpointWriter
 
 __all__ = [
     "FIDELITY_FLOOR",
     "FORMAT_VERSION",
     "BaseModelInfo",
-    "BinarySpec",
     "Checkpoint",
     "CheckpointWriter",
     "ChecksumError",
-    "CodebookSpec",
     "CodecError",
     "CodecSpec",
-    "DenseSpec",
     "EvalResult",
     "FidelityRecord",
     "FileInfo",
     "FormatError",
-    "IntSpec",
-    "KroneckerSpec",
     "Manifest",
     "ManifestError",
     "ModuleEntry",
-    "NMSpec",
     "OutputExistsError",
     "PatternError",
     "RecipeRecord",
     "SafetensorsDir",
     "SizeReport",
     "Structure",
-    "TernarySpec",
     "TrainingRecord",
     "ZooError",
     "check_fits",
@@ -70,3 +65,10 @@ __all__ = [
     "shard_metadata",
     "tensor_name",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Every codec's spec class, by name (IntSpec, NMSpec...): see zoo.formats.spec."""
+    if name in SPECS:
+        return SPECS[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Dense bit packing of small unsigned codes, and base-3 packing of trits.
+"""Dense bit packing of small unsigned codes (the ternary codec packs its trits itself: codecs/ternary.py).
 
 Bit order (the one place it is defined; every codec uses it):
     The codes form one little-endian bit stream. Code ``i`` of width ``b`` occupies stream bits
@@ -6,9 +6,6 @@ Bit order (the one place it is defined; every codec uses it):
     (value ``1 << (j % 8)``) of byte ``j // 8``. The final byte is zero-padded in its high bits.
     For b = 4, code 0 is the low nibble of byte 0 and code 1 its high nibble.
     No bits are wasted: ``n`` codes take exactly ``ceil(n * b / 8)`` bytes.
-
-Trit order: five trits ``t0..t4`` (each 0, 1 or 2) make one byte ``t0 + 3*t1 + 9*t2 + 27*t3 + 81*t4``;
-trit ``i`` of the stream goes to byte ``i // 5``. The last byte is padded with trit 0.
 
 Everything is vectorized in torch; no Python loop runs per element, and results stay on the
 input's device.
@@ -23,21 +20,14 @@ import torch
 from .errors import CodecError
 
 MAX_BITS = 16
-TRITS_PER_BYTE = 5
-_POW3 = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int32)
 # codes packed or unpacked per piece: a multiple of 8 codes (whole bytes at any width) and of every block's
 # codes, so the pieces' bytes simply follow each other, and the wide temporaries stay a few MB
 CHUNK = 1 << 20
-TRIT_CHUNK = TRITS_PER_BYTE << 18
 
 
 def packed_nbytes(count: int, bits: int) -> int:
     """Bytes taken by ``count`` codes of ``bits`` bits each."""
     return (count * bits + 7) // 8
-
-
-def trit_nbytes(count: int) -> int:
-    return math.ceil(count / TRITS_PER_BYTE)
 
 
 def _check_bits(bits: int) -> None:
@@ -147,41 +137,3 @@ def unpack_bits_at(packed: torch.Tensor, bits: int, index: torch.Tensor) -> torc
         byte = packed[at.clamp(max=last)].to(torch.int32)
         word |= torch.where(at <= last, byte, 0) << (8 * k)
     return (word >> (offsets % 8).to(torch.int32)) & ((1 << bits) - 1)
-
-
-def pack_trits(trits: torch.Tensor) -> torch.Tensor:
-    """Pack values in {0, 1, 2} five to a byte; see the module doc for order."""
-    if trits.is_floating_point():
-        raise CodecError(f"trits must be integers, got {trits.dtype}")
-    flat = trits.reshape(-1)
-    n = flat.numel()
-    if n and (int(flat.min()) < 0 or int(flat.max()) > 2):
-        raise CodecError("trits must be 0, 1 or 2")
-    out = torch.empty(trit_nbytes(n), dtype=torch.uint8, device=flat.device)
-    for start in range(0, n, TRIT_CHUNK):
-        piece = flat[start:start + TRIT_CHUNK].to(torch.int32)
-        nbytes = trit_nbytes(piece.numel())
-        padded = torch.zeros(nbytes * TRITS_PER_BYTE, dtype=torch.int32, device=flat.device)
-        padded[:piece.numel()] = piece
-        first = start // TRITS_PER_BYTE
-        out[first:first + nbytes] = (padded.view(nbytes, TRITS_PER_BYTE) * _POW3.to(flat.device)).sum(dim=1)
-    return out
-
-
-def unpack_trits(packed: torch.Tensor, count: int) -> torch.Tensor:
-    """Inverse of :func:`pack_trits`: the first ``count`` trits as int32."""
-    need = trit_nbytes(count)
-    if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != need:
-        raise CodecError(f"packed trits must be a 1-D uint8 tensor of {need} bytes, got {tuple(packed.shape)}")
-    data = packed.to(torch.int32)
-    if packed.numel() and int(data.max()) >= 3**TRITS_PER_BYTE:
-        raise CodecError("packed trit byte out of range (>= 243)")
-    return ((data.unsqueeze(1) // _POW3.to(data.device)) % 3).reshape(-1)[:count]
-
-
-def unpack_trits_at(packed: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """The trits at positions `index` (any shape) of a stream packed by :func:`pack_trits`, as int32."""
-    data = packed[index.to(torch.int64) // TRITS_PER_BYTE].to(torch.int32)
-    if data.numel() and int(data.max()) >= 3**TRITS_PER_BYTE:
-        raise CodecError("packed trit byte out of range (>= 243)")
-    return (data // _POW3.to(data.device)[index.to(torch.int64) % TRITS_PER_BYTE]) % 3

@@ -1,8 +1,8 @@
 """Compute paths for `mode="kernel"`: real kernels torch ships, never a dense copy of W.
 
-Integer grids (CPU): int-N (N <= 7, or 8-bit symmetric), binary and ternary codecs, alone or as
-the values of N:M, store W exactly as Q * s with Q small integers and one scale per (row,
-group of columns). Such a layer runs as one int8 x int8 -> int32 matmul (`torch._int_mm`): the
+Integer grids (CPU): the codecs whose `int_grid` (formats/codecs/) gives one (int-N with N <= 7 or
+8-bit symmetric, binary, ternary, alone or as the values of N:M) store W exactly as Q * s with Q
+small integers and one scale per (row, group of columns). Such a layer runs as one int8 x int8 -> int32 matmul (`torch._int_mm`): the
 activations are quantized to int8 per token on the fly (symmetric, scale max|x|/127) and the
 int32 sums are scaled by the token and row scales. Where the codec has several column groups per
 row, the grid is first collapsed to one int8 scale per row (W moves by at most half a step of
@@ -23,80 +23,9 @@ input, so FLOPs and memory scale with the factors, exactly (fp32) up to summatio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from zoo.formats import codecs
-from zoo.formats.bitpack import unpack_bits, unpack_trits
-from zoo.formats.codecs.base import group_count, strip_prefix
-from zoo.formats.codecs.kronecker import factor_shapes
-from zoo.formats.codecs.nm import kept_positions, pattern_bits
-from zoo.formats.spec import BinarySpec, CodecSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
-
-
-@dataclass
-class IntGrid:
-    """W[:, a:b] == q[:, a:b] * scale[:, g] exactly, for the g-th column range (a, b) in `bounds`."""
-
-    q: torch.Tensor  # int8 (rows, cols)
-    scale: torch.Tensor  # float32 (rows, groups)
-    bounds: list[tuple[int, int]]
-
-
-def _bounds(cols: int, group: int) -> list[tuple[int, int]]:
-    return [(a, min(a + group, cols)) for a in range(0, cols, group)]
-
-
-def _value_grid(tensors, spec, rows: int, cols: int) -> IntGrid | None:
-    """Integer view of a value codec's (rows, cols) matrix, or None if its values are off any int8 grid."""
-    if not isinstance(spec, (IntSpec, BinarySpec, TernarySpec)):
-        return None
-    g, _ = group_count(cols, spec.group_size)
-    scale = tensors["scale"].to(torch.float32)
-    if isinstance(spec, IntSpec):
-        codes = unpack_bits(tensors["packed"], spec.bits, rows * cols).view(rows, cols)
-        half = 1 << (spec.bits - 1)
-        if spec.symmetric and spec.zero_preserving:
-            q = codes - half
-        elif spec.symmetric:  # mid-rise (u - half + 1/2) * s == (2(u - half) + 1) * (s/2)
-            if spec.bits > 7:
-                return None
-            q, scale = 2 * (codes - half) + 1, scale / 2
-        else:
-            if spec.bits > 7:
-                return None
-            _, n = group_count(cols, spec.group_size)
-            zero = unpack_bits(tensors["zero_point"], spec.bits, rows * n).view(rows, n)
-            q = codes - zero.repeat_interleave(g, dim=1)[:, :cols]
-    elif isinstance(spec, BinarySpec):
-        q = unpack_bits(tensors["packed"], 1, rows * cols).view(rows, cols) * 2 - 1
-    else:
-        q = unpack_trits(tensors["packed"], rows * cols).view(rows, cols) - 1
-    return IntGrid(q=q.to(torch.int8), scale=scale, bounds=_bounds(cols, g))
-
-
-def int_grid(tensors, spec: CodecSpec, shape) -> IntGrid | None:
-    """The exact integer view of a stored 2-D weight, or None when its codec has none."""
-    if len(shape) != 2:
-        return None
-    rows, cols = shape
-    if not isinstance(spec, NMSpec):
-        return _value_grid(tensors, spec, rows, cols)
-    # N:M: the kept values sit on the value codec's grid; scatter them back to their columns.
-    n, m = spec.n, spec.m
-    groups = -(-cols // m)
-    kept_grid = _value_grid({k: v for k, v in tensors.items() if k != "nm_codes"}, spec.values, rows, groups * n)
-    if kept_grid is None:
-        return None
-    kept_group, _ = group_count(groups * n, spec.values.group_size)
-    if kept_group % n:  # a group of kept values would split an N:M group: no per-column scale
-        return None
-    codes = unpack_bits(tensors["nm_codes"], pattern_bits(n, m), rows * groups).long()
-    positions = kept_positions(codes, n, m)
-    q = torch.zeros(rows * groups, m, dtype=torch.int8, device=codes.device)
-    q.scatter_(1, positions, kept_grid.q.reshape(rows * groups, n))
-    q = q.view(rows, groups * m)[:, :cols]
-    return IntGrid(q=q.contiguous(), scale=kept_grid.scale, bounds=_bounds(cols, kept_group // n * m))
+from zoo.formats.codecs import IntGrid, int_grid
+from zoo.formats.codecs.kronecker import factors as kronecker_factors
 
 
 def per_row_int8(grid: IntGrid) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,13 +73,6 @@ class Int8Matmul(torch.nn.Module):
         if bias is not None:
             out = out.add_(bias.to(torch.float32))
         return out.reshape(*shape[:-1], -1).to(x.dtype)
-
-
-def kronecker_factors(tensors, spec: KroneckerSpec, shape) -> tuple[torch.Tensor, torch.Tensor]:
-    a_shape, b_shape = factor_shapes(shape, spec)
-    a = codecs.decode_checked(strip_prefix(tensors, "kron_a"), spec.factors, a_shape)
-    b = codecs.decode_checked(strip_prefix(tensors, "kron_b"), spec.factors, b_shape)
-    return a, b
 
 
 def kronecker_linear(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -8,21 +8,22 @@
 `AutoModel.from_pretrained(DIR)` rebuilds compressed layers instead of leaving them random.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("zoo-compress")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+source"
-
 from ._register import register_with_transformers
 
 register_with_transformers()
 
 
 def __getattr__(name: str):
-    # ZooError lives in zoo.errors, which imports torch (through formats): loaded on first use, so that
-    # `import zoo` (and the `zoo` command's start, where Ctrl-C must be caught) stays light
+    # Loaded on first use, so that `import zoo` (and the `zoo` command's start, before its Ctrl-C handler is in
+    # place) stays light: ZooError lives in zoo.errors, which imports torch (through formats), and
+    # importlib.metadata alone takes a tenth of a second to import.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("zoo-compress")
+        except PackageNotFoundError:  # running from a source tree that was not installed
+            return "0.0.0+source"
     if name == "ZooError":
         from .errors import ZooError
 

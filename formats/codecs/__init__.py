@@ -8,59 +8,86 @@
     nbytes(shape, spec) -> int                      bytes on disk, from the layout
 
 Composite codecs (N:M, Kronecker) store their values through a child codec; the child's keys
-keep their names (N:M: 'packed', 'scale', ...) or gain a prefix (Kronecker: 'kron_a_values')."""
+keep their names (N:M: 'packed', 'scale', ...) or gain a prefix (Kronecker: 'kron_a_values').
+
+Each codec is one `Codec` subclass in one module of this package, registered with `@register` (base.py):
+every module here is imported below, and the spec unions recipes and manifests parse (`CodecSpec`, and
+`ValueSpec` for what N:M and Kronecker store their values with) are built from what registered.
+README's Develop section walks through adding one."""
 
 from __future__ import annotations
 
-import math
+import importlib
+import pkgutil
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Union
 
 import torch
+from pydantic import Field
 
 from ..errors import CodecError
 from ..memory import release_freed_memory
-from ..spec import CodecSpec
-from . import binary, codebook, dense, intn, kronecker, nm, ternary
-from .base import Shape, TensorLayout, as_matrix
+from .base import (
+    Codec,
+    FakeOptions,
+    IntGrid,
+    Shape,
+    SpecBase,
+    TensorLayout,
+    as_matrix,
+    codec_for,
+    fake_for,
+    register,
+    registered,
+)
 
-_IMPLS = {
-    "int": intn,
-    "binary": binary,
-    "ternary": ternary,
-    "codebook": codebook,
-    "dense": dense,
-    "nm": nm,
-    "kronecker": kronecker,
-}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+# The tags in the order recipes and manifests list them: the codecs that store values first, then those that
+# store their values through one of them (N:M, Kronecker), each group by name.
+CODEC_NAMES: tuple[str, ...] = tuple(sorted(registered(), key=lambda name: (not registered()[name].value_codec, name)))
+VALUE_CODEC_NAMES: tuple[str, ...] = tuple(name for name in CODEC_NAMES if registered()[name].value_codec)
 
 
-def _impl(spec: CodecSpec):
-    return _IMPLS[spec.codec]
+def _union(names: tuple[str, ...]):
+    members = tuple(registered()[name].spec for name in names)
+    return Annotated[Union[members], Field(discriminator="codec")]  # noqa: UP007 - a union built at run time
+
+
+if TYPE_CHECKING:
+    CodecSpec = SpecBase
+    ValueSpec = SpecBase
+else:
+    CodecSpec = _union(CODEC_NAMES)
+    ValueSpec = _union(VALUE_CODEC_NAMES)
+    for _codec in registered().values():  # composite specs name ValueSpec, which exists only now
+        if not _codec.spec.__pydantic_complete__:
+            _codec.spec.model_rebuild(_types_namespace={"ValueSpec": ValueSpec})
+
+
+def _impl(spec: CodecSpec) -> Codec:
+    return codec_for(spec)
 
 
 # Codecs that encode each row on its own take a large matrix a block of rows at a time, so the float and int64
 # temporaries of encoding stay a few MB however large the table (a 30522-row embedding is 23M values on
-# BERT-base). The blocks join exactly: a block's rows are a multiple of 8 (bit streams end on a byte) and of 5
-# (trit streams end on a byte), and every other tensor a codec stores has one row per weight row (or per block
+# BERT-base). The blocks join exactly: a block's rows are a multiple of the codec's `row_unit` (its packed
+# streams end on a byte there), and every other tensor a codec stores has one row per weight row (or per block
 # of `group_rows`).
 ROW_BLOCK_VALUES = 1 << 18
 
 
 def _row_unit(spec: CodecSpec) -> int | None:
     """The multiple of rows a block must have, or None when the codec does not encode rows on their own."""
-    if spec.codec in ("int", "binary", "ternary"):
-        return 40
-    if spec.codec == "codebook" and spec.group_rows is not None:
-        return math.lcm(40, spec.group_rows)
-    if spec.codec == "nm":
-        return _row_unit(spec.values)
-    return None
+    return _impl(spec).row_unit(spec)
 
 
 def encode(weight: torch.Tensor, spec: CodecSpec, *, scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """`scale`: for int-N on a symmetric zero-preserving grid (alone or as N:M values), the group scales to
     store instead of the ones the absmax rule picks, when a post-training method chose them (GPTQ)."""
-    if scale is not None and spec.codec not in ("int", "nm"):
+    if scale is not None and not _impl(spec).takes_scale:
         raise CodecError(f"{spec.describe()} takes no given scales")
     unit = _row_unit(spec)
     if unit is None or weight.numel() <= ROW_BLOCK_VALUES or weight.dim() < 2:
@@ -75,8 +102,6 @@ def encode(weight: torch.Tensor, spec: CodecSpec, *, scale: torch.Tensor | None 
 
 
 def _encode(weight: torch.Tensor, spec: CodecSpec, scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    if scale is None:
-        return _impl(spec).encode(weight, spec)
     return _impl(spec).encode(weight, spec, scale)
 
 
@@ -121,14 +146,34 @@ def decode_rows(
     return _impl(spec).decode_rows(tensors, spec, tuple(shape), rows)
 
 
+def int_grid(tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape) -> IntGrid | None:
+    """The exact integer view of a stored 2-D weight (kernel mode's int8 matmuls), or None when its codec has none."""
+    if len(shape) != 2:
+        return None
+    return _impl(spec).int_grid(tensors, spec, *shape)
+
+
 __all__ = [
+    "CODEC_NAMES",
+    "VALUE_CODEC_NAMES",
+    "Codec",
     "CodecError",
+    "CodecSpec",
+    "FakeOptions",
+    "IntGrid",
+    "SpecBase",
     "TensorLayout",
+    "ValueSpec",
     "check_tensors",
+    "codec_for",
     "decode",
     "decode_checked",
     "decode_rows",
     "encode",
+    "fake_for",
+    "int_grid",
     "layout",
     "nbytes",
+    "register",
+    "registered",
 ]

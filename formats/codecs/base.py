@@ -1,4 +1,5 @@
-"""Helpers every codec shares: the 2-D view of a weight, row groups, dtypes, tensor layouts.
+"""What every codec shares: the `Codec` interface and its registry, the 2-D view of a weight, row groups,
+dtypes, tensor layouts, and the straight-through helpers of training-time fakes.
 
 A weight of any shape is seen as a matrix of `shape[0]` rows (output channels) and
 `prod(shape[1:])` columns; a 1-D tensor is one row. Groups run along a row; a row whose
@@ -8,14 +9,20 @@ while its statistics are computed and never stored."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import nn
 
 from ..errors import CodecError
 
 Shape = tuple[int, ...]
+Tensors = Mapping[str, torch.Tensor]
+FloatDType = Literal["float32", "float16", "bfloat16"]
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -62,6 +69,11 @@ def group_count(cols: int, group_size: int | None) -> tuple[int, int]:
     """(group size actually used, groups per row); None, or a size beyond the row, means one group per row."""
     g = cols if group_size is None else min(group_size, cols)
     return g, math.ceil(cols / g)
+
+
+def group_text(group_size: int | None) -> str:
+    """How `describe` names a group size: per-row, or g128."""
+    return "per-row" if group_size is None else f"g{group_size}"
 
 
 def to_groups(w: torch.Tensor, group_size: int | None) -> torch.Tensor:
@@ -134,3 +146,181 @@ def strip_prefix(tensors, prefix: str) -> dict[str, torch.Tensor]:
         return dict(tensors)
     start = prefix + "_"
     return {k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}
+
+
+# ----------------------------------------------------------------------------------------------- the interface
+
+
+class SpecBase(BaseModel):
+    """A codec's parameters (pydantic). Its `codec` field, a Literal, is the tag recipes and manifests use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    codec: str
+
+    def describe(self) -> str:  # pragma: no cover - every codec's spec overrides
+        raise NotImplementedError
+
+
+@dataclass
+class IntGrid:
+    """W[:, a:b] == q[:, a:b] * scale[:, g] exactly, for the g-th column range (a, b) in `bounds`: the integer
+    view of a stored weight that kernel mode multiplies with int8 matmuls."""
+
+    q: torch.Tensor  # int8 (rows, cols)
+    scale: torch.Tensor  # float32 (rows, groups)
+    bounds: list[tuple[int, int]]
+
+
+def grid_bounds(cols: int, group: int) -> list[tuple[int, int]]:
+    return [(a, min(a + group, cols)) for a in range(0, cols, group)]
+
+
+@dataclass(frozen=True)
+class FakeOptions:
+    """How a training-time fake treats int grids: `clip` "absmax" or "learned" (LSQ), and the percentile of
+    |w| a learned clip starts from."""
+
+    clip: str = "absmax"
+    percentile: float = 100.0
+
+
+class Codec:
+    """One way of storing a weight, and everything each layer of zoo needs to know of it: the format's
+    encode/decode/layout (formats), its integer grid for kernel mode (loaders), its value bits and card tags
+    (cards), its training-time fake (zoo.methods) and its information bound (bench). A codec is one subclass
+    in one file of this package, registered with `@register`; everything else asks `codec_for(spec)`."""
+
+    spec: ClassVar[type[SpecBase]]  # its parameters; `spec.codec`'s Literal value is the codec's name
+    value_codec: ClassVar[bool] = True  # may store N:M's kept values and Kronecker's factors
+    takes_scale: ClassVar[bool] = False  # encode accepts group scales chosen by a post-training method (GPTQ)
+
+    @classmethod
+    def name(cls) -> str:
+        return cls.spec.model_fields["codec"].default
+
+    # --- the format
+    def encode(self, weight: torch.Tensor, spec: Any, scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def decode(self, tensors: Tensors, spec: Any, shape: Shape) -> torch.Tensor:
+        """float32 in `shape`, from tensors already checked against `layout`."""
+        raise NotImplementedError
+
+    def decode_rows(self, tensors: Tensors, spec: Any, shape: Shape, rows: torch.Tensor) -> torch.Tensor:
+        """decode(...)[rows] of the (rows, cols) matrix, reading only what those rows store."""
+        raise NotImplementedError
+
+    def layout(self, shape: Shape, spec: Any) -> dict[str, TensorLayout]:
+        raise NotImplementedError
+
+    def row_unit(self, spec: Any) -> int | None:
+        """The multiple of rows a block must have when a large matrix is encoded a block of rows at a time, or
+        None when rows are not encoded on their own."""
+        return None
+
+    # --- cards and bench
+    def value_bits(self, spec: Any) -> float:
+        """Bits per stored value, before sparsity: 4 for int4, log2 3 for ternary."""
+        raise NotImplementedError
+
+    def sparsity(self, spec: Any) -> float:
+        """The fraction of weights that are zero by construction (N:M's 1 - N/M)."""
+        return 0.0
+
+    def tags(self, spec: Any) -> list[str]:
+        """Short names of the methods a module stored this way uses (model-card tags)."""
+        raise NotImplementedError
+
+    def information_bits(self, shape: Shape, spec: Any) -> float:
+        """The fewest bits that hold what the codec stores (log2 of its distinct payloads), plus its side
+        information at the size it is stored in: the bound the format's overhead is measured against."""
+        raise NotImplementedError
+
+    # --- kernels and training
+    def int_grid(self, tensors: Tensors, spec: Any, rows: int, cols: int) -> IntGrid | None:
+        """The exact integer view of a stored (rows, cols) matrix, or None when its values are on no int8 grid."""
+        return None
+
+    def fake(self, spec: Any, weight: torch.Tensor, options: FakeOptions) -> nn.Module:
+        """The training-time module whose forward gives exactly the weight this codec stores for `weight`."""
+        return RoundTripFake(spec)
+
+
+_CODECS: dict[str, Codec] = {}
+
+
+def register(cls: type[Codec]) -> type[Codec]:
+    """Class decorator: make a codec known to every layer (its module need only sit in formats/codecs/)."""
+    name = cls.name()
+    if name in _CODECS and type(_CODECS[name]) is not cls:
+        raise CodecError(f"two codecs are named {name!r}: {type(_CODECS[name]).__name__} and {cls.__name__}")
+    _CODECS[name] = cls()
+    return cls
+
+
+def registered() -> dict[str, Codec]:
+    """Every codec, by name."""
+    return dict(_CODECS)
+
+
+def codec_for(spec: SpecBase) -> Codec:
+    try:
+        return _CODECS[spec.codec]
+    except KeyError:
+        raise CodecError(f"unknown codec {spec.codec!r}", hint=f"known: {', '.join(sorted(_CODECS))}") from None
+
+
+def fake_for(spec: SpecBase, weight: torch.Tensor, options: FakeOptions = FakeOptions()) -> nn.Module:
+    return codec_for(spec).fake(spec, weight, options)
+
+
+def side_bits(parts: Mapping[str, TensorLayout], keys: tuple[str, ...] = ("scale", "zero_point", "codebook")) -> float:
+    """Bits of a layout's side information (scales, zero points, centroids), as stored."""
+    return float(sum(part.nbytes * 8 for key, part in parts.items() if key in keys))
+
+
+# --------------------------------------------------------------------------- training-time (straight-through)
+
+
+def straight_through(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """`value` in the forward pass, identity gradient to `x` in the backward pass."""
+    return x + (value - x).detach()
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    return straight_through(x, torch.round(x))
+
+
+def stored(x: torch.Tensor, dtype_name: str) -> torch.Tensor:
+    """x rounded to a storage dtype (as a codec stores scales), gradient straight through."""
+    return straight_through(x, x.to(DTYPES[dtype_name]).to(x.dtype))
+
+
+class RoundTripFake(nn.Module):
+    """Any codec: forward decode(encode(w)), gradient straight through. Slower; for codecs with no own fake."""
+
+    def __init__(self, spec: SpecBase):
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        codec = codec_for(self.spec)
+        restored = codec.decode(codec.encode(w, self.spec), self.spec, tuple(w.shape))
+        return straight_through(w, restored.to(w.dtype))
+
+
+class GroupFake(nn.Module):
+    """A fake for codecs that quantize each group of a row on its own: `values(groups, sizes)` (the codec's own
+    arithmetic, on detached (rows, groups, g) values and each group's real size) gives the stored values."""
+
+    def __init__(self, spec: Any, values: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.spec = spec
+        self.values = values
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        matrix = w.reshape(w.shape[0], -1).float()
+        x = to_groups(matrix, self.spec.group_size)
+        q = straight_through(x, self.values(x.detach(), group_sizes(matrix.shape[1], self.spec.group_size, w.device)))
+        return from_groups(q, matrix.shape[1]).reshape(w.shape).to(w.dtype)

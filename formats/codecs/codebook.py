@@ -14,12 +14,43 @@ their storage dtype every weight takes the index of its nearest stored centroid 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
+from torch import nn
 
 from ..bitpack import pack_bits, packed_nbytes, unpack_bits
-from ..spec import CodebookSpec
-from .base import DTYPES, TensorLayout, as_matrix, matrix_shape, round_to_dtype, row_codes
+from .base import (
+    DTYPES,
+    Codec,
+    FakeOptions,
+    FloatDType,
+    SpecBase,
+    TensorLayout,
+    as_matrix,
+    matrix_shape,
+    register,
+    round_to_dtype,
+    row_codes,
+    side_bits,
+    stored,
+)
+
+
+class CodebookSpec(SpecBase):
+    """k-means: 2^bits centroids per codebook (one per tensor, or one per `group_rows` rows) and
+    a bits-wide index per weight."""
+
+    codec: Literal["codebook"] = "codebook"
+    bits: int = Field(ge=1, le=8)
+    group_rows: int | None = Field(default=None, ge=1)
+    iterations: int = Field(default=30, ge=0)
+    centroid_dtype: FloatDType = "float16"
+
+    def describe(self) -> str:
+        where = {None: "per-tensor", 1: "per-row"}.get(self.group_rows, f"per-{self.group_rows}-rows")
+        return f"kmeans {1 << self.bits} centroids {where}"
 
 # a table with one codebook is a single row of millions of values: k-means and the nearest-centroid search
 # walk it this many values at a time, so their int64 temporaries stay small
@@ -103,45 +134,94 @@ def row_blocks(w: torch.Tensor, per: int):
         yield full * per, w[full * per :].reshape(1, -1)
 
 
-def encode(weight: torch.Tensor, spec: CodebookSpec) -> dict[str, torch.Tensor]:
-    w = as_matrix(weight)
-    rows = w.shape[0]
-    per, _ = codebook_count(rows, spec)
-    k = 1 << spec.bits
-    books, indices = [], []
-    for _, block in row_blocks(w, per):
-        book = round_to_dtype(kmeans_1d(block, k, spec.iterations), spec.centroid_dtype)
-        books.append(book)
-        # a piece at a time, each index narrowed at once (k <= 256): no int64 copy of a whole table
-        indices.append(torch.cat([nearest(piece, book).to(torch.uint8) for piece in block.split(COLUMNS, dim=1)],
-                                 dim=1).reshape(-1))
-    return {
-        "codebook": torch.cat(books),
-        "indices": pack_bits(torch.cat(indices), spec.bits),
-    }
+class CodebookFake(nn.Module):
+    """k-means codebooks during training: fixed assignments, fine-tuned centroids (Deep Compression).
+
+    At the start each codebook's centroids come from this codec's own k-means and every weight is assigned to
+    its nearest centroid, as `encode` does; training then updates only the centroids (each one's gradient is the
+    sum of its members' gradients). Centroids pass through their storage dtype in the forward pass, so the
+    exported codebook holds exactly the trained values."""
+
+    def __init__(self, spec: CodebookSpec, weight: torch.Tensor):
+        super().__init__()
+        self.spec = spec
+        matrix = weight.detach().reshape(weight.shape[0], -1).float()
+        rows, cols = matrix.shape
+        per, count = codebook_count(rows, spec)
+        k = 1 << spec.bits
+        books, index = [], []
+        for _, block in row_blocks(matrix, per):
+            book = round_to_dtype(kmeans_1d(block, k, spec.iterations), spec.centroid_dtype).float()
+            books.append(book)
+            index.append(nearest(block, book).view(-1, cols))
+        self.centroids = nn.Parameter(torch.cat(books))  # (codebooks, k)
+        self.register_buffer("index", torch.cat([i.reshape(-1, cols) for i in index]).to(torch.int16))
+        self.register_buffer("book_of_row", (torch.arange(rows) // per).clamp(max=count - 1))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        books = stored(self.centroids, self.spec.centroid_dtype)
+        values = books[self.book_of_row.unsqueeze(1), self.index.long()]
+        # the latent weight is unused: assignments are fixed; keep it in the graph with zero gradient
+        return (values + 0.0 * w.reshape(values.shape)).reshape(w.shape).to(w.dtype)
 
 
-def decode(tensors, spec: CodebookSpec, shape) -> torch.Tensor:
-    rows, cols = matrix_shape(shape)
-    per, _ = codebook_count(rows, spec)
-    idx = unpack_bits(tensors["indices"], spec.bits, rows * cols).view(rows, cols).long()
-    book = tensors["codebook"].to(torch.float32)
-    which = (torch.arange(rows, device=book.device) // per).unsqueeze(1)
-    return book[which, idx].reshape(shape)
+@register
+class Codebook(Codec):
+    spec = CodebookSpec
 
+    def encode(self, weight: torch.Tensor, spec: CodebookSpec, scale: None = None) -> dict[str, torch.Tensor]:
+        w = as_matrix(weight)
+        rows = w.shape[0]
+        per, _ = codebook_count(rows, spec)
+        k = 1 << spec.bits
+        books, indices = [], []
+        for _, block in row_blocks(w, per):
+            book = round_to_dtype(kmeans_1d(block, k, spec.iterations), spec.centroid_dtype)
+            books.append(book)
+            # a piece at a time, each index narrowed at once (k <= 256): no int64 copy of a whole table
+            indices.append(torch.cat([nearest(piece, book).to(torch.uint8) for piece in block.split(COLUMNS, dim=1)],
+                                     dim=1).reshape(-1))
+        return {
+            "codebook": torch.cat(books),
+            "indices": pack_bits(torch.cat(indices), spec.bits),
+        }
 
-def decode_rows(tensors, spec: CodebookSpec, shape, rows: torch.Tensor) -> torch.Tensor:
-    total, cols = matrix_shape(shape)
-    per, _ = codebook_count(total, spec)
-    idx = row_codes(tensors["indices"], spec.bits, total, cols, rows).long()
-    book = tensors["codebook"].to(torch.float32)
-    return book[(rows // per).unsqueeze(1), idx]
+    def decode(self, tensors, spec: CodebookSpec, shape) -> torch.Tensor:
+        rows, cols = matrix_shape(shape)
+        per, _ = codebook_count(rows, spec)
+        idx = unpack_bits(tensors["indices"], spec.bits, rows * cols).view(rows, cols).long()
+        book = tensors["codebook"].to(torch.float32)
+        which = (torch.arange(rows, device=book.device) // per).unsqueeze(1)
+        return book[which, idx].reshape(shape)
 
+    def decode_rows(self, tensors, spec: CodebookSpec, shape, rows: torch.Tensor) -> torch.Tensor:
+        total, cols = matrix_shape(shape)
+        per, _ = codebook_count(total, spec)
+        idx = row_codes(tensors["indices"], spec.bits, total, cols, rows).long()
+        book = tensors["codebook"].to(torch.float32)
+        return book[(rows // per).unsqueeze(1), idx]
 
-def layout(shape, spec: CodebookSpec) -> dict[str, TensorLayout]:
-    rows, cols = matrix_shape(shape)
-    _, books = codebook_count(rows, spec)
-    return {
-        "codebook": TensorLayout((books, 1 << spec.bits), DTYPES[spec.centroid_dtype]),
-        "indices": TensorLayout((packed_nbytes(rows * cols, spec.bits),), torch.uint8),
-    }
+    def layout(self, shape, spec: CodebookSpec) -> dict[str, TensorLayout]:
+        rows, cols = matrix_shape(shape)
+        _, books = codebook_count(rows, spec)
+        return {
+            "codebook": TensorLayout((books, 1 << spec.bits), DTYPES[spec.centroid_dtype]),
+            "indices": TensorLayout((packed_nbytes(rows * cols, spec.bits),), torch.uint8),
+        }
+
+    def row_unit(self, spec: CodebookSpec) -> int | None:
+        # blocks of whole codebooks, each ending its index stream on a byte; one codebook: no blocks
+        return None if spec.group_rows is None else math.lcm(8, spec.group_rows)
+
+    def value_bits(self, spec: CodebookSpec) -> float:
+        return float(spec.bits)
+
+    def tags(self, spec: CodebookSpec) -> list[str]:
+        return ["kmeans-codebook"]
+
+    def information_bits(self, shape, spec: CodebookSpec) -> float:
+        rows, cols = matrix_shape(shape)
+        return rows * cols * spec.bits + side_bits(self.layout(shape, spec))
+
+    def fake(self, spec: CodebookSpec, weight, options: FakeOptions) -> CodebookFake:
+        return CodebookFake(spec, weight)

@@ -1,9 +1,9 @@
 """Training-time compression methods: fake quantization, N:M masks, codebooks, Kronecker factors,
 layer reduction.
 
-Each target module's weight gets a torch parametrization (torch.nn.utils.parametrize) that
-computes, in the forward pass, exactly the weight the recipe's codec will store; the latent
-weight underneath stays full precision and is what the optimizer updates. `export` removes the
+Each target module's weight gets a torch parametrization (torch.nn.utils.parametrize): its codec's own
+training-time fake (formats/codecs/), which computes in the forward pass exactly the weight the codec will
+store; the latent weight underneath stays full precision and is what the optimizer updates. `export` removes the
 parametrizations, leaving the compressed values as ordinary weights, which `zoo pack` then stores
 (and verifies) in the compact format."""
 
@@ -15,50 +15,19 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from zoo.formats.spec import BinarySpec, CodebookSpec, CodecSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
+from zoo.formats.codecs import FakeOptions, fake_for
+from zoo.formats.spec import CodecSpec
 
 from ..architecture import layer_kind
 from ..errors import RecipeError
 from ..recipes import Recipe
 from ..recipes.training import TrainingSpec
-from .binary import BinaryFake, TernaryFake
-from .kmeans import CodebookFake
-from .kronecker import KroneckerFake
 from .layers import keep_layers, layer_list
-from .nm import NMFake
-from .quantize import DenseFake, RoundTripFake, int_fake
 
 
 def fake_quantizer(spec: CodecSpec, weight: torch.Tensor, training: TrainingSpec) -> nn.Module:
-    """The training-time module that reproduces `spec`'s decoded weight."""
-    if isinstance(spec, IntSpec):
-        return int_fake(spec, weight, clip=training.clip, percentile=training.clip_init_percentile)
-    if isinstance(spec, BinarySpec):
-        return BinaryFake(spec)
-    if isinstance(spec, TernarySpec):
-        return TernaryFake(spec)
-    if isinstance(spec, CodebookSpec):
-        return CodebookFake(spec, weight)
-    if isinstance(spec, NMSpec):
-        # the value codec sees the kept weights as the N:M codec stores them: (rows, groups * N)
-        values = _kept_values(weight, spec)
-        return NMFake(spec, weight, fake_quantizer(spec.values, values, training))
-    if isinstance(spec, KroneckerSpec):
-        return KroneckerFake(spec, weight, lambda factor_spec, factor: fake_quantizer(factor_spec, factor, training))
-    if isinstance(spec, DenseSpec):
-        return DenseFake(spec)
-    return RoundTripFake(spec)
-
-
-def _kept_values(weight: torch.Tensor, spec: NMSpec) -> torch.Tensor:
-    from zoo.formats.codecs.nm import select
-
-    matrix = weight.detach().reshape(weight.shape[0], -1).float()
-    rows, cols = matrix.shape
-    groups = -(-cols // spec.m)
-    _, positions = select(matrix, spec.n, spec.m)
-    padded = torch.nn.functional.pad(matrix, (0, groups * spec.m - cols)).view(-1, spec.m)
-    return padded.gather(1, positions).view(rows, groups * spec.n)
+    """The training-time module that reproduces `spec`'s decoded weight: the codec's own fake (formats/codecs/)."""
+    return fake_for(spec, weight, FakeOptions(clip=training.clip, percentile=training.clip_init_percentile))
 
 
 def plan_modules(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
@@ -145,7 +114,7 @@ def stored_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
     for name, module in model.named_modules():  # a tied module is not parametrized: only its owner is stored
         if parametrize.is_parametrized(module, "weight"):
             fake = module.parametrizations.weight[0]
-            if isinstance(fake, KroneckerFake):
+            if hasattr(fake, "stored_tensors"):  # a fake whose parameters are the stored form (Kronecker's)
                 out[name] = fake.stored_tensors()
     return out
 

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from transformers import Trainer, TrainerCallback
 
+from zoo.formats.codecs.nm import NMFake
+
 from ..errors import RecipeError
-from ..methods.nm import NMFake
 from ..recipes.training import DistillSpec, DropoutSchedule
 
 
