@@ -33,6 +33,8 @@ from zoo.formats.codecs.kronecker import factor_shapes
 from zoo.formats.codecs.nm import kept_positions, pattern_bits
 from zoo.formats.spec import BinarySpec, CodecSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
 
+from .compat import int8_matmul
+
 
 @dataclass
 class IntGrid:
@@ -140,7 +142,7 @@ class Int8Matmul(torch.nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
         xq, token_scale = quantize_per_token(x.reshape(-1, shape[-1]).to(torch.float32))
-        out = torch._int_mm(xq, self.q_t).to(torch.float32).mul_(token_scale).mul_(self.row_scale)
+        out = int8_matmul(xq, self.q_t).to(torch.float32).mul_(token_scale).mul_(self.row_scale)
         if bias is not None:
             out = out.add_(bias.to(torch.float32))
         return out.reshape(*shape[:-1], -1).to(x.dtype)

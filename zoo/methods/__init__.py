@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from zoo.formats.spec import BinarySpec, CodebookSpec, CodecSpec, DenseSpec, IntSpec, KroneckerSpec, NMSpec, TernarySpec
+from zoo.loaders.compat import tied_weights_keys
 
 from ..architecture import layer_kind
 from ..errors import RecipeError
@@ -160,7 +161,7 @@ def export(model: nn.Module) -> None:
         forward = module.__dict__.get("forward")
         if isinstance(forward, functools.partial) and forward.func in (_linear_with, _embedding_with):
             del module.__dict__["forward"]  # a tied module following its owner (`_follow`); other hooks stay
-    if getattr(model, "all_tied_weights_keys", None) and hasattr(model, "tie_weights"):
+    if tied_weights_keys(model) and hasattr(model, "tie_weights"):
         model.tie_weights()
 
 

@@ -72,7 +72,6 @@ class HubRegistry:
     def _call(self, what: str, fn, *args, keep: tuple[int, ...] = (), **kwargs):
         """fn(*args, **kwargs), retried on connection failures and 5xx answers. HTTP errors with a status
         in `keep`, and not-found errors, reach the caller; any other becomes a one-line RegistryError."""
-        import httpx2  # huggingface_hub's HTTP client; its transport errors are what "unreachable" means
         from huggingface_hub.errors import (
             HfHubHTTPError,
             LocalEntryNotFoundError,
@@ -81,6 +80,7 @@ class HubRegistry:
             RepositoryNotFoundError,
             RevisionNotFoundError,
         )
+        from huggingface_hub.utils import httpx  # its own HTTP client (httpx2): transport errors mean "unreachable"
 
         last: BaseException | None = None
         for delay in (*RETRY_DELAYS_S, None):
@@ -89,7 +89,7 @@ class HubRegistry:
             except OfflineModeIsEnabled:
                 raise RegistryError(f"cannot {what}: HF_HUB_OFFLINE is set",
                                     hint="unset HF_HUB_OFFLINE, or use --registry local") from None
-            except (httpx2.TransportError, LocalEntryNotFoundError) as exc:  # snapshot_download wraps the former
+            except (httpx.TransportError, LocalEntryNotFoundError) as exc:  # snapshot_download wraps the former
                 last = exc
             except (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError):
                 raise
