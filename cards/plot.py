@@ -7,8 +7,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.formats.errors import ZooError
 from zoo.formats.writer import default_file_mode
+
+from .errors import PlotUnavailable
 
 
 @dataclass(frozen=True)
@@ -17,10 +18,6 @@ class Point:
     size_bytes: int
     accuracy: float
     role: str  # "teacher", "this" or "sibling"
-
-
-class PlotUnavailable(ZooError):
-    """matplotlib is not installed: the card is written without its plot."""
 
 
 def have_matplotlib() -> bool:

@@ -16,12 +16,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from zoo.formats.errors import ZooError
 
-
-class StructureError(ZooError):
-    """A model whose layers zoo cannot prune or rebuild (unknown layout, a shape that does not fit)."""
-
+from .errors import StructureError
 
 _LAYER_LIST = re.compile(r"(^|\.)(layer|layers|block|h)$")
 _Q, _K, _V = ("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")

@@ -97,7 +97,8 @@ def check_plan(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
         try:
             codecs.layout(shape, spec)
         except CodecError as exc:
-            raise RecipeError(f"recipe {recipe.name}: module {name} {list(shape)}: {exc}", hint=exc.hint) from None
+            raise RecipeError(f"recipe {recipe.name}: module {name} {list(shape)}: {exc}", hint=exc.hint,
+                              module=name) from None
     return plan
 
 

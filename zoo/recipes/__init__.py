@@ -155,7 +155,8 @@ class Recipe(BaseModel):
             try:
                 spec = spec.resolve(tuple(shape), kind)
             except CodecError as exc:
-                raise RecipeError(f"recipe {self.name}: module {module} {list(shape)}: {exc}", hint=exc.hint) from None
+                raise RecipeError(f"recipe {self.name}: module {module} {list(shape)}: {exc}", hint=exc.hint,
+                                  module=module) from None
         if spec is not None:
             self._check_rows(module, kind, shape, spec)
         return spec
