@@ -36,14 +36,14 @@ from zoo.formats import (
 )
 from zoo.formats.codecs.base import DTYPES
 from zoo.formats.fit import check_decodes_to, fit
-from zoo.formats.manifest import config_digest
+from zoo.formats.manifest import config_digest, is_encoder_linear
 from zoo.formats.memory import release_freed_memory
 from zoo.formats.writer import DEFAULT_MAX_SHARD_BYTES, ensure_writable, sha256_file
 
 from . import __version__
 from .architecture import module_kinds
 from .errors import CodecError, RecipeError, UnsupportedModelError
-from .recipes import Recipe, is_encoder_linear
+from .recipes import Recipe
 from .resolve import ResolvedModel
 
 ProgressFn = Callable[[str, int], None]
