@@ -28,12 +28,11 @@ from pathlib import Path
 from .. import __version__
 from ..errors import ModelNotFoundError, RegistryError, RegistryUnreachableError
 from .files import checkpoint_files, file_records, hidden_files, open_source
-from .index import Index, RevisionRecord, now, summary_of
+from .index import INDEX_FILE, Index, RevisionRecord, now, summary_of
 from .names import ModelRef, check_file_name, hub_repo_for, is_repo_id, parse_name
 from .types import Published, Resolved
 
 INDEX_REPO = "zoo-index"
-INDEX_FILE = "index.json"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_NAMESPACE = "zoo-registry"
 RETRY_DELAYS_S = (0.5, 1.0)
