@@ -11,9 +11,7 @@ Card files are not listed in the manifest's `files` (the card is regenerated as 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +21,9 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from zoo.formats.manifest import FIDELITY_FLOOR, Manifest
 from zoo.formats.reader import read_config
-from zoo.formats.writer import default_file_mode
+from zoo.formats.writer import write_file_atomic
 
-from .facts import AUTO_CLASSES, Results, layer_rows, methods, other_tensors_nbytes, pipeline_tag, results
+from .facts import Results, layer_rows, methods, other_tensors_nbytes, pipeline_tag, results
 from .plot import Point, have_matplotlib, plot_accuracy_vs_size
 
 README = "README.md"
@@ -167,7 +165,9 @@ def _results_section(manifest: Manifest, res: Results, plot: str | None, plot_no
 
 
 def _load_section(name: str, tag: str, sentence_transformers: bool) -> list[str]:
-    auto = AUTO_CLASSES.get(tag, "AutoModel")
+    from zoo.loaders.auto import TASKS  # the table zoo loads with (imported here: it imports transformers)
+
+    auto = TASKS.get(tag, "AutoModel")
     st = ["```python",
           "import zoo  # first: teaches transformers the \"zoo\" quantization method",
           "from sentence_transformers import SentenceTransformer", "",
@@ -313,19 +313,6 @@ def build_card(directory: str | Path, *, name: str | None = None, plot: str | No
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _eval_results_yaml(manifest: Manifest, res: Results) -> str | None:
     """The newer `.eval_results/*.yaml` format (huggingface_hub's EvalResultEntry): this model's own results."""
     from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
@@ -363,7 +350,7 @@ def write_card(directory: str | Path, *, name: str | None = None, siblings: Sequ
         if res.measured and draw_plot:
             note = "(No plot: matplotlib is not installed. `pip install 'zoo-compress[cards]'`, then `zoo card DIR`.)"
     card = build_card(directory, name=name, plot=plot_ref, plot_note=note)
-    _atomic_write(directory / README, str(card))
+    write_file_atomic(directory / README, str(card))
     eval_dir = directory / EVAL_RESULTS_DIR
     eval_path = eval_dir / f"{(res.dataset or 'none').replace('/', '__')}.yaml"
     text = _eval_results_yaml(manifest, res)
@@ -372,7 +359,7 @@ def write_card(directory: str | Path, *, name: str | None = None, siblings: Sequ
             if stale != eval_path or text is None:
                 stale.unlink()
     if text is not None:
-        _atomic_write(eval_path, text)
+        write_file_atomic(eval_path, text)
     else:
         eval_path = None
         if eval_dir.is_dir() and not any(eval_dir.iterdir()):

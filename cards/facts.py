@@ -14,7 +14,8 @@ from zoo.formats.codecs import codec_for
 from zoo.formats.codecs.base import DTYPES
 from zoo.formats.manifest import EvalResult, Manifest
 
-# architecture suffix in config.json -> Hugging Face pipeline tag
+# architecture suffix in config.json -> Hugging Face pipeline tag (the pipeline tag -> Auto class table is
+# zoo.loaders.auto.TASKS, which loads the models)
 _PIPELINES = (
     ("ForSequenceClassification", "text-classification"),
     ("ForImageClassification", "image-classification"),
@@ -26,18 +27,6 @@ _PIPELINES = (
     ("ForConditionalGeneration", "text2text-generation"),
     ("Model", "feature-extraction"),
 )
-# pipeline tag -> the transformers Auto class that loads it
-AUTO_CLASSES = {
-    "text-classification": "AutoModelForSequenceClassification",
-    "image-classification": "AutoModelForImageClassification",
-    "audio-classification": "AutoModelForAudioClassification",
-    "automatic-speech-recognition": "AutoModelForCTC",
-    "token-classification": "AutoModelForTokenClassification",
-    "fill-mask": "AutoModelForMaskedLM",
-    "translation": "AutoModelForSeq2SeqLM",
-    "text2text-generation": "AutoModelForSeq2SeqLM",
-    "feature-extraction": "AutoModel",
-}
 
 
 def pipeline_tag(config: dict[str, Any]) -> str:

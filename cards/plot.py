@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.formats.errors import ZooError
-from zoo.formats.writer import default_file_mode
+from zoo.formats.writer import write_file_atomic
+
+from .errors import PlotUnavailable
 
 
 @dataclass(frozen=True)
@@ -17,10 +16,6 @@ class Point:
     size_bytes: int
     accuracy: float
     role: str  # "teacher", "this" or "sibling"
-
-
-class PlotUnavailable(ZooError):
-    """matplotlib is not installed: the card is written without its plot."""
 
 
 def have_matplotlib() -> bool:
@@ -76,17 +71,8 @@ def plot_accuracy_vs_size(points: list[Point], path: Path, *, metric: str = "acc
         if title:
             ax.set_title(title, fontsize=10)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            # fixed metadata: the same facts give the same bytes
-            fig.savefig(tmp, format="png", metadata={"Software": None})
-            os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; give it the umask's mode like the other files
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # fixed metadata: the same facts give the same bytes
+        write_file_atomic(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
     finally:
         plt.close(fig)
     return path

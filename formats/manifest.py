@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
@@ -30,6 +31,20 @@ META_MANIFEST_SHA256 = "zoo.manifest_sha256"
 
 ModuleKind = Literal["linear", "embedding", "conv", "other"]
 
+# The lists of repeated transformer blocks, by the names architectures give them: BERT/ViT `encoder.layer`,
+# wav2vec2/Marian `layers`, T5 `block`, GPT-style `h`. A module inside one (`encoder.layer.3.attention...`) is
+# a block module; its linear layers are the `encoder_linear` ones the manifest counts apart, and what a recipe
+# rule without `targets` takes. loaders.structure finds the list itself with the same names.
+BLOCK_LISTS = ("layer", "layers", "block", "h")
+BLOCK_LIST = rf"(^|\.)({'|'.join(BLOCK_LISTS)})"  # matches a block list's name, at the end of a module path
+BLOCK_PATTERN = BLOCK_LIST + r"\.\d+\."  # matches a module path inside a block
+_BLOCK = re.compile(BLOCK_PATTERN)
+
+
+def is_encoder_linear(module: str, kind: str) -> bool:
+    """A linear layer of a repeated transformer block (encoder or decoder): ModuleEntry.encoder_linear."""
+    return kind == "linear" and _BLOCK.search(module) is not None
+
 
 class _Model(BaseModel):
     # strict: a manifest is data a checkpoint brings, so `true` is no version and "384" no dimension
@@ -44,7 +59,7 @@ class ModuleEntry(_Model):
     """One compressed module: `<name>.weight` was replaced by `<name>.weight_<key>` tensors."""
 
     kind: ModuleKind
-    encoder_linear: bool = Field(description="a linear layer of a repeated transformer block (encoder or decoder)")
+    encoder_linear: bool = Field(description="a linear layer of a repeated transformer block (is_encoder_linear)")
     shape: list[Dim] = Field(min_length=1, max_length=8)
     dtype: FloatDType = Field(description="dtype of the original weight")
     codec: CodecSpec
@@ -210,7 +225,8 @@ class Manifest(_Model):
         data = dict(data)
         method = data.pop("quant_method", None)
         if method != QUANT_METHOD:
-            raise ManifestError(f"{where}: quant_method is {method!r}, not 'zoo'", hint="is this a zoo checkpoint?")
+            raise ManifestError(f"{where}: quant_method is {method!r}, not {QUANT_METHOD!r}",
+                                hint="is this a zoo checkpoint?")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise ManifestError(

@@ -32,17 +32,24 @@ CONFIG_FILE = "config.json"
 
 
 def read_config(directory: Path) -> dict:
-    path = directory / CONFIG_FILE
+    """config.json of a model directory, as a dict; a FormatError (naming its path) when it is absent or not a
+    JSON object."""
+    path = Path(directory) / CONFIG_FILE
     if not path.is_file():
-        raise FormatError(f"no {CONFIG_FILE} in {directory}", hint="point at a model directory")
+        raise FormatError(f"no {CONFIG_FILE} in {directory}", hint="point at a model directory", path=path)
+    return read_config_file(path)
+
+
+def read_config_file(path: Path) -> dict:
+    """A config.json file (wherever it lies: a model directory, transformers' hub cache), as a dict."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path} is not valid JSON: {exc}") from None
+        raise FormatError(f"{path} is not valid JSON: {exc}", path=path) from None
     except RecursionError:
-        raise FormatError(f"{path} nests its JSON too deeply to be a model's config") from None
+        raise FormatError(f"{path} nests its JSON too deeply to be a model's config", path=path) from None
     if not isinstance(config, dict):
-        raise FormatError(f"{path} does not hold a JSON object")
+        raise FormatError(f"{path} does not hold a JSON object", path=path)
     return config
 
 
@@ -61,7 +68,7 @@ class Checkpoint:
     def open(cls, path: str | Path, *, verify: bool = True) -> Checkpoint:
         path = Path(path)
         if not path.is_dir():
-            raise FormatError(f"{path} is not a directory")
+            raise FormatError(f"{path} is not a directory", path=path)
         config = read_config(path)
         manifest = Manifest.from_quantization_config(
             config.get("quantization_config"), where=str(path / CONFIG_FILE)
@@ -125,12 +132,13 @@ class Checkpoint:
             try:
                 expected = codecs.layout(tuple(entry.shape), entry.codec)
             except CodecError as exc:
-                raise ManifestError(f"module {module}: {exc}") from None
+                raise ManifestError(f"module {module}: {exc}", module=module) from None
             total = 0
             for key, want in expected.items():
                 name = tensor_name(module, key)
                 if name not in self.weights:
-                    raise FormatError(f"module {module}: tensor '{name}' named by the manifest is missing")
+                    raise FormatError(f"module {module}: tensor '{name}' named by the manifest is missing",
+                                      module=module)
                 shape, dtype = self.weights.shape(name), self.weights.dtype(name)
                 if shape != want.shape or dtype != str(want.dtype).removeprefix("torch."):
                     raise FormatError(
@@ -140,9 +148,11 @@ class Checkpoint:
                     )
                 total += want.nbytes
             if total != entry.nbytes:
-                raise ManifestError(f"module {module}: manifest records {entry.nbytes} bytes, its tensors hold {total}")
+                raise ManifestError(f"module {module}: manifest records {entry.nbytes} bytes, its tensors hold {total}",
+                                    module=module)
             if f"{module}.weight" in self.weights:
-                raise FormatError(f"module {module} is compressed but its dense weight is also present")
+                raise FormatError(f"module {module} is compressed but its dense weight is also present",
+                                  module=module)
 
     def verify_files(self) -> None:
         self.check_sizes()
@@ -166,7 +176,7 @@ class Checkpoint:
         try:
             return codecs.decode_checked(self.module_tensors(module), entry.codec, tuple(entry.shape))
         except CodecError as exc:
-            raise FormatError(f"module {module}: {exc}") from None
+            raise FormatError(f"module {module}: {exc}", module=module) from None
 
     def stored_owners(self) -> dict[str, str]:
         """Stored tensor name -> the compressed module it belongs to."""

@@ -21,7 +21,9 @@ import json
 import os
 import shutil
 import struct
+import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,30 @@ def default_file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def write_file_atomic(path: str | Path, data: str | bytes | Callable[[Path], None]) -> Path:
+    """Write one file whole or not at all: into a hidden temporary file beside it (`.NAME.tmp-XXXX`) with the
+    umask's mode, flushed to disk, then renamed over `path`; an error or Ctrl-C removes the temporary file.
+    `data` is the text (UTF-8) or bytes, or a function that writes the temporary file, given its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if not callable(data):
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        if callable(data):
+            data(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def header_sha256(path: Path) -> str:

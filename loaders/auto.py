@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -10,12 +9,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from zoo.formats.errors import FormatError, ZooError
+from zoo.formats.manifest import QUANT_METHOD
+from zoo.formats.reader import CONFIG_FILE, read_config_file
 
 from .guard import check_local
-from .quantizer import QUANT_METHOD, ZooConfig
+from .quantizer import ZooConfig
 from .runtime import DEFAULT_MODE, check_mode
 
-# task -> Auto class name in transformers
+# task (a Hugging Face pipeline tag) -> the Auto class in transformers that loads a model for it; model cards
+# (zoo.cards) name the same class in their loading example
 TASKS = {
     "feature-extraction": "AutoModel",
     "fill-mask": "AutoModelForMaskedLM",
@@ -62,11 +64,26 @@ def quiet_transformers(*, keep_warnings: bool = False):
 
 
 def read_config(path_or_id: str | Path, **kwargs) -> dict:
-    """config.json of a local directory or a hub repo (through transformers' cache), as a dict."""
+    """config.json of a local directory or a hub repo (through transformers' cache), as a dict (read by
+    zoo.formats' reader: a FormatError when it is not a JSON object)."""
     from transformers.utils import cached_file
 
-    path = cached_file(str(path_or_id), "config.json", **{k: v for k, v in kwargs.items() if k in ("revision", "token")})
-    return json.loads(Path(path).read_text())
+    path = cached_file(str(path_or_id), CONFIG_FILE, **{k: v for k, v in kwargs.items() if k in ("revision", "token")})
+    return read_config_file(Path(path))
+
+
+def transformers_class(name: str | None):
+    """The class transformers exports under `name` (an architecture such as BertForMaskedLM), or None."""
+    import transformers
+
+    return getattr(transformers, name, None) if name else None
+
+
+def architecture_class(config):
+    """The class of the architecture config.json names (its first `architectures` entry), or None when it names
+    none this transformers has. `config` is config.json as a dict, or transformers' config object."""
+    names = config.get("architectures") if isinstance(config, dict) else getattr(config, "architectures", None)
+    return transformers_class((names or [None])[0])
 
 
 def model_class(task: str | None, config: dict):
@@ -77,9 +94,7 @@ def model_class(task: str | None, config: dict):
         if task not in TASKS:
             raise ZooError(f"unknown task {task!r}", hint=f"choose one of {', '.join(TASKS)}")
         return getattr(transformers, TASKS[task])
-    arch = (config.get("architectures") or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    return cls if cls is not None else transformers.AutoModel
+    return architecture_class(config) or transformers.AutoModel
 
 
 def fitting_class(path: str | Path, config: dict):
@@ -91,9 +106,9 @@ def fitting_class(path: str | Path, config: dict):
     from .heads import weights_class
 
     q = config.get("quantization_config")
-    recorded = ((q.get("base_model") or {}).get("architecture") if isinstance(q, dict) else None)
-    if recorded and getattr(transformers, recorded, None) is not None:
-        return getattr(transformers, recorded)
+    recorded = transformers_class((q.get("base_model") or {}).get("architecture") if isinstance(q, dict) else None)
+    if recorded is not None:
+        return recorded
     named = model_class(None, config)
     return weights_class(path, named) if named is not transformers.AutoModel else named
 

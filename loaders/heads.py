@@ -16,6 +16,8 @@ from pathlib import Path
 from zoo.formats import Checkpoint, SafetensorsDir, read_config
 from zoo.formats.manifest import QUANT_METHOD
 
+from .compat import tied_weights_keys
+
 
 def stored_parameter_names(model_dir: str | Path) -> set[str]:
     """The parameters a checkpoint holds: its tensors' names, with a zoo checkpoint's compressed modules (and the
@@ -43,7 +45,7 @@ def head_and_base(cls, config) -> tuple[set[str], type | None]:
     base = getattr(model, prefix, None) if prefix else None
     if base is None or base is model:
         return set(), None
-    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    tied = tied_weights_keys(model)
     head = {k for k in model.state_dict() if not k.startswith(prefix + ".") and k not in tied}
     return head, type(base)
 

@@ -27,6 +27,8 @@ import torch
 from zoo.formats.codecs import IntGrid, int_grid
 from zoo.formats.codecs.kronecker import factors as kronecker_factors
 
+from .compat import int8_matmul
+
 
 def per_row_int8(grid: IntGrid) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 Q, float32 row scale) with W ~ Q * scale[:, None]; exact for one group per row."""
@@ -69,7 +71,7 @@ class Int8Matmul(torch.nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
         xq, token_scale = quantize_per_token(x.reshape(-1, shape[-1]).to(torch.float32))
-        out = torch._int_mm(xq, self.q_t).to(torch.float32).mul_(token_scale).mul_(self.row_scale)
+        out = int8_matmul(xq, self.q_t).to(torch.float32).mul_(token_scale).mul_(self.row_scale)
         if bias is not None:
             out = out.add_(bias.to(torch.float32))
         return out.reshape(*shape[:-1], -1).to(x.dtype)

@@ -11,22 +11,13 @@ from __future__ import annotations
 
 import torch
 
+from .compat import renamed_keys, tied_weights_keys
+
 
 def _renamed(model: torch.nn.Module, names) -> dict[str, str]:
     """Checkpoint module name -> the name transformers loads its weight under."""
-    try:
-        from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import WeightRenaming, rename_source_key
-    except ImportError:  # pragma: no cover - a transformers without checkpoint conversion
-        return {}
-    renamings = [t for t in get_model_conversion_mapping(model) if isinstance(t, WeightRenaming)]
-    state = model.state_dict()
-    prefix = getattr(model, "base_model_prefix", None) or None
-    out = {}
-    for name in names:
-        key, _ = rename_source_key(f"{name}.weight", renamings, [], prefix, state)
-        out[name] = key.removesuffix(".weight")
-    return out
+    keys = renamed_keys(model, [f"{name}.weight" for name in names])
+    return {name: keys[f"{name}.weight"].removesuffix(".weight") for name in names}
 
 
 def model_paths(model: torch.nn.Module, names) -> dict[str, str | None]:
@@ -47,7 +38,7 @@ def model_paths(model: torch.nn.Module, names) -> dict[str, str | None]:
 def tied_groups(model: torch.nn.Module) -> dict[str, list[str]]:
     """Module path whose weight is stored -> the module paths that share it (their weights are tied to it):
     BERT-MLM's embeddings -> [its decoder], T5's shared -> [encoder and decoder embed_tokens, lm_head]."""
-    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    tied = tied_weights_keys(model)
     groups: dict[str, list[str]] = {}
     for target, source in tied.items():
         if target.endswith(".weight") and source.endswith(".weight"):

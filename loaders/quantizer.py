@@ -16,20 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.quantizers import auto as _auto
-from transformers.quantizers import register_quantization_config, register_quantizer
-from transformers.quantizers.base import HfQuantizer
-from transformers.utils.quantization_config import QuantizationConfigMixin
 from zoo.formats import Checkpoint, Manifest
 from zoo.formats.codecs.base import DTYPES
 from zoo.formats.errors import FormatError, ZooError
+from zoo.formats.manifest import QUANT_METHOD
 from zoo.formats.memory import release_freed_memory
 
+from .compat import HfQuantizer, QuantizationConfigMixin, register_quantization_method, tied_weights_keys
 from .naming import model_paths, tie_partners
 from .runtime import DEFAULT_MODE, ModeError, ZooModule, check_mode, runtime_module
 from .structure import apply_structure
-
-QUANT_METHOD = "zoo"
 
 
 class ZooConfig(QuantizationConfigMixin):
@@ -137,7 +133,7 @@ class ZooHfQuantizer(HfQuantizer):
     def _take_over_ties(self, model) -> None:
         """transformers would tie the shared modules' `weight` Parameters after loading; zoo's runtime modules
         share their stored tensors instead, so those tie entries are taken out of the model's tie map."""
-        tied = getattr(model, "all_tied_weights_keys", None)
+        tied = tied_weights_keys(model)
         if not tied:
             return
         ours = {f"{path}.weight" for path in [*self.shared, *self.shared.values()]}
@@ -198,7 +194,7 @@ class ZooHfQuantizer(HfQuantizer):
             _replace(model, path, dense[path])
         for path, owner in self.shared.items():  # tied again: one Parameter, as transformers ties them
             _replace(model, path, dense_module(model.get_submodule(path), dtype, weight=dense[owner].weight))
-        getattr(model, "all_tied_weights_keys", {}).update(self.untied)
+        tied_weights_keys(model).update(self.untied)
         return model
 
 
@@ -266,15 +262,9 @@ def dense_module(module: ZooModule, dtype: torch.dtype | None, weight: torch.nn.
 
 
 def register() -> None:
-    """Make transformers dispatch `quant_method: "zoo"` to zoo (idempotent)."""
-    if QUANT_METHOD not in _auto.AUTO_QUANTIZATION_CONFIG_MAPPING:
-        register_quantization_config(QUANT_METHOD)(ZooConfig)
-    if QUANT_METHOD not in _auto.AUTO_QUANTIZER_MAPPING:
-        register_quantizer(QUANT_METHOD)(ZooHfQuantizer)
-    # transformers applies a `quantization_config` passed to from_pretrained on top of the
-    # checkpoint's only for the config types in this tuple; list ours so `mode` can be chosen.
-    if ZooConfig not in _auto.LOADING_ATTRIBUTES_CONFIG_TYPES:
-        _auto.LOADING_ATTRIBUTES_CONFIG_TYPES = (*_auto.LOADING_ATTRIBUTES_CONFIG_TYPES, ZooConfig)
+    """Make transformers dispatch `quant_method: "zoo"` to zoo (idempotent); a ZooConfig passed to from_pretrained
+    chooses the `mode`."""
+    register_quantization_method(QUANT_METHOD, ZooConfig, ZooHfQuantizer)
 
 
 __all__ = ["ModeError", "ZooConfig", "ZooHfQuantizer", "dense_module", "register"]

@@ -29,10 +29,12 @@ import torch
 import torch.nn.functional as F
 from zoo.formats import codecs
 from zoo.formats.codecs.kronecker import kron_rows
-from zoo.formats.errors import FormatError, ZooError
+from zoo.formats.errors import FormatError
 from zoo.formats.manifest import ModuleEntry
 from zoo.formats.spec import KroneckerSpec, NMSpec
 
+from .compat import conv_forward, loaded_from_checkpoint
+from .errors import ModeError
 from .kernels import Int8Matmul, int_grid, kronecker_factors, kronecker_linear, semi_structured
 
 Mode = Literal["materialize", "packed", "kernel"]
@@ -40,8 +42,17 @@ MODES: tuple[str, ...] = ("materialize", "packed", "kernel")
 DEFAULT_MODE: Mode = "materialize"
 
 
-class ModeError(ZooError):
-    """An execution mode that a module's codec (or the device) cannot serve."""
+def layer_kind(module: torch.nn.Module) -> str | None:
+    """'linear', 'embedding' or 'conv' for the layers zoo compresses and rebuilds as runtime modules, else None.
+    Exact types for linear and embedding layers: subclasses (quantized or LoRA layers) and transformers'
+    transposed Conv1D are not what the runtime modules rebuild; transposed convolutions are not convolutions here."""
+    if type(module) is torch.nn.Linear:
+        return "linear"
+    if type(module) is torch.nn.Embedding:
+        return "embedding"
+    if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+        return "conv"
+    return None
 
 
 def check_mode(mode: str) -> Mode:
@@ -98,10 +109,11 @@ class ZooModule(torch.nn.Module):
             self.owner.check_loaded()
             return
         for key, tensor in self.stored().items():
-            if tensor.is_meta or not getattr(tensor, "_is_hf_initialized", False):
+            if tensor.is_meta or not loaded_from_checkpoint(tensor):
                 raise FormatError(
                     f"module {self.zoo_name}: tensor weight_{key} was not loaded from the checkpoint",
                     hint="the checkpoint and its manifest disagree; `zoo info DIR` checks the directory",
+                    module=self.zoo_name,
                 )
 
     def decoded_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -134,7 +146,10 @@ class ZooModule(torch.nn.Module):
         self.mode = mode
         if self.owner is not None:
             if self.owner.mode != mode:
-                raise ModeError(f"module {self.zoo_name} shares {self.owner.zoo_name}, which is not prepared for {mode}")
+                raise ModeError(
+                    f"module {self.zoo_name} shares {self.owner.zoo_name}, which is not prepared for {mode}",
+                    module=self.zoo_name,
+                )
         elif self.factored:
             if mode != "packed":
                 a, b = kronecker_factors(self.stored(), self.codec, self.weight_shape)
@@ -146,7 +161,7 @@ class ZooModule(torch.nn.Module):
     def no_kernel(self, why: str) -> ModeError:
         return ModeError(
             f"module {self.zoo_name} ({self.codec.describe()}): no kernel {why}",
-            hint="load with mode='materialize' (dense speed) or mode='packed' (least memory)",
+            hint="load with mode='materialize' (dense speed) or mode='packed' (least memory)", module=self.zoo_name,
         )
 
     def extra_repr(self) -> str:
@@ -221,10 +236,11 @@ class ZooEmbedding(ZooModule):
 class ZooConv(ZooModule):
     """Convolutions (e.g. wav2vec2's feature encoder): materialize or packed; no kernel."""
 
-    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.modules.conv._ConvNd, compute_dtype,
+    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d,
+                 compute_dtype,
                  owner: ZooModule | None = None):
         super().__init__(name, entry, compute_dtype, owner)
-        # the original module, unregistered, lends its hyperparameters and _conv_forward
+        # the original module, unregistered, lends its hyperparameters and its convolution (compat.conv_forward)
         object.__setattr__(self, "_conv", original)
         self.bias = None
         if original.bias is not None:
@@ -237,19 +253,16 @@ class ZooConv(ZooModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.dense_weight() if self.mode == "materialize" else self.decoded_weight(x.dtype)
-        return self._conv._conv_forward(x, weight, self.bias)
+        return conv_forward(self._conv, x, weight, self.bias)
 
 
 def runtime_module(name: str, entry: ModuleEntry, original: torch.nn.Module, compute_dtype: torch.dtype,
                    owner: ZooModule | None = None) -> ZooModule:
     """The runtime module replacing `original`; with `owner`, one that shares the owner's stored weight."""
-    if type(original) is torch.nn.Linear:
-        return ZooLinear(name, entry, original, compute_dtype, owner)
-    if type(original) is torch.nn.Embedding:
-        return ZooEmbedding(name, entry, original, compute_dtype, owner)
-    if isinstance(original, torch.nn.modules.conv._ConvNd) and not isinstance(original, torch.nn.modules.conv._ConvTransposeNd):
-        return ZooConv(name, entry, original, compute_dtype, owner)
-    raise FormatError(
-        f"module {name} is a {type(original).__name__}; zoo rebuilds only Linear, Embedding and Conv layers",
-        hint="compress it with a recipe that leaves this module dense",
-    )
+    runtime = {"linear": ZooLinear, "embedding": ZooEmbedding, "conv": ZooConv}.get(layer_kind(original))
+    if runtime is None:
+        raise FormatError(
+            f"module {name} is a {type(original).__name__}; zoo rebuilds only Linear, Embedding and Conv layers",
+            hint="compress it with a recipe that leaves this module dense", module=name,
+        )
+    return runtime(name, entry, original, compute_dtype, owner)

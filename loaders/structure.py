@@ -16,14 +16,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from zoo.formats.errors import ZooError
+from zoo.formats.manifest import BLOCK_LIST
 
+from .errors import StructureError
 
-class StructureError(ZooError):
-    """A model whose layers zoo cannot prune or rebuild (unknown layout, a shape that does not fit)."""
-
-
-_LAYER_LIST = re.compile(r"(^|\.)(layer|layers|block|h)$")
+_LAYER_LIST = re.compile(BLOCK_LIST + "$")
 _Q, _K, _V = ("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")
 _O = ("attention.output.dense", "o_proj", "out_proj")
 _FFN_IN = ("intermediate.dense", "intermediate_dense", "fc1")
@@ -165,7 +162,7 @@ def structure_of(model: nn.Module) -> tuple[list[int], list[int]]:
     return heads, widths
 
 
-_LAYER_INDEX = re.compile(r"(^|\.)(layer|layers|block|h)\.(\d+)\.(.+)\.(weight|bias)$")
+_LAYER_INDEX = re.compile(BLOCK_LIST + r"\.(\d+)\.(.+)\.(weight|bias)$")
 
 
 def padded(name: str, tensor: torch.Tensor, heads: Sequence[int], widths: Sequence[int],

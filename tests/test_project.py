@@ -120,3 +120,62 @@ def test_readme_lists_the_architectures_the_family_test_runs():
     table = text.split("### Supported architectures", 1)[1].split("\n\n")[2]
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip(" `") for line in table.splitlines()[2:]}
     assert rows == {family: config for family, (config, _) in FAMILIES.items()}
+
+
+
+def project_table() -> dict:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def requirements(*, extras: bool) -> list:
+    """pyproject's dependencies, and with `extras` those of every extra too, as packaging Requirements."""
+    from packaging.requirements import Requirement
+
+    project = project_table()
+    lines = list(project["dependencies"])
+    if extras:
+        lines += [line for extra in project.get("optional-dependencies", {}).values() for line in extra]
+    return [Requirement(line) for line in lines]
+
+
+def test_every_third_party_import_is_declared():
+    """An import in zoo/, formats/, loaders/ or cards/ is of the standard library, of zoo, or of a distribution
+    pyproject declares (a dependency or an extra's): zoo once imported httpx2 without declaring it."""
+    import ast
+    import importlib.metadata
+
+    from packaging.utils import canonicalize_name
+
+    declared = {canonicalize_name(r.name) for r in requirements(extras=True)}
+    distributions = importlib.metadata.packages_distributions()  # import name -> the distributions providing it
+    undeclared = []
+    for layer in ("zoo", *LAYERS):
+        for path in (REPO / layer).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for top in {name.split(".")[0] for name in names} - set(sys.stdlib_module_names) - {"zoo"}:
+                    if not {canonicalize_name(d) for d in distributions.get(top, [])} & declared:
+                        undeclared.append(f"{path.relative_to(REPO)}: {top}")
+    assert undeclared == []
+
+
+def test_transformers_is_capped_and_the_installed_dependencies_fit():
+    """zoo reaches into transformers internals (zoo/loaders/compat.py, each tested), so pyproject caps transformers
+    below its next major version; every installed dependency satisfies pyproject's specifier, so the tests run
+    what pyproject allows."""
+    import importlib.metadata
+
+    from packaging.version import Version
+
+    dependencies = {r.name.lower(): r for r in requirements(extras=False)}
+    assert any(spec.operator == "<" for spec in dependencies["transformers"].specifier), "cap transformers"
+    for requirement in dependencies.values():
+        installed = Version(importlib.metadata.version(requirement.name))
+        assert requirement.specifier.contains(installed, prereleases=True), (str(requirement), str(installed))

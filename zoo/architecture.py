@@ -11,29 +11,21 @@ from pathlib import Path
 
 import torch
 
+from zoo.loaders.runtime import layer_kind
+
 from .errors import UnsupportedModelError
 
-
-def layer_kind(module: torch.nn.Module) -> str | None:
-    # exact types: subclasses (quantized or LoRA layers) and transformers' transposed Conv1D are not
-    # what zoo's runtime modules rebuild
-    if type(module) is torch.nn.Linear:
-        return "linear"
-    if type(module) is torch.nn.Embedding:
-        return "embedding"
-    if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
-        return "conv"
-    return None
+__all__ = ["layer_kind", "meta_model", "module_kinds"]  # layer_kind: loaders.runtime's, the layers it rebuilds
 
 
 def meta_model(model_dir: Path):
     """The checkpoint's architecture on the meta device: module names and shapes, no weights."""
-    import transformers
     from transformers import AutoConfig, AutoModel
 
+    from zoo.loaders.auto import architecture_class
+
     config = AutoConfig.from_pretrained(model_dir)
-    arch = (getattr(config, "architectures", None) or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
+    cls = architecture_class(config)
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if cls is not None:

@@ -36,14 +36,14 @@ from zoo.formats import (
 )
 from zoo.formats.codecs.base import DTYPES
 from zoo.formats.fit import check_decodes_to, fit
-from zoo.formats.manifest import config_digest
+from zoo.formats.manifest import config_digest, is_encoder_linear
 from zoo.formats.memory import release_freed_memory
 from zoo.formats.writer import DEFAULT_MAX_SHARD_BYTES, ensure_writable, sha256_file
 
 from . import __version__
 from .architecture import module_kinds
 from .errors import CodecError, RecipeError, UnsupportedModelError
-from .recipes import Recipe, is_encoder_linear
+from .recipes import Recipe
 from .resolve import ResolvedModel
 
 ProgressFn = Callable[[str, int], None]
@@ -102,7 +102,8 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned
                 tied=[name for name, _ in partners],
             )
         except CodecError as exc:
-            problems.append(RecipeError(f"recipe {recipe.name}: module {module} {list(shape)}: {exc}", hint=exc.hint))
+            problems.append(RecipeError(f"recipe {recipe.name}: module {module} {list(shape)}: {exc}", hint=exc.hint,
+                                        module=module))
     if problems:
         raise _all_of(recipe.name, problems)
     if not modules and not pruned and "linear" not in kinds.values():
@@ -154,8 +155,8 @@ def _encode(weight: torch.Tensor, module: str, entry: ModuleEntry, pack: bool,
         if pack:
             return fit(weight, entry.codec)
         return codecs.encode(weight, entry.codec)
-    except CodecError as exc:  # PatternError included: keep the type, name the module
-        raise type(exc)(f"module {module}: {exc}", hint=exc.hint) from None
+    except CodecError as exc:  # PatternError included: the same error, naming the module
+        raise exc.with_context(module=module) from None
 
 
 def _checked(given: dict[str, torch.Tensor], weight: torch.Tensor, module: str, entry: ModuleEntry):
@@ -302,7 +303,7 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
             stored[name] = codecs.encode(rounded.weight, codec, scale=rounded.scale)
             check_decodes_to(stored[name], codec, rounded.weight)
         except CodecError as exc:
-            raise type(exc)(f"module {name}: {exc}", hint=exc.hint) from None
+            raise exc.with_context(module=name) from None
 
     for path, rounded in gptq(dense, {paths[n]: e.codec for n, e in plan.modules.items() if paths[n]}, batches,
                               damp=spec.damp, progress=progress).items():

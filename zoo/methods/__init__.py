@@ -17,6 +17,7 @@ from torch.nn.utils import parametrize
 
 from zoo.formats.codecs import FakeOptions, fake_for
 from zoo.formats.spec import CodecSpec
+from zoo.loaders.compat import tied_weights_keys
 
 from ..architecture import layer_kind
 from ..errors import RecipeError
@@ -65,7 +66,8 @@ def check_plan(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
         try:
             codecs.layout(shape, spec)
         except CodecError as exc:
-            raise RecipeError(f"recipe {recipe.name}: module {name} {list(shape)}: {exc}", hint=exc.hint) from None
+            raise RecipeError(f"recipe {recipe.name}: module {name} {list(shape)}: {exc}", hint=exc.hint,
+                              module=name) from None
     return plan
 
 
@@ -129,7 +131,7 @@ def export(model: nn.Module) -> None:
         forward = module.__dict__.get("forward")
         if isinstance(forward, functools.partial) and forward.func in (_linear_with, _embedding_with):
             del module.__dict__["forward"]  # a tied module following its owner (`_follow`); other hooks stay
-    if getattr(model, "all_tied_weights_keys", None) and hasattr(model, "tie_weights"):
+    if tied_weights_keys(model) and hasattr(model, "tie_weights"):
         model.tie_weights()
 
 

@@ -31,9 +31,8 @@ from torch import nn
 
 from zoo.formats.codecs.base import DTYPES
 from zoo.formats.codecs.nm import select
+from zoo.formats.manifest import BLOCK_PATTERN
 from zoo.formats.spec import CodecSpec, IntSpec, NMSpec
-
-from ..recipes import BLOCK_PATTERN
 
 CLIPS = [1.0 - 0.02 * i for i in range(25)]
 

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from zoo.formats.errors import CodecError
+from zoo.formats.manifest import BLOCK_PATTERN, is_encoder_linear  # noqa: F401 - re-exported (bench, tests)
 from zoo.formats.spec import CODEC_NAMES, CodecSpec, DenseSpec, KroneckerSpec, ValueSpec
 
 from ..errors import RecipeError
@@ -42,16 +43,7 @@ from .pruning import PruningSpec
 from .search import SearchRecord, SearchSpec
 from .training import TrainingSpec
 
-# Linear layers inside the repeated blocks of a transformer: BERT/ViT `encoder.layer.N.`,
-# wav2vec2/Marian `layers.N.`, T5 `block.N.`, GPT-style `h.N.`.
-BLOCK_PATTERN = r"(^|\.)(layer|layers|block|h)\.\d+\."
-_BLOCK = re.compile(BLOCK_PATTERN)
-
 Kind = Literal["linear", "embedding", "conv"]
-
-
-def is_encoder_linear(module: str, kind: str) -> bool:
-    return kind == "linear" and _BLOCK.search(module) is not None
 
 
 class KroneckerTarget(BaseModel):
@@ -92,6 +84,7 @@ RuleCodec = Annotated[
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # no targets: every module inside the transformer blocks (zoo.formats.manifest.BLOCK_PATTERN)
     targets: list[str] = Field(default_factory=lambda: [BLOCK_PATTERN], min_length=1)
     ignore: list[str] = Field(default_factory=list)
     kinds: list[Kind] = Field(default_factory=lambda: ["linear"], min_length=1)
@@ -155,7 +148,8 @@ class Recipe(BaseModel):
             try:
                 spec = spec.resolve(tuple(shape), kind)
             except CodecError as exc:
-                raise RecipeError(f"recipe {self.name}: module {module} {list(shape)}: {exc}", hint=exc.hint) from None
+                raise RecipeError(f"recipe {self.name}: module {module} {list(shape)}: {exc}", hint=exc.hint,
+                                  module=module) from None
         if spec is not None:
             self._check_rows(module, kind, shape, spec)
         return spec

@@ -28,12 +28,11 @@ from pathlib import Path
 from .. import __version__
 from ..errors import ModelNotFoundError, RegistryError, RegistryUnreachableError
 from .files import checkpoint_files, file_records, hidden_files, open_source
-from .index import Index, RevisionRecord, now, summary_of
+from .index import INDEX_FILE, Index, RevisionRecord, now, summary_of
 from .names import ModelRef, check_file_name, hub_repo_for, is_repo_id, parse_name
 from .types import Published, Resolved
 
 INDEX_REPO = "zoo-index"
-INDEX_FILE = "index.json"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_NAMESPACE = "zoo-registry"
 RETRY_DELAYS_S = (0.5, 1.0)
@@ -72,7 +71,6 @@ class HubRegistry:
     def _call(self, what: str, fn, *args, keep: tuple[int, ...] = (), **kwargs):
         """fn(*args, **kwargs), retried on connection failures and 5xx answers. HTTP errors with a status
         in `keep`, and not-found errors, reach the caller; any other becomes a one-line RegistryError."""
-        import httpx2  # huggingface_hub's HTTP client; its transport errors are what "unreachable" means
         from huggingface_hub.errors import (
             HfHubHTTPError,
             LocalEntryNotFoundError,
@@ -81,6 +79,7 @@ class HubRegistry:
             RepositoryNotFoundError,
             RevisionNotFoundError,
         )
+        from huggingface_hub.utils import httpx  # its own HTTP client (httpx2): transport errors mean "unreachable"
 
         last: BaseException | None = None
         for delay in (*RETRY_DELAYS_S, None):
@@ -89,7 +88,7 @@ class HubRegistry:
             except OfflineModeIsEnabled:
                 raise RegistryError(f"cannot {what}: HF_HUB_OFFLINE is set",
                                     hint="unset HF_HUB_OFFLINE, or use --registry local") from None
-            except (httpx2.TransportError, LocalEntryNotFoundError) as exc:  # snapshot_download wraps the former
+            except (httpx.TransportError, LocalEntryNotFoundError) as exc:  # snapshot_download wraps the former
                 last = exc
             except (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError):
                 raise

@@ -29,6 +29,7 @@ from zoo.formats.manifest import EvalResult, FileInfo, Manifest
 from ..errors import ModelNotFoundError, RegistryError
 from .names import ModelRef, check_revision, parse_name
 
+INDEX_FILE = "index.json"  # the index's file: in a local registry's root, in a hub registry's index repo
 INDEX_VERSION = 1
 MIN_PREFIX = 6  # shortest revision prefix accepted for @REV
 

@@ -14,15 +14,13 @@ file and renamed). Readers never lock: they see the old index or the new one, ne
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from zoo.formats import Checkpoint
-from zoo.formats.writer import replace_dir
+from zoo.formats.writer import replace_dir, write_file_atomic
 
 from ..errors import ChecksumError, RegistryError
 from .files import (
@@ -38,11 +36,9 @@ from .files import (
     remove_stale_partials,
     verify_files,
 )
-from .index import Index, RevisionRecord, now, summary_of
+from .index import INDEX_FILE, Index, RevisionRecord, now, summary_of
 from .names import ModelRef, parse_name
 from .types import Published, Resolved
-
-INDEX_FILE = "index.json"
 
 
 def _store(staged: Path, target: Path, files) -> None:
@@ -81,15 +77,7 @@ class LocalRegistry:
         return Index.parse(self.index_path.read_bytes(), self.where)
 
     def _write_index(self, index: Index) -> None:
-        tmp = self.root / f".{INDEX_FILE}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            with open(tmp, "w") as f:
-                f.write(index.dump())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.index_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_file_atomic(self.index_path, index.dump())
 
     def _index_lock(self) -> FileLock:
         (self.root / ".locks").mkdir(parents=True, exist_ok=True)

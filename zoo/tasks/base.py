@@ -13,15 +13,11 @@ from typing import Any, Protocol
 
 import torch
 
-from ..errors import ZooError
+from ..errors import TaskError
 
 logger = logging.getLogger("zoo")
 
 SPLITS = ("train", "validation", "test")
-
-
-class TaskError(ZooError):
-    """A task or its data cannot be loaded, or does not fit the model."""
 
 
 @dataclass

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from zoo.formats.errors import FormatError
+from zoo.formats.manifest import QUANT_METHOD
+from zoo.formats.reader import read_config
 from zoo.formats.writer import output_mark
 
 from .base import TaskError
@@ -21,9 +23,8 @@ def _load(model_dir: Path, auto_task: str | None, mode: str):
 
 
 def _default_reference(model_dir: Path) -> str:
-    config = json.loads((model_dir / "config.json").read_text())
-    q = config.get("quantization_config")
-    if not (isinstance(q, dict) and q.get("quant_method") == "zoo"):
+    q = read_config(model_dir).get("quantization_config")
+    if not (isinstance(q, dict) and q.get("quant_method") == QUANT_METHOD):
         raise TaskError(f"{model_dir} is not a zoo checkpoint, so it has no dense reference",
                         hint="pass --reference DIR (the dense model to compare with)")
     training = q.get("training") or {}
@@ -36,8 +37,8 @@ def trained_length(model_dir: Path) -> int | None:
     length = ((output_mark(model_dir).get("training") or {}).get("max_length"))
     if length is None:
         try:
-            q = json.loads((Path(model_dir) / "config.json").read_text()).get("quantization_config")
-        except (OSError, ValueError):
+            q = read_config(Path(model_dir)).get("quantization_config")
+        except FormatError:
             q = None
         length = ((q.get("training") or {}).get("max_length")) if isinstance(q, dict) else None
     return length if isinstance(length, int) and length > 0 else None

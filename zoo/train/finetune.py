@@ -49,13 +49,14 @@ def load_for_task(model_dir: Path, task: Task, *, new_head: bool = False):
 
 def is_finetuned(model_dir: Path, task: Task) -> bool:
     """Does the checkpoint already carry a trained head for this task (same number of labels)?"""
-    import json
+    from zoo.formats import read_config
+    from zoo.loaders.auto import TASKS
 
-    config = json.loads((model_dir / "config.json").read_text())
-    suffix = {"text-classification": "ForSequenceClassification", "image-classification": "ForImageClassification"}
+    config = read_config(model_dir)
+    head = TASKS[task.auto_task].removeprefix("AutoModel")  # the task's classes end so: ForSequenceClassification
     archs = config.get("architectures") or []
     n = len(config.get("id2label") or {}) or config.get("num_labels")
-    return any(a.endswith(suffix[task.auto_task]) for a in archs) and n == task.num_labels
+    return bool(head) and any(a.endswith(head) for a in archs) and n == task.num_labels
 
 
 def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float = 2.0, learning_rate: float = 5e-5,
