@@ -433,12 +433,13 @@ def compress(
     )
     _print_result("Compressed", result, model)
     s = result.scores
-    teacher_acc, student_acc = s["teacher/test"].value, s["compressed/test"].value
+    teacher_acc, student_acc = s.teacher_test.value, s.compressed_test.value
     out.print(f"  teacher         {result.teacher}")
     out.print(f"  test accuracy   teacher {teacher_acc:.4f}, compressed {student_acc:.4f} "
-              f"(retention {student_acc / teacher_acc:.2%}, agreement {s['compressed/agreement'].value:.2%}, "
-              f"{s['compressed/test'].n_examples} examples, {result.manifest.training.max_length} tokens each)")
-    out.print(f"  val accuracy    teacher {s['teacher/validation'].value:.4f}, compressed {s['compressed/validation'].value:.4f}")
+              f"(retention {student_acc / teacher_acc:.2%}, agreement {s.agreement.value:.2%}, "
+              f"{s.compressed_test.n_examples} examples, {result.manifest.training.max_length} tokens each)")
+    out.print(f"  val accuracy    teacher {s.teacher_validation.value:.4f}, "
+              f"compressed {s.compressed_validation.value:.4f}")
 
 
 
@@ -521,13 +522,13 @@ def eval_(
                       label_column=label_column, limit=limit, mode=mode, max_length=max_length, task_name=task_name,
                       label_names=_names(label_names))
     if as_json:
-        out.print_json(json.dumps(result))
+        out.print_json(json.dumps(result.to_json()))
         return
-    for key, value in result["metrics"].items():
+    for key, value in result.metrics.items():
         out.print(f"{key:12s} {value:.4f}")
-    length = f", {result['max_length']} tokens each" if result.get("max_length") else ""
-    out.print(f"[dim]{escape(result['model'])} on {escape(result['dataset'])} {result['split']}, "
-              f"{result['n_examples']} examples{length}[/dim]")
+    length = f", {result.max_length} tokens each" if result.max_length else ""
+    out.print(f"[dim]{escape(result.model)} on {escape(result.dataset)} {result.split}, "
+              f"{result.n_examples} examples{length}[/dim]")
 
 
 @app.command()
@@ -761,15 +762,14 @@ def _registry_points(registry: str | None, own, exclude: str | None = None, toke
     from .registry import list_models
 
     with _quiet_hub():
-        _where, rows = list_models(registry=registry, token=token)
+        models = list_models(registry=registry, token=token).models
     points = []
     skip = {exclude, f"zoo:{exclude}"} if exclude else set()
-    for r in rows:
-        res = r["result"]
-        if r["name"] in skip or res is None or (res["metric"], res["dataset"], res["split"]) != (
-                own.rows[1].metric, own.dataset, own.split):
+    for m in models:
+        res = m.result
+        if m.name in skip or res is None or (res.metric, res.dataset, res.split) != (own.metric, own.dataset, own.split):
             continue
-        points.append(Point(r["name"].removeprefix("zoo:"), r["checkpoint_nbytes"], res["value"], "sibling"))
+        points.append(Point(m.name.removeprefix("zoo:"), m.checkpoint_nbytes, res.value, "sibling"))
     return points
 
 
@@ -934,23 +934,24 @@ def list_(
     from .registry import list_models
 
     with _quiet_hub():
-        where, rows = list_models(registry=registry, token=_token(token))
+        listing = list_models(registry=registry, token=_token(token))
     if as_json:
-        out.print_json(json.dumps({"registry": where, "models": rows}))
+        out.print_json(json.dumps(listing.to_json()))
         return
+    where, rows = listing
     if not rows:
         out.print(f"{where} holds no models yet (add one with `zoo upload DIR NAME`)", highlight=False)
         return
     table = Table(show_edge=False, header_style="bold", title=where, title_justify="left")
-    table.add_column("name", overflow="fold", min_width=max(len(r["name"]) for r in rows))  # never elide names
+    table.add_column("name", overflow="fold", min_width=max(len(r.name) for r in rows))  # never elide names
     table.add_column("revision", min_width=12, no_wrap=True)
     for col in ("recipe", "size", "ratio", "linear ratio", "result", "measured on"):
         table.add_column(col, justify="right" if col in ("size", "ratio", "linear ratio", "result") else "left",
                          overflow="fold")
     for r in rows:
-        res = r["result"]
-        value = "-" if res is None else f"{res['value']:.2%}" if res["metric"] == "accuracy" else f"{res['value']:.4f}"
-        table.add_row(_shown(r["name"]), _shown(r["revision"][:12]), _shown(r["recipe"]), _mb(r["size_nbytes"]), f"{r['checkpoint_ratio']:.2f}x",
-                      f"{r['encoder_linear_ratio']:.2f}x", value,
-                      _shown(f"{res['metric']}, {res['dataset']} {res['split']}") if res else "-")
+        res = r.result
+        value = "-" if res is None else f"{res.value:.2%}" if res.metric == "accuracy" else f"{res.value:.4f}"
+        table.add_row(_shown(r.name), _shown(r.revision[:12]), _shown(r.recipe), _mb(r.size_nbytes),
+                      f"{r.checkpoint_ratio:.2f}x", f"{r.encoder_linear_ratio:.2f}x", value,
+                      _shown(f"{res.metric}, {res.dataset} {res.split}") if res else "-")
     out.print(table)
