@@ -32,6 +32,7 @@ from .hub import HubRegistry
 from .index import Index, ListedModel, listing
 from .local import LocalRegistry
 from .names import STUB_PREFIX, ModelRef, parse_name
+from .staging import StagedUpload, stage_upload, staged_upload
 from .types import Listing, Published, Resolved
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -104,5 +105,6 @@ def list_models(*, registry: str | None = None, token: str | None = None) -> Lis
 
 __all__ = [
     "STUB_PREFIX", "HubRegistry", "Index", "ListedModel", "Listing", "LocalRegistry", "ModelRef", "Published", "Resolved",
-    "list_models", "open_registry", "parse_name", "pull", "upload", "zoo_home",
+    "StagedUpload", "list_models", "open_registry", "parse_name", "pull", "stage_upload", "staged_upload", "upload",
+    "zoo_home",
 ]
