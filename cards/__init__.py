@@ -17,6 +17,7 @@ from .card import (
     write_card,
 )
 from .facts import LayerRow, ResultRow, Results, layer_rows, methods, other_tensors_nbytes, results
+from .info import CheckpointFacts, LoadsAs, Rounding, checkpoint_facts, loads_as, rounding
 from .plot import PlotUnavailable, Point, have_matplotlib
 
 __all__ = [
@@ -24,19 +25,25 @@ __all__ = [
     "PLOT",
     "README",
     "CardFiles",
+    "CheckpointFacts",
     "LayerRow",
+    "LoadsAs",
     "PlotUnavailable",
     "Point",
     "ResultRow",
     "Results",
+    "Rounding",
     "base_card_data",
     "build_card",
+    "checkpoint_facts",
     "have_matplotlib",
     "layer_rows",
+    "loads_as",
     "manifest_of",
     "methods",
     "other_tensors_nbytes",
     "point_of",
     "results",
+    "rounding",
     "write_card",
 ]

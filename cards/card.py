@@ -39,6 +39,11 @@ class CardFiles:
     eval_results: Path | None
     card: ModelCard
 
+    @property
+    def has_results(self) -> bool:
+        """The card reports measured results (a model-index), so it has something to plot."""
+        return self.card.data.eval_results is not None
+
 
 _BASE_CARD_KEYS = ("license", "license_name", "license_link", "library_name", "language", "datasets", "tags",
                    "pipeline_tag")
@@ -125,10 +130,10 @@ def _results_section(manifest: Manifest, res: Results, plot: str | None, plot_no
     else:
         t = manifest.training
         length = f", {t.max_length} tokens per example" if t and t.max_length else ""
-        heading = (f"{res.rows[1].metric.capitalize()} on **{res.dataset}** ({res.split} split, {res.n_examples} "
+        heading = (f"{res.metric.capitalize()} on **{res.dataset}** ({res.split} split, {res.n_examples} "
                    f"examples{length}):")
         lines += [heading, ""]
-    header = "| model | " + (f"{res.rows[1].metric} | retention | " if res.measured else "") + \
+    header = "| model | " + (f"{res.metric} | retention | " if res.measured else "") + \
         "size on disk | ratio (whole checkpoint) | ratio (encoder linear vs fp32) |"
     lines += [header, "|" + "---|" * (header.count(" | ") + 1)]
     for r in res.rows:
@@ -342,7 +347,7 @@ def write_card(directory: str | Path, *, name: str | None = None, siblings: Sequ
             points.append(Point("dense teacher", teacher.size_bytes, teacher.value, "teacher"))
         points += [p for p in siblings if p.role == "sibling"]
         points.append(Point(manifest.recipe.name, res.row("compressed").size_bytes, res.row("compressed").value, "this"))
-        plot_accuracy_vs_size(points, plot_path, metric=res.rows[1].metric or "accuracy",
+        plot_accuracy_vs_size(points, plot_path, metric=res.metric or "accuracy",
                               title=f"{res.dataset} {res.split}: accuracy against size")
         plot_ref = PLOT
     else:

@@ -105,6 +105,11 @@ class Results:
     def measured(self) -> bool:
         return any(r.value is not None for r in self.rows)
 
+    @property
+    def metric(self) -> str | None:
+        """The metric of the compressed model's headline result (None when nothing is measured)."""
+        return self.row("compressed").metric
+
     def row(self, role: str) -> ResultRow:
         return next(r for r in self.rows if r.role == role)
 

@@ -206,3 +206,45 @@ def test_upload_regenerates_the_card_and_registry_siblings_are_plotted(run_cli, 
     assert info.exit_code == 0 and "79.00%" in info.stdout
     missing = run_cli("info", "zoo:tiny/rt/int4")
     assert missing.exit_code == 1 and "tiny/rt/int8" in missing.stderr  # close matches, one line
+
+
+def test_checkpoint_facts_are_what_zoo_info_shows(compressed):
+    from zoo.cards import checkpoint_facts, loads_as, rounding
+
+    _with_evaluation(compressed, teacher=0.8, student=0.79)
+    facts = checkpoint_facts(compressed)
+    ckpt = Checkpoint.open(compressed)
+    m = ckpt.manifest
+    assert facts.path == compressed and facts.manifest == m and facts.description == m.recipe.spec["description"]
+    assert facts.results.metric == "accuracy" and facts.results.row("compressed").value == 0.79
+    assert facts.layers == layer_rows(m) and facts.other_tensors_nbytes > 0
+    assert facts.loads_as == loads_as(m, ckpt.config) is None  # a base model, loaded as the class config.json names
+    assert facts.rounding == rounding(m) and facts.rounding.gptq  # 4bit-2of4 rounds with GPTQ
+    shown = json.loads(json.dumps(facts.to_json()))
+    assert list(shown) == ["path", "results", "layers", "manifest"] and shown["path"] == str(compressed)
+    assert shown["results"]["measured"] and "extra" not in shown["results"]
+    assert shown["results"]["rows"][1] == {**shown["results"]["rows"][1], "role": "compressed", "value": 0.79}
+    assert len(shown["layers"]) == len(m.modules) and shown["manifest"]["recipe"]["name"] == "4bit-2of4"
+    with pytest.raises(Exception, match="sha256|does not match|changed"):  # verified first
+        (compressed / "vocab.txt").write_text("edited")
+        checkpoint_facts(compressed)
+
+
+def test_loads_as_and_rounding_read_the_manifest(compressed):
+    from zoo.cards import LoadsAs, Rounding, loads_as, rounding
+    from zoo.formats.manifest import TrainingRecord
+
+    m = Checkpoint.open(compressed).manifest
+    classifier = {"architectures": ["BertForSequenceClassification"]}
+    assert loads_as(m.model_copy(update={"base_model": m.base_model.model_copy(update={"architecture": "BertModel"})}),
+                    classifier) == LoadsAs("BertModel", "BertForSequenceClassification")
+    assert loads_as(m, {}) is None
+
+    def spec(gptq):
+        return m.model_copy(update={"recipe": m.recipe.model_copy(update={"spec": {"gptq": gptq}})})
+
+    assert rounding(spec({"calibrated_on": "32 texts of x.txt"})) == Rounding(True, "32 texts of x.txt")
+    assert rounding(spec({"calibrated_on": "not used: no tokenizer"})) == Rounding(False, "not used: no tokenizer")
+    assert rounding(spec("free-form")) is None and rounding(spec({})) is None
+    trained = spec({"calibrated_on": "x"}).model_copy(update={"training": TrainingRecord.model_construct()})
+    assert rounding(trained) is None  # trained weights were not rounded after the fact

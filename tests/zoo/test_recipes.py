@@ -9,7 +9,7 @@ from zoo.formats import BinarySpec, CodebookSpec, DenseSpec, IntSpec, NMSpec, Te
 
 from tests.conftest import minilm_path
 from zoo.errors import RecipeError
-from zoo.recipes import builtin_names, builtin_text, is_encoder_linear, load_recipe
+from zoo.recipes import builtin_names, builtin_text, is_encoder_linear, load_recipe, with_target_ratio
 
 REQUIRED = {"int8", "4bit", "2of4", "4bit-2of4", "binary", "ternary", "kmeans-4bit", "kmeans-1bit"}
 
@@ -152,6 +152,26 @@ def test_bad_recipe_yaml_is_a_recipe_error(tmp_path, text, message):
 def test_unknown_recipe_name_suggests_close_ones():
     with pytest.raises(RecipeError, match="did you mean 4bit-2of4"):
         load_recipe("4bit-2of")
+
+
+def test_target_ratio_sets_a_search_recipes_target_and_nothing_else():
+    search = load_recipe("search")
+    patched = with_target_ratio(search, 7.5)
+    assert patched.search.target_ratio == 7.5 and search.search.target_ratio != 7.5  # a copy: the original stays
+    assert patched.model_dump(exclude={"search"}) == search.model_dump(exclude={"search"})
+    assert patched.search.model_dump(exclude={"target_ratio"}) == search.search.model_dump(exclude={"target_ratio"})
+
+
+@pytest.mark.parametrize("ratio", [1, 0.5, float("nan")])
+def test_target_ratio_must_be_above_one(ratio):
+    with pytest.raises(RecipeError, match="--target-ratio must be above 1") as raised:
+        with_target_ratio(load_recipe("search"), ratio)
+    assert raised.value.hint
+
+
+def test_target_ratio_is_refused_for_a_recipe_that_fixes_its_codecs():
+    with pytest.raises(RecipeError, match="int8 fixes its codecs"):
+        with_target_ratio(load_recipe("int8"), 12)
 
 
 def test_missing_recipe_file():

@@ -172,8 +172,8 @@ def test_revisions_are_pinned_and_main_moves(run_cli, home, ckpt, other_ckpt):
     assert same_tree(other_ckpt, registry.pull(STUB))
     assert same_tree(ckpt, registry.pull(f"{STUB}@{first.revision}"))
     assert same_tree(ckpt, registry.pull(STUB, revision=first.revision[:6]))  # a unique prefix will do
-    (row,) = registry.list_models()[1]
-    assert (row["revision"], row["revisions"], row["recipe"]) == (second.revision, 2, "int8")
+    (row,) = registry.list_models().models
+    assert (row.revision, row.revisions, row.recipe) == (second.revision, 2, "int8")
     assert_one_line_error(run_cli("pull", f"{STUB}@ffffffffffff"), "has no revision 'ffffffffffff'", first.revision)
 
 
@@ -485,7 +485,7 @@ def test_hub_index_update_retries_when_another_upload_got_there_first(home, hub,
     reg.upload(ckpt, "zoo:tiny/olah/slow")
     commits = [p for m, p in hub.requests if m == "POST" and p.endswith("zoo-index/commit/main")]
     assert len(commits) == 3 and len(calls) == 3  # the racer's; ours, refused; ours again on the new index
-    names = {r["name"] for r in registry.list_models(registry=hub.url)[1]}
+    names = {r.name for r in registry.list_models(registry=hub.url).models}
     assert {"zoo:tiny/olah/racer", "zoo:tiny/olah/slow"} <= names
 
 

@@ -113,6 +113,19 @@ def test_fidelity_of_a_model_with_itself_is_perfect(tiny_bert_dir):
     assert head_fidelity(model, model, text_batch(tiny_bert_dir, sample_texts()[:8])) == {}  # no head, no head metrics
 
 
+def test_run_eval_reports_fidelity_as_a_typed_result(tiny_bert_dir):
+    """`zoo eval --task fidelity` without the CLI: an EvalReport, printed as JSON without a token length."""
+    from zoo.tasks.evaluation import EvalReport, run_eval
+
+    report = run_eval(tiny_bert_dir, "fidelity", reference=str(tiny_bert_dir), limit=4)
+    assert isinstance(report, EvalReport) and (report.split, report.n_examples, report.max_length) == ("samples", 4, None)
+    assert report.metrics == {"cosine": pytest.approx(1.0, abs=1e-5)}  # no head: no agreement or KL
+    shown = report.to_json()
+    assert list(shown) == ["model", "task", "dataset", "split", "n_examples", "metrics"]
+    scored = EvalReport("m", "rotten_tomatoes", "rotten_tomatoes", "test", 8, {"accuracy": 0.5}, max_length=64)
+    assert list(scored.to_json()) == ["model", "task", "dataset", "split", "n_examples", "max_length", "metrics"]
+
+
 def test_image_folder_per_class(tmp_path):
     from PIL import Image
 

@@ -47,7 +47,7 @@ def test_finetune_writes_a_dense_classifier_with_its_tokenizer(teacher_dir, task
     assert config["architectures"] == ["BertForSequenceClassification"] and len(config["id2label"]) == 2
     assert (teacher_dir / "tokenizer.json").is_file() and not (teacher_dir / "training_args.bin").exists()
     result = run_eval(teacher_dir, "rotten_tomatoes", data=RT, limit=64, max_length=64)
-    assert result["n_examples"] == 64 and 0 <= result["metrics"]["accuracy"] <= 1
+    assert result.n_examples == 64 and 0 <= result.metrics["accuracy"] <= 1 and result.max_length == 64
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,12 @@ def test_manifest_numbers_are_what_the_stored_checkpoint_measures(nm_student):
     got = {(r.role, r.split, r.metric): r for r in m.evaluation}
     assert {("teacher", "test", "accuracy"), ("compressed", "test", "accuracy"), ("compressed", "test", "teacher_agreement"),
             ("teacher", "validation", "accuracy"), ("compressed", "validation", "accuracy")} <= set(got)
+    scores = nm_student.scores  # what the run reports is what the manifest records, role by role
+    assert [(role, s.split, s.metric, round(s.value, 6)) for role, s in scores.by_role()] == \
+        [(r.role, r.split, r.metric, r.value) for r in m.evaluation]
+    assert scores.agreement.metric == "teacher_agreement" and scores.compressed_test.split == "test"
     again = run_eval(nm_student.path, "rotten_tomatoes", data=RT, limit=LIMIT)
-    assert again["metrics"]["accuracy"] == pytest.approx(got[("compressed", "test", "accuracy")].value, abs=1e-6)
+    assert again.metrics["accuracy"] == pytest.approx(got[("compressed", "test", "accuracy")].value, abs=1e-6)
     assert m.training.task == "rotten_tomatoes" and m.training.steps > 0 and m.training.teacher.endswith("tiny-rt")
     assert not (nm_student.path.parent / "tiny-2of4.work").exists()
 

@@ -290,3 +290,14 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         f"unknown recipe {text!r}" + (f"; did you mean {', '.join(close)}?" if close else ""),
         hint="`zoo recipes` lists the built-in recipes; a path to a YAML file works too",
     )
+
+
+def with_target_ratio(recipe: Recipe, target_ratio: float) -> Recipe:
+    """`recipe` with its search aiming at `target_ratio` (how many times smaller than the dense model the whole
+    checkpoint must be): `--target-ratio`. A recipe without a search section fixes its codecs, so it is refused."""
+    if recipe.search is None:
+        raise RecipeError(f"--target-ratio applies to search recipes; {recipe.name} fixes its codecs",
+                          hint="use --recipe search --target-ratio 12, or leave --target-ratio out")
+    if not target_ratio > 1:  # NaN too
+        raise RecipeError(f"--target-ratio must be above 1 (got {target_ratio:g})", hint="e.g. --target-ratio 12")
+    return recipe.model_copy(update={"search": recipe.search.model_copy(update={"target_ratio": target_ratio})})

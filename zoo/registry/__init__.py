@@ -3,7 +3,7 @@
     from zoo import registry
     registry.upload("minilm-4bit-2of4", "zoo:minilm-l6/rotten-tomatoes/4bit-2of4")   # -> Published
     path = registry.pull("zoo:minilm-l6/rotten-tomatoes/4bit-2of4")                  # a verified local copy
-    rows = registry.list_models()
+    where, models = registry.list_models()                                            # -> Listing
 
 Which registry (`--registry`, else `ZOO_REGISTRY`, else `local`):
   local              the folder `$ZOO_HOME` (default `$XDG_CACHE_HOME/zoo`, i.e. `~/.cache/zoo`)
@@ -29,10 +29,11 @@ from zoo.formats import Checkpoint
 from ..errors import ChecksumError, RegistryError
 from .files import checkpoint_files, install, verify_files
 from .hub import HubRegistry
-from .index import Index, listing
+from .index import Index, ListedModel, listing
 from .local import LocalRegistry
 from .names import STUB_PREFIX, ModelRef, parse_name
-from .types import Published, Resolved
+from .staging import StagedUpload, stage_upload, staged_upload
+from .types import Listing, Published, Resolved
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REGISTRY_KINDS = "local, hf, hf:NAMESPACE, a folder path, or an http(s):// URL"
@@ -96,13 +97,14 @@ def pull(name: str, *, revision: str | None = None, registry: str | None = None,
     return install(target, zoo_home() / ".locks", lambda dest: reg.fetch(resolved, dest), verify)
 
 
-def list_models(*, registry: str | None = None, token: str | None = None) -> tuple[str, list[dict]]:
-    """(where, rows): one row per model in the registry's index, read from that index alone."""
+def list_models(*, registry: str | None = None, token: str | None = None) -> Listing:
+    """(where, models): one row per model in the registry's index, read from that index alone."""
     reg = open_registry(registry, token=token)
-    return reg.where, listing(reg.read_index())
+    return Listing(reg.where, listing(reg.read_index()))
 
 
 __all__ = [
-    "STUB_PREFIX", "HubRegistry", "Index", "LocalRegistry", "ModelRef", "Published", "Resolved", "list_models",
-    "open_registry", "parse_name", "pull", "upload", "zoo_home",
+    "STUB_PREFIX", "HubRegistry", "Index", "ListedModel", "Listing", "LocalRegistry", "ModelRef", "Published", "Resolved",
+    "StagedUpload", "list_models", "open_registry", "parse_name", "pull", "stage_upload", "staged_upload", "upload",
+    "zoo_home",
 ]

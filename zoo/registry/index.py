@@ -151,25 +151,42 @@ def summary_of(manifest: Manifest, files: dict[str, FileInfo]) -> Summary:
     )
 
 
-def listing(index: Index) -> list[dict]:
+class ListedModel(_Model):
+    """One model of a registry's listing (its main revision), read from the index alone: a row of `zoo list`."""
+
+    name: str  # zoo:NAME
+    revision: str
+    revisions: int  # how many the index records
+    recipe: str
+    base_model: str
+    size_nbytes: int  # every file, the model card included
+    checkpoint_nbytes: int
+    checkpoint_ratio: float
+    encoder_linear_ratio: float
+    result: EvalResult | None  # the headline result its model card leads with
+    created: str
+    repo: str | None
+
+
+def listing(index: Index) -> list[ListedModel]:
     """One row per model (its main revision), for `zoo list`."""
     rows = []
     for name in sorted(index.models):
         entry = index.models[name]
         rec = entry.revisions[entry.main]
         s = rec.summary
-        rows.append({
-            "name": f"zoo:{name}",
-            "revision": entry.main,
-            "revisions": len(entry.revisions),
-            "recipe": s.recipe,
-            "base_model": s.base_model,
-            "size_nbytes": s.total_nbytes,
-            "checkpoint_nbytes": s.checkpoint_nbytes,
-            "checkpoint_ratio": s.checkpoint_ratio,
-            "encoder_linear_ratio": s.encoder_linear_ratio,
-            "result": s.result.model_dump(mode="json") if s.result else None,
-            "created": rec.created,
-            "repo": rec.repo,
-        })
+        rows.append(ListedModel(
+            name=f"zoo:{name}",
+            revision=entry.main,
+            revisions=len(entry.revisions),
+            recipe=s.recipe,
+            base_model=s.base_model,
+            size_nbytes=s.total_nbytes,
+            checkpoint_nbytes=s.checkpoint_nbytes,
+            checkpoint_ratio=s.checkpoint_ratio,
+            encoder_linear_ratio=s.encoder_linear_ratio,
+            result=s.result,
+            created=rec.created,
+            repo=rec.repo,
+        ))
     return rows

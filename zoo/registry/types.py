@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from zoo.formats.manifest import FileInfo
 
-from .index import RevisionRecord
+from .index import ListedModel, RevisionRecord
 
 
 @dataclass(frozen=True)
@@ -28,3 +29,13 @@ class Published:
     nfiles: int
     nbytes: int
     skipped: list[str] = field(default_factory=list)  # hidden files left out
+
+
+class Listing(NamedTuple):
+    """What a registry holds, read from its index: `zoo list`."""
+
+    where: str  # the registry, in words
+    models: list[ListedModel]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"registry": self.where, "models": [m.model_dump(mode="json") for m in self.models]}

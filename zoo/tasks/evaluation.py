@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zoo.formats.errors import FormatError
 from zoo.formats.manifest import QUANT_METHOD
@@ -44,10 +46,29 @@ def trained_length(model_dir: Path) -> int | None:
     return length if isinstance(length, int) and length > 0 else None
 
 
+@dataclass(frozen=True)
+class EvalReport:
+    """What `zoo eval` measured: a model on a task's split, or its fidelity to the dense model."""
+
+    model: str
+    task: str
+    dataset: str
+    split: str
+    n_examples: int
+    metrics: dict[str, float]  # metric name -> value: accuracy, or cosine (and agreement, KL) for fidelity
+    max_length: int | None = None  # tokens per example (not for fidelity: the sample text as it is)
+
+    def to_json(self) -> dict[str, Any]:
+        """As `zoo eval --json` prints it."""
+        length = {} if self.max_length is None else {"max_length": self.max_length}
+        return {"model": self.model, "task": self.task, "dataset": self.dataset, "split": self.split,
+                "n_examples": self.n_examples, **length, "metrics": self.metrics}
+
+
 def run_eval(model_dir: Path, task: str, *, data: str | None = None, split: str = "test", reference: str | None = None,
              text_column: str | None = None, label_column: str | None = None, limit: int | None = None,
              mode: str = "materialize", max_length: int | None = None, task_name: str | None = None,
-             label_names: list[str] | None = None) -> dict:
+             label_names: list[str] | None = None) -> EvalReport:
     from ..resolve import resolve_model
     from . import evaluate, get_task
     from .fidelity import base_cosine, head_fidelity, sample_texts, text_batch
@@ -63,8 +84,7 @@ def run_eval(model_dir: Path, task: str, *, data: str | None = None, split: str 
         metrics = {"cosine": base_cosine(model.eval(), ref.eval(), batch)}
         if not new and not ref_new:  # heads only where both hold a trained one
             metrics.update(head_fidelity(model, ref, batch))
-        return {"model": str(model_dir), "task": task, "dataset": f"zoo sample text vs {ref_dir}", "split": "samples",
-                "n_examples": len(texts), "metrics": metrics}
+        return EvalReport(str(model_dir), task, f"zoo sample text vs {ref_dir}", "samples", len(texts), metrics)
     spec = get_task(task, data, text_column=text_column, label_column=label_column, task_name=task_name,
                     label_names=label_names)
     spec.examples("train")  # label vocabulary
@@ -75,5 +95,4 @@ def run_eval(model_dir: Path, task: str, *, data: str | None = None, split: str 
                         hint="fine-tune first (zoo finetune, or zoo compress --task), or measure --task fidelity")
     length = max_length or trained_length(model_dir) or DEFAULT_MAX_LENGTH  # as trained, unless told
     score, _ = evaluate(model, spec, model_dir, split, limit=limit, max_length=length)
-    return {"model": str(model_dir), "task": task, "dataset": spec.dataset, "split": split,
-            "n_examples": score.n_examples, "max_length": length, "metrics": {score.metric: score.value}}
+    return EvalReport(str(model_dir), task, spec.dataset, split, score.n_examples, {score.metric: score.value}, length)

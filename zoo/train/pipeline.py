@@ -42,12 +42,28 @@ from .finetune import copy_processor, finetune, is_finetuned, load_for_task, wor
 
 
 @dataclass(frozen=True)
+class TrainedScores:
+    """The teacher and the stored compressed model, measured on the task's validation and test splits."""
+
+    teacher_validation: Score
+    compressed_validation: Score
+    teacher_test: Score
+    compressed_test: Score
+    agreement: Score  # how often the compressed model predicts the teacher's class, on test
+
+    def by_role(self) -> list[tuple[str, Score]]:
+        """(role, score) in the order the manifest records them."""
+        return [("teacher", self.teacher_validation), ("compressed", self.compressed_validation),
+                ("teacher", self.teacher_test), ("compressed", self.compressed_test), ("compressed", self.agreement)]
+
+
+@dataclass(frozen=True)
 class TrainedResult:
     path: Path
     manifest: Manifest
     seconds: float
     teacher: Path
-    scores: dict[str, Score]  # "teacher/test", "compressed/test", ... and "compressed/agreement"
+    scores: TrainedScores
     losses: list[float]  # training loss as logged, about 20 points over the run
     resumed_from_step: int | None
 
@@ -148,9 +164,9 @@ def compress_with_training(
         raise RecipeError(f"the packed modules differ from the trained ones: {sorted(set(plan) ^ set(packed.manifest.modules))}")
     scores = _measure(teacher_net, teacher_dir, staged, task, limit, t.max_length)
     manifest = packed.manifest.model_copy(update={
-        "evaluation": [EvalResult(role=key.split("/")[0], task=task.name, dataset=task.dataset, split=s.split,
+        "evaluation": [EvalResult(role=role, task=task.name, dataset=task.dataset, split=s.split,
                                   metric=s.metric, value=round(s.value, 6), n_examples=s.n_examples)
-                       for key, s in scores.items()],
+                       for role, s in scores.by_role()],
         "training": TrainingRecord(task=task.name, dataset=task.dataset, base_model=model.id, teacher=str(teacher_dir),
                                    epochs=t.epochs, steps=trainer.state.global_step, device=device, keep_layers=kept,
                                    max_length=t.max_length, labels=list(task.label_names),
@@ -208,16 +224,16 @@ def _pack(student, model: ResolvedModel, recipe: Recipe, teacher_dir: Path, work
 
 
 def _measure(teacher_net, teacher_dir: Path, compressed_dir: Path, task: Task, limit: int | None,
-             max_length: int) -> dict[str, Score]:
+             max_length: int) -> TrainedScores:
     """Teacher and the *stored* compressed model (loaded back from disk) on validation and test."""
     compressed = load_for_task(compressed_dir, task)
-    scores = {}
-    for split in ("validation", "test"):
+
+    def measure(split: str):
         t_score, t_logits = evaluate(teacher_net, task, teacher_dir, split, limit=limit, max_length=max_length)
         c_score, c_logits = evaluate(compressed, task, compressed_dir, split, limit=limit, max_length=max_length)
-        scores[f"teacher/{split}"] = t_score
-        scores[f"compressed/{split}"] = c_score
-        if split == "test":
-            agree = float((t_logits.argmax(-1) == c_logits.argmax(-1)).float().mean())
-            scores["compressed/agreement"] = Score("teacher_agreement", agree, c_score.n_examples, split)
-    return scores
+        return t_score, c_score, t_logits, c_logits
+
+    t_val, c_val, _, _ = measure("validation")
+    t_test, c_test, t_logits, c_logits = measure("test")
+    agree = float((t_logits.argmax(-1) == c_logits.argmax(-1)).float().mean())
+    return TrainedScores(t_val, c_val, t_test, c_test, Score("teacher_agreement", agree, c_test.n_examples, "test"))
