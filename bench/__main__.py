@@ -23,7 +23,9 @@ parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
 parser.add_argument("--quick", action="store_true", help="a reduced run for CI-like checks (under ten minutes)")
 parser.add_argument("--accuracy", action="store_true", help="also fine-tune and measure accuracy per recipe")
 parser.add_argument("--out", type=Path, default=None, help="[default: bench/results, or bench/results/quick]")
-parser.add_argument("--teacher", type=Path, default=None, help="fine-tuned dense MiniLM [default: made under bench/work]")
+parser.add_argument(
+    "--teacher", type=Path, default=None, help="fine-tuned dense MiniLM [default: made under bench/work]"
+)
 parser.add_argument("--work", type=Path, default=Path("bench/work"), help="kept between runs (teacher, models)")
 args = parser.parse_args()
 out = args.out or Path("bench/results/quick" if args.quick else "bench/results")

@@ -22,8 +22,13 @@ from bench.common import DATA, machine_header, write_report
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = ["int8", "4bit", "4bit-2of4", "kmeans-4bit", "ternary", "binary", "xtc-binary", "8bit-1of4", "search"]
 TARGETS = {  # recipe -> (retention, whole-checkpoint ratio) the whole-checkpoint issue asks for
-    "int8": (0.995, 3.9), "4bit": (0.995, 7.5), "kmeans-4bit": (0.995, 7.5), "4bit-2of4": (0.99, 10.0),
-    "ternary": (0.97, 14.0), "binary": (0.97, 20.0), "xtc-binary": (0.95, 30.0),
+    "int8": (0.995, 3.9),
+    "4bit": (0.995, 7.5),
+    "kmeans-4bit": (0.995, 7.5),
+    "4bit-2of4": (0.99, 10.0),
+    "ternary": (0.97, 14.0),
+    "binary": (0.97, 20.0),
+    "xtc-binary": (0.95, 30.0),
     "search": (0.99, 12.0),  # --target-ratio 12 (the recipe's default), a 12x smaller checkpoint
 }
 # the search is compared with the uniform settings of its grid nearest its 12x: 8bit-1of4 is the least
@@ -33,8 +38,9 @@ UNIFORM = ["8bit-1of4", "4bit-2of4"]
 
 def zoo(*args: str) -> tuple[str, float]:
     start = time.perf_counter()
-    proc = subprocess.run([str(Path(sys.executable).parent / "zoo"), *map(str, args)], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "zoo"), *map(str, args)], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise SystemExit(f"zoo {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
     return proc.stdout, time.perf_counter() - start
@@ -55,8 +61,22 @@ def run_recipe(recipe: str, teacher: Path, work: Path, limit: list[str]) -> dict
     trained = work / f"{recipe}-rt"
     seconds = None
     if not (trained / "config.json").is_file():
-        _, seconds = zoo("compress", teacher, "--recipe", recipe, "--task", "rotten_tomatoes", "--data", DATA,
-                         "--teacher", teacher, "--out", trained, "--overwrite", *limit)
+        _, seconds = zoo(
+            "compress",
+            teacher,
+            "--recipe",
+            recipe,
+            "--task",
+            "rotten_tomatoes",
+            "--data",
+            DATA,
+            "--teacher",
+            teacher,
+            "--out",
+            trained,
+            "--overwrite",
+            *limit,
+        )
     m = manifest(trained)
     row = {
         "recipe": recipe,
@@ -77,16 +97,17 @@ def run_recipe(recipe: str, teacher: Path, work: Path, limit: list[str]) -> dict
         post = work / f"{recipe}-post"
         if not (post / "config.json").is_file():
             zoo("compress", teacher, "--recipe", recipe, "--out", post, "--overwrite")
-        out, _ = zoo("eval", post, "--task", "rotten_tomatoes", "--data", DATA, "--max-length", "64", "--json",
-                     *limit)
+        out, _ = zoo("eval", post, "--task", "rotten_tomatoes", "--data", DATA, "--max-length", "64", "--json", *limit)
         row["post_training_test"] = json.loads(out)["metrics"]["accuracy"]
     return row
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        ("| recipe | whole ratio (target) | checkpoint MB | teacher test acc | post-training acc | fine-tuned acc "
-         "| retention (target) | agreement | val acc | encoder-linear ratio | train time |"),
+        (
+            "| recipe | whole ratio (target) | checkpoint MB | teacher test acc | post-training acc | fine-tuned acc "
+            "| retention (target) | agreement | val acc | encoder-linear ratio | train time |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -110,8 +131,10 @@ def search_versus_uniform(rows: list[dict]) -> str:
     search = by.get("search")
     if search is None:
         return ""
-    head = ("Search against the uniform settings of its grid nearest its ratio (test sentences right of "
-            f"{search['n_test']}; one run each, so a few sentences either way are noise):")
+    head = (
+        "Search against the uniform settings of its grid nearest its ratio (test sentences right of "
+        f"{search['n_test']}; one run each, so a few sentences either way are noise):"
+    )
     lines = [head, ""]
     for name in UNIFORM:
         if name in by:
@@ -132,8 +155,20 @@ def ensure_teacher(work: Path, limit: int | None) -> Path:
     if not (teacher / "config.json").is_file():
         print(f"[accuracy] fine-tuning the teacher into {teacher} ...", file=sys.stderr, flush=True)
         work.mkdir(parents=True, exist_ok=True)
-        zoo("finetune", "minilm", "--task", "rotten_tomatoes", "--data", DATA, "--out", teacher, "--epochs", "2",
-            "--overwrite", *(["--limit", str(limit)] if limit else []))
+        zoo(
+            "finetune",
+            "minilm",
+            "--task",
+            "rotten_tomatoes",
+            "--data",
+            DATA,
+            "--out",
+            teacher,
+            "--epochs",
+            "2",
+            "--overwrite",
+            *(["--limit", str(limit)] if limit else []),
+        )
     return teacher
 
 
@@ -163,8 +198,9 @@ def main(out: Path, recipes: list[str], teacher: Path | None, work: Path, limit:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.accuracy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--teacher", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=Path("bench/work/accuracy"))

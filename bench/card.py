@@ -38,7 +38,7 @@ def split_front_matter(text: str) -> tuple[str, str]:
     if text.startswith("---\n"):
         end = text.find("\n---\n", 4)
         if end != -1:
-            return text[4:end], text[end + 5:]
+            return text[4:end], text[end + 5 :]
     return "", text
 
 
@@ -47,26 +47,47 @@ def render_html(readme: Path) -> str:
 
     meta, body = split_front_matter(readme.read_text())
     md = MarkdownIt("commonmark").enable("table")
-    head = (f"<details><summary>metadata (YAML front matter)</summary><pre><code>{html.escape(meta)}</code></pre>"
-            "</details>") if meta else ""
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{readme.parent.name}</title>"
-            f"<style>{CSS}</style></head><body>{head}{md.render(body)}</body></html>")
+    head = (
+        (
+            f"<details><summary>metadata (YAML front matter)</summary><pre><code>{html.escape(meta)}</code></pre>"
+            "</details>"
+        )
+        if meta
+        else ""
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{readme.parent.name}</title>"
+        f"<style>{CSS}</style></head><body>{head}{md.render(body)}</body></html>"
+    )
 
 
 def screenshot(page: Path, png: Path, chromium: str, width: int = 1100, height: int = 2600) -> None:
     with tempfile.TemporaryDirectory() as profile:
-        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={width},{height}",
-               f"--screenshot={png}", page.as_uri()]
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            f"--screenshot={png}",
+            page.as_uri(),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0 or not png.is_file():
         sys.exit(f"chromium failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.card", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.card", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     work = Path("bench/work/accuracy")
     parser.add_argument("model", type=Path, nargs="?", default=work / "4bit-2of4-rt")
     parser.add_argument("--sibling", type=Path, action="append", default=None)
@@ -79,7 +100,9 @@ def main() -> None:
         sys.exit(f"no Chromium at {args.chromium}: apt-get install chromium (Debian), or pass --chromium PATH")
     siblings = args.sibling
     if siblings is None:  # the other fine-tuned models of the same benchmark run
-        siblings = sorted(p for p in args.model.parent.glob("*-rt") if p != args.model and (p / "config.json").is_file())
+        siblings = sorted(
+            p for p in args.model.parent.glob("*-rt") if p != args.model and (p / "config.json").is_file()
+        )
 
     from typer.testing import CliRunner
 

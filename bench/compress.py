@@ -52,8 +52,10 @@ class Fidelity:
         with open(DATA / "test.tsv", newline="", encoding="utf-8") as f:
             texts = [row["sentence"] for row in csv.DictReader(f, dialect="excel-tab")][:limit]
         tok = AutoTokenizer.from_pretrained(model_dir)
-        self.batches = [dict(tok(texts[i:i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt"))
-                        for i in range(0, len(texts), 64)]
+        self.batches = [
+            dict(tok(texts[i : i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt"))
+            for i in range(0, len(texts), 64)
+        ]
         self.reference = self.embed(model_dir)
 
     def embed(self, path: Path):
@@ -84,8 +86,10 @@ rules:
 
 def embedding_recipe(tmp: Path, label: str, codec: str) -> Path:
     path = tmp / f"emb-{len(list(tmp.glob('emb-*.yaml')))}.yaml"
-    path.write_text(f"name: emb\ndescription: {label} word embeddings only\nrules:\n"
-                    f"  - {{targets: [word_embeddings], kinds: [embedding], codec: {codec}}}\n")
+    path.write_text(
+        f"name: emb\ndescription: {label} word embeddings only\nrules:\n"
+        f"  - {{targets: [word_embeddings], kinds: [embedding], codec: {codec}}}\n"
+    )
     return path
 
 
@@ -114,11 +118,15 @@ def child(model: str, recipe: str, out: str, shard: int, plan_only: bool) -> Non
     else:
         result = write_compact(resolved, load_recipe(recipe), out, max_shard_bytes=shard)
         sizes = result.manifest.sizes.model_dump()
-    print(json.dumps({
-        "seconds": time.perf_counter() - start,
-        "peak_rss_mb": peak_rss_mb(),
-        **sizes,
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - start,
+                "peak_rss_mb": peak_rss_mb(),
+                **sizes,
+            }
+        )
+    )
 
 
 def information_bits(shape: tuple[int, ...], codec) -> float:
@@ -163,8 +171,9 @@ def random_bert(path: Path, hidden: int, layers: int) -> tuple[int, int]:
     import torch
     from transformers import BertConfig, BertModel
 
-    config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 64,
-                        intermediate_size=4 * hidden)
+    config = BertConfig(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 64, intermediate_size=4 * hidden
+    )
     with torch.no_grad():
         model = BertModel(config)
     model.save_pretrained(path)
@@ -191,8 +200,10 @@ def main(out_dir: Path, quick: bool) -> dict:
             "overhead: how much more the stored bytes are. Cosine: mean-pooled, L2-normalised sentence embeddings of",
             f"the stored model against the dense model's, mean over {n} rotten_tomatoes test sentences.",
             "",
-            ("| recipe | time (s) | peak RSS (MB) | checkpoint (MB) | whole ratio | encoder-linear ratio | cosine to dense "
-             "| rounding | encoder-linear (MB) | bound (MB) | overhead |"),
+            (
+                "| recipe | time (s) | peak RSS (MB) | checkpoint (MB) | whole ratio | encoder-linear ratio | cosine to dense "
+                "| rounding | encoder-linear (MB) | bound (MB) | overhead |"
+            ),
             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
         ]
         for recipe in RECIPES[:2] if quick else RECIPES:
@@ -209,9 +220,16 @@ def main(out_dir: Path, quick: bool) -> dict:
             )
             print(lines[-1], flush=True)
 
-        lines += ["", ("Word-embedding codecs, each applied alone (every other tensor as it was, fp32): the table's "
-                       "bytes (30522 x 384, 46.9 MB in fp32) and the same cosine."), "",
-                  "| word-embedding codec | table (MB) | cosine to dense |", "|---|---:|---:|"]
+        lines += [
+            "",
+            (
+                "Word-embedding codecs, each applied alone (every other tensor as it was, fp32): the table's "
+                "bytes (30522 x 384, 46.9 MB in fp32) and the same cosine."
+            ),
+            "",
+            "| word-embedding codec | table (MB) | cosine to dense |",
+            "|---|---:|---:|",
+        ]
         for label, codec in list(EMBEDDING_CODECS.items())[:2] if quick else EMBEDDING_CODECS.items():
             out = tmp / f"emb-{label.replace(' ', '-').replace(':', '')}"
             measure("minilm", str(embedding_recipe(tmp, label, codec)), out)
@@ -225,23 +243,35 @@ def main(out_dir: Path, quick: bool) -> dict:
         (tmp / "fp16-rest.yaml").write_text(FP16_REST)
         measure("minilm", str(tmp / "fp16-rest.yaml"), tmp / "fp16-rest")
         results["fp16_rest_cosine"] = fidelity.cosine(tmp / "fp16-rest")
-        lines += ["", (f"What no codec stores (LayerNorms, biases, the classifier head) is kept in fp16 by every built-in "
-                       f"recipe: with only that cast (every matrix and table exact), the cosine to the dense model is "
-                       f"{results['fp16_rest_cosine']:.5f}.")]
+        lines += [
+            "",
+            (
+                f"What no codec stores (LayerNorms, biases, the classifier head) is kept in fp16 by every built-in "
+                f"recipe: with only that cast (every matrix and table exact), the cosine to the dense model is "
+                f"{results['fp16_rest_cosine']:.5f}."
+            ),
+        ]
 
         hidden, layers = (384, 4) if quick else (1024, 24)
         source, largest = random_bert(tmp / "big", hidden, layers)
         shard = 100 * 10**6
         base = measure(str(tmp / "big"), "4bit", tmp / "unused", plan_only=True)
         full = measure(str(tmp / "big"), "4bit", tmp / "big-4bit", shard=shard)
-        results["streaming"] = {"source_mb": source / 1e6, "largest_tensor_mb": largest / 1e6, "shard_mb": shard / 1e6,
-                                "plan_only_rss_mb": base["peak_rss_mb"], "compress_rss_mb": full["peak_rss_mb"],
-                                "seconds": full["seconds"]}
+        results["streaming"] = {
+            "source_mb": source / 1e6,
+            "largest_tensor_mb": largest / 1e6,
+            "shard_mb": shard / 1e6,
+            "plan_only_rss_mb": base["peak_rss_mb"],
+            "compress_rss_mb": full["peak_rss_mb"],
+            "seconds": full["seconds"],
+        }
         s = results["streaming"]
         lines += [
             "",
-            (f"Streaming: a random BERT (hidden {hidden}, {layers} layers), {s['source_mb']:.0f} MB fp32, recipe 4bit, "
-            f"shards of {s['shard_mb']:.0f} MB."),
+            (
+                f"Streaming: a random BERT (hidden {hidden}, {layers} layers), {s['source_mb']:.0f} MB fp32, recipe 4bit, "
+                f"shards of {s['shard_mb']:.0f} MB."
+            ),
             "",
             "| | peak RSS (MB) |",
             "|---|---:|",

@@ -38,31 +38,60 @@ def main(argv=None) -> int:
     for (_, what, outcome), n in counts.items():
         by_outcome[(what, outcome.split("@")[0])] += n
     kinds = sorted({kind for kind, _, _ in counts})
-    lines = [machine_header("Fuzzing zoo's readers"), "",
-             (f"`python -m bench.fuzz --mutants {args.mutants} --seed {args.seed}`: {len(records):,} mutants of two "
-              f"micro 4bit-2of4 checkpoints (one file; three shards and an index), {seconds:.0f} s "
-              f"({1000 * seconds / max(len(records), 1):.0f} ms per mutant, each through `zoo info` and "
-              "`zoo.from_pretrained`). How mutants are made and judged: tests/zoo/fuzzing.py."), "",
-             (f"**Failures: {len(failed)}** (untyped exceptions, loads that compute something else, missed body "
-              "corruption, memory bombs, hangs, crashes)."), "",
-             "| outcome | zoo info | zoo.from_pretrained |", "|---|---:|---:|"]
+    lines = [
+        machine_header("Fuzzing zoo's readers"),
+        "",
+        (
+            f"`python -m bench.fuzz --mutants {args.mutants} --seed {args.seed}`: {len(records):,} mutants of two "
+            f"micro 4bit-2of4 checkpoints (one file; three shards and an index), {seconds:.0f} s "
+            f"({1000 * seconds / max(len(records), 1):.0f} ms per mutant, each through `zoo info` and "
+            "`zoo.from_pretrained`). How mutants are made and judged: tests/zoo/fuzzing.py."
+        ),
+        "",
+        (
+            f"**Failures: {len(failed)}** (untyped exceptions, loads that compute something else, missed body "
+            "corruption, memory bombs, hangs, crashes)."
+        ),
+        "",
+        "| outcome | zoo info | zoo.from_pretrained |",
+        "|---|---:|---:|",
+    ]
     for outcome in sorted({o for _, o in by_outcome}):
         lines.append(f"| {outcome} | {by_outcome[('info', outcome)]:,} | {by_outcome[('load', outcome)]:,} |")
-    lines += ["", "By mutation:", "", "| mutation | zoo info: typed / ok | load: typed / same / body-caught |",
-              "|---|---|---|"]
+    lines += [
+        "",
+        "By mutation:",
+        "",
+        "| mutation | zoo info: typed / ok | load: typed / same / body-caught |",
+        "|---|---|---|",
+    ]
     for kind in kinds:
         info = [counts[(kind, "info", o)] for o in ("typed", "ok")]
         load = [counts[(kind, "load", o)] for o in ("typed", "same", "body-caught")]
         lines.append(f"| {kind} | {' / '.join(map(str, info))} | {' / '.join(map(str, load))} |")
-    lines += ["", ("`same`: the load succeeded and the model's outputs equal the original's exactly (a harmless "
-                   "edit: a description, an unused key). `body-caught`: a flipped weight byte that a plain load "
-                   "(which hashes nothing) let through with different outputs; `zoo.from_pretrained(..., "
-                   "verify=True)` and `zoo verify` refused every one.")]
+    lines += [
+        "",
+        (
+            "`same`: the load succeeded and the model's outputs equal the original's exactly (a harmless "
+            "edit: a description, an unused key). `body-caught`: a flipped weight byte that a plain load "
+            "(which hashes nothing) let through with different outputs; `zoo.from_pretrained(..., "
+            "verify=True)` and `zoo verify` refused every one."
+        ),
+    ]
     if failed:
         lines += ["", "Failures:", "", *[f"- {r}" for r in failed[:50]]]
-    write_report(args.out, "fuzz", "\n".join(lines) + "\n",
-                 {"mutants": len(records), "seed": args.seed, "seconds": round(seconds, 1), "failures": failed,
-                  "counts": {" ".join(k): v for k, v in sorted(counts.items())}})
+    write_report(
+        args.out,
+        "fuzz",
+        "\n".join(lines) + "\n",
+        {
+            "mutants": len(records),
+            "seed": args.seed,
+            "seconds": round(seconds, 1),
+            "failures": failed,
+            "counts": {" ".join(k): v for k, v in sorted(counts.items())},
+        },
+    )
     print("\n".join(lines))
     return 1 if failed else 0
 

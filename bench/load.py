@@ -74,8 +74,10 @@ def child(path: str, mode: str, latency: bool) -> None:
     out = {"load_s": load_s, "baseline_mb": baseline, "loaded_mb": loaded}
     if latency:
         generator = torch.Generator().manual_seed(0)
-        batches = {"32x64": torch.randint(1000, 29000, (32, 64), generator=generator),
-                   "1x128": torch.randint(1000, 29000, (1, 128), generator=generator)}
+        batches = {
+            "32x64": torch.randint(1000, 29000, (32, 64), generator=generator),
+            "1x128": torch.randint(1000, 29000, (1, 128), generator=generator),
+        }
         for name, ids in batches.items():
             out[f"latency_{name}_ms"] = _latencies_ms([model], ids, runs=10)[0]
         out["peak_mb"] = _status_mb("VmHWM")  # before a dense model joins the process
@@ -187,8 +189,10 @@ def targets(configs: dict, dense: dict, activations: float) -> list[str]:
         if key.startswith("dense") or "error" in r:
             continue
         recipe, mode = key.split("/")
-        out.append(f"- {recipe} {mode}: load {r['load_s']:.2f} s vs dense {dense['load_s']:.2f} s: "
-                   f"{ok(r['load_s'] <= dense['load_s'])} (load time <= dense)")
+        out.append(
+            f"- {recipe} {mode}: load {r['load_s']:.2f} s vs dense {dense['load_s']:.2f} s: "
+            f"{ok(r['load_s'] <= dense['load_s'])} (load time <= dense)"
+        )
         if mode == "materialize":
             slower = 1 / r["speedup_32x64"] - 1
             out.append(f"- {recipe} materialize: latency {slower:+.1%} vs dense: {ok(slower <= 0.05)} (within 5%)")
@@ -197,8 +201,10 @@ def targets(configs: dict, dense: dict, activations: float) -> list[str]:
             out.append(f"- {recipe} kernel: {speed:.2f}x faster than dense fp32: {ok(speed >= 1.5)} (>= 1.5x)")
         if mode == "packed":
             bound = 1.3 * (r["checkpoint_mb"] + activations)
-            out.append(f"- {recipe} packed: peak {r['peak_delta_mb']:.0f} MB vs 1.3 x ({r['checkpoint_mb']:.0f} MB "
-                       f"checkpoint + {activations:.0f} MB activations) = {bound:.0f} MB: {ok(r['peak_delta_mb'] <= bound)}")
+            out.append(
+                f"- {recipe} packed: peak {r['peak_delta_mb']:.0f} MB vs 1.3 x ({r['checkpoint_mb']:.0f} MB "
+                f"checkpoint + {activations:.0f} MB activations) = {bound:.0f} MB: {ok(r['peak_delta_mb'] <= bound)}"
+            )
     return out
 
 

@@ -53,8 +53,11 @@ def build_compressed_tensors(teacher: Path, out: Path) -> tuple[Path, float]:
 
     start = time.perf_counter()
     model = AutoModelForSequenceClassification.from_pretrained(teacher)
-    config = QuantizationConfig(config_groups={"group_0": preset_name_to_scheme("W4A16", ["Linear"])},
-                                ignore=["classifier"], format="pack-quantized")
+    config = QuantizationConfig(
+        config_groups={"group_0": preset_name_to_scheme("W4A16", ["Linear"])},
+        ignore=["classifier"],
+        format="pack-quantized",
+    )
     apply_quantization_config(model, config, show_progress=False)
     for module in model.modules():
         args = getattr(getattr(module, "quantization_scheme", None), "weights", None)
@@ -75,8 +78,20 @@ def build_compressed_tensors(teacher: Path, out: Path) -> tuple[Path, float]:
 
 def build_zoo(teacher: Path, recipe: str, out: Path) -> tuple[Path, float]:
     start = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "zoo"), "compress", str(teacher), "--recipe", recipe, "--out",
-                    str(out), "--overwrite"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "zoo"),
+            "compress",
+            str(teacher),
+            "--recipe",
+            recipe,
+            "--out",
+            str(out),
+            "--overwrite",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return out, time.perf_counter() - start
 
 
@@ -150,8 +165,9 @@ def main(teacher: Path, trained: Path, work: Path, out_dir: Path, repeat: int, l
     if importlib.util.find_spec("compressed_tensors") is None:
         raise SystemExit("bench.peer needs compressed-tensors: pip install -e '.[bench]'")
     if not (teacher / "config.json").is_file():
-        raise SystemExit(f"no teacher at {teacher}: run `python -m bench --accuracy` (or zoo finetune) first, "
-                         "or pass --teacher DIR")
+        raise SystemExit(
+            f"no teacher at {teacher}: run `python -m bench --accuracy` (or zoo finetune) first, or pass --teacher DIR"
+        )
     work.mkdir(parents=True, exist_ok=True)
     systems: list[tuple[str, str, Path, float | None]] = [("dense fp32 (teacher)", "dense", teacher, None)]
     fp16 = work / "dense-fp16"
@@ -179,27 +195,46 @@ def main(teacher: Path, trained: Path, work: Path, out_dir: Path, repeat: int, l
         print(f"measuring {label} ...", file=sys.stderr, flush=True)
         m = measure(kind, path, repeat, limit)
         nbytes, linear = weights_bytes(path), encoder_linear_bytes(path)
-        rows.append({"system": label, "path": str(path), "bytes": nbytes, "ratio": fp32_bytes / nbytes,
-                     "encoder_linear_bytes": linear, "encoder_linear_ratio": fp32_linear / linear,
-                     "compress_s": seconds, **m})
+        rows.append(
+            {
+                "system": label,
+                "path": str(path),
+                "bytes": nbytes,
+                "ratio": fp32_bytes / nbytes,
+                "encoder_linear_bytes": linear,
+                "encoder_linear_ratio": fp32_linear / linear,
+                "compress_s": seconds,
+                **m,
+            }
+        )
     dense = rows[0]
-    md = [machine_header("zoo vs compressed-tensors vs dense: all-MiniLM-L6-v2 fine-tuned on rotten_tomatoes"), "",
-          (f"Accuracy on the rotten_tomatoes test split ({dense.get('n_examples', '?')} examples); load time is the median "
-          f"of {repeat} fresh processes; latency is the median of 10 forward passes. Ratios are against the dense fp32 "
-          "teacher; encoder-linear bytes are the transformer blocks' Linear weights as stored (values, scales, zero "
-          "points, patterns)."), "",
-          ("| system | accuracy | retention | checkpoint MB | ratio | encoder-linear MB | enc-linear ratio | load s | "
-          "peak RSS MB | 32x64 ms | 1x128 ms | make s |"),
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = [
+        machine_header("zoo vs compressed-tensors vs dense: all-MiniLM-L6-v2 fine-tuned on rotten_tomatoes"),
+        "",
+        (
+            f"Accuracy on the rotten_tomatoes test split ({dense.get('n_examples', '?')} examples); load time is the median "
+            f"of {repeat} fresh processes; latency is the median of 10 forward passes. Ratios are against the dense fp32 "
+            "teacher; encoder-linear bytes are the transformer blocks' Linear weights as stored (values, scales, zero "
+            "points, patterns)."
+        ),
+        "",
+        (
+            "| system | accuracy | retention | checkpoint MB | ratio | encoder-linear MB | enc-linear ratio | load s | "
+            "peak RSS MB | 32x64 ms | 1x128 ms | make s |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
             md.append(f"| {r['system']} | failed: {r['error']} |" + " |" * 10)
             continue
         make = "-" if r["compress_s"] is None else f"{r['compress_s']:.0f}"
-        md.append(f"| {r['system']} | {100 * r['accuracy']:.2f}% | {100 * r['accuracy'] / dense['accuracy']:.1f}% | "
-                  f"{r['bytes'] / 1e6:.1f} | {r['ratio']:.2f}x | {r['encoder_linear_bytes'] / 1e6:.2f} | "
-                  f"{r['encoder_linear_ratio']:.2f}x | {r['load_s']:.2f} | {r['peak_mb']:.0f} | "
-                  f"{r['latency_32x64_ms']:.0f} | {r['latency_1x128_ms']:.1f} | {make} |")
+        md.append(
+            f"| {r['system']} | {100 * r['accuracy']:.2f}% | {100 * r['accuracy'] / dense['accuracy']:.1f}% | "
+            f"{r['bytes'] / 1e6:.1f} | {r['ratio']:.2f}x | {r['encoder_linear_bytes'] / 1e6:.2f} | "
+            f"{r['encoder_linear_ratio']:.2f}x | {r['load_s']:.2f} | {r['peak_mb']:.0f} | "
+            f"{r['latency_32x64_ms']:.0f} | {r['latency_1x128_ms']:.1f} | {make} |"
+        )
     markdown = "\n".join(md) + "\n"
     data = {"rows": rows, "repeat": repeat, "limit": limit}
     write_report(out_dir, "peer", markdown, data)
@@ -215,8 +250,9 @@ if __name__ == "__main__":
         a = p.parse_args()
         child(a.child[0], a.child[1], a.full, a.limit)
         sys.exit(0)
-    parser = argparse.ArgumentParser(prog="python -m bench.peer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.peer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--teacher", type=Path, default=Path("bench/work/accuracy/teacher"))
     parser.add_argument("--trained", type=Path, default=Path("bench/work/accuracy"))
     parser.add_argument("--work", type=Path, default=Path("bench/work/peer"))

@@ -42,8 +42,14 @@ def tiny_bert(work: Path) -> Path:
 
     torch.manual_seed(0)
     path = work / "tiny-bert"
-    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=160, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=160,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(path)
     minilm, _ = packaged_model_dir("sentence-transformers/all-MiniLM-L6-v2")
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
@@ -66,9 +72,16 @@ def round_trip(model: Path, name: str, registry: str, label: str, home: Path, to
     upload_s, published = timed(lambda: reg.upload(model, name, registry=registry, token=token))
     first_s, path = timed(lambda: reg.pull(name, registry=registry, token=token))
     again_s, _ = timed(lambda: reg.pull(name, registry=registry, token=token), repeat=3)
-    return {"model": model.name, "registry": label,
-            "files": published.nfiles, "nbytes": published.nbytes, "upload_s": upload_s, "pull_s": first_s,
-            "pull_cached_s": again_s, "path": str(path)}
+    return {
+        "model": model.name,
+        "registry": label,
+        "files": published.nfiles,
+        "nbytes": published.nbytes,
+        "upload_s": upload_s,
+        "pull_s": first_s,
+        "pull_cached_s": again_s,
+        "path": str(path),
+    }
 
 
 def big_index(home: Path, model: Path, n: int) -> float:
@@ -105,34 +118,72 @@ def main(out: Path) -> None:
         standin = WriteStandIn(olah, token=token).start()
         try:
             for model in (tiny, minilm):
-                rows.append(round_trip(model, f"zoo:bench/{model.name}", str(work / "registry"), "local folder",
-                                       work / f"home-{model.name}", None))
-                rows.append(round_trip(model, f"zoo:bench/{model.name}", standin.url, "olah + write stand-in",
-                                       work / f"home-hub-{model.name}", token))
+                rows.append(
+                    round_trip(
+                        model,
+                        f"zoo:bench/{model.name}",
+                        str(work / "registry"),
+                        "local folder",
+                        work / f"home-{model.name}",
+                        None,
+                    )
+                )
+                rows.append(
+                    round_trip(
+                        model,
+                        f"zoo:bench/{model.name}",
+                        standin.url,
+                        "olah + write stand-in",
+                        work / f"home-hub-{model.name}",
+                        token,
+                    )
+                )
         finally:
             standin.stop()
             olah.stop()
         n = 1000
         list_s = big_index(work / "home-list", tiny, n)
         env = {**os.environ, "ZOO_HOME": str(work / "home-list")}
-        cli_s, _ = timed(lambda: subprocess.run([sys.executable, "-m", "zoo", "list", "--json"], env=env, check=True,
-                                                capture_output=True), repeat=3)
+        cli_s, _ = timed(
+            lambda: subprocess.run(
+                [sys.executable, "-m", "zoo", "list", "--json"], env=env, check=True, capture_output=True
+            ),
+            repeat=3,
+        )
         index_mb = (work / "home-list" / "index.json").stat().st_size / 1e6
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    lines = [machine_header("Registry: upload, pull, list"), "",
-             "| model | registry | files | MB | upload (s) | pull, empty cache (s) | pull, cached (s) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        machine_header("Registry: upload, pull, list"),
+        "",
+        "| model | registry | files | MB | upload (s) | pull, empty cache (s) | pull, cached (s) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['registry']} | {r['files']} | {r['nbytes'] / 1e6:.2f} | {r['upload_s']:.2f} "
-                     f"| {r['pull_s']:.2f} | {r['pull_cached_s']:.2f} |")
-    listing = (f"`zoo list` over an index of {n} models ({index_mb:.1f} MB of JSON): {list_s * 1000:.0f} ms in-process "
-               f"(read, validate, tabulate), {cli_s:.2f} s for a fresh `zoo list --json` process (imports included).")
-    lines += ["", listing, "", "Every pull, cached or not, re-hashes every file (index, then manifest) before returning the path."]
-    write_report(out, "registry", "\n".join(lines) + "\n",
-                 {"round_trips": [{k: v for k, v in r.items() if k != "path"} for r in rows],
-                  "list": {"models": n, "index_mb": index_mb, "in_process_s": list_s, "cli_s": cli_s}})
+        lines.append(
+            f"| {r['model']} | {r['registry']} | {r['files']} | {r['nbytes'] / 1e6:.2f} | {r['upload_s']:.2f} "
+            f"| {r['pull_s']:.2f} | {r['pull_cached_s']:.2f} |"
+        )
+    listing = (
+        f"`zoo list` over an index of {n} models ({index_mb:.1f} MB of JSON): {list_s * 1000:.0f} ms in-process "
+        f"(read, validate, tabulate), {cli_s:.2f} s for a fresh `zoo list --json` process (imports included)."
+    )
+    lines += [
+        "",
+        listing,
+        "",
+        "Every pull, cached or not, re-hashes every file (index, then manifest) before returning the path.",
+    ]
+    write_report(
+        out,
+        "registry",
+        "\n".join(lines) + "\n",
+        {
+            "round_trips": [{k: v for k, v in r.items() if k != "path"} for r in rows],
+            "list": {"models": n, "index_mb": index_mb, "in_process_s": list_s, "cli_s": cli_s},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ def _dense_encoder_linears(path: Path, skip=()) -> int:
     source = SafetensorsDir(path)
     dense = [n[: -len(".weight")] for n in source.names() if n.endswith(".weight")]
     kinds, _ = module_kinds(path, dense)
-    return sum(math.prod(source.shape(m + ".weight")) for m in dense
-               if m not in skip and is_encoder_linear(m, kinds[m]))
+    return sum(
+        math.prod(source.shape(m + ".weight")) for m in dense if m not in skip and is_encoder_linear(m, kinds[m])
+    )
 
 
 def encoder_linear_params(path: Path) -> int:
@@ -92,20 +93,29 @@ def child(teacher: str, path: str) -> None:
 
 def latency(teacher: Path, path: Path) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    done = subprocess.run([sys.executable, "-m", "bench.structure", "--child", str(teacher), str(path)],
-                          capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.structure", "--child", str(teacher), str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"latency of {path} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(rows: list[dict]) -> str:
-    header = ("| recipe | test acc | retention (target) | checkpoint | checkpoint ratio | encoder-linear ratio "
-              "| encoder-linear params | latency 32x64 vs teacher | latency 1x128 | train time | structure |")
+    header = (
+        "| recipe | test acc | retention (target) | checkpoint | checkpoint ratio | encoder-linear ratio "
+        "| encoder-linear params | latency 32x64 vs teacher | latency 1x128 | train time | structure |"
+    )
     lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         keep, what, goal = TARGETS.get(r["recipe"], (None, None, None))
-        ret = f"{r['retention']:.2%}" + (f" ({keep:.0%}) {'✓' if r['retention'] >= keep else '**miss**'}" if keep else "")
+        ret = f"{r['retention']:.2%}" + (
+            f" ({keep:.0%}) {'✓' if r['retention'] >= keep else '**miss**'}" if keep else ""
+        )
         ratio = f"{r['checkpoint_ratio']:.2f}x"
         if what == "checkpoint ratio":
             ratio += f" ({goal:g}x) {'✓' if r['checkpoint_ratio'] >= goal else '**miss**'}"
@@ -121,7 +131,8 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['recipe']} | {r['test']:.2%} | {ret} | {r['checkpoint_mb']:.2f} MB | {ratio} "
             f"| {r['encoder_linear_ratio']:.2f}x | {params} | {speed} | {one['speedup']:.2f}x | "
-            f"{r['train_seconds'] / 60:.1f} min | {r.get('structure') or ''} |")
+            f"{r['train_seconds'] / 60:.1f} min | {r.get('structure') or ''} |"
+        )
     return "\n".join(lines)
 
 
@@ -137,16 +148,20 @@ def main(out: Path, recipes: list[str], teacher: Path | None, work: Path) -> dic
         manifest = json.loads((path / "config.json").read_text())["quantization_config"]
         structure = manifest.get("structure")
         if structure:
-            row["structure"] = (f"heads {structure['attention_heads']} of {structure['heads_before']}, "
-                                f"FFN {structure['intermediate_sizes']} of {structure['intermediate_size_before']}")
+            row["structure"] = (
+                f"heads {structure['attention_heads']} of {structure['heads_before']}, "
+                f"FFN {structure['intermediate_sizes']} of {structure['intermediate_size_before']}"
+            )
         row["encoder_linear_params"] = encoder_linear_params(path)
         row["params_removed"] = 1 - row["encoder_linear_params"] / base
         row["latency"] = latency(teacher, path)
         rows.append(row)
-    note = (f"Teacher: {teacher} ({base / 1e6:.2f}M encoder-linear parameters). Test split: {rows[0]['n_test']} "
-            "sentences (one sentence = 0.083 points; the 95% interval is about ±2 points). Ratios are against the "
-            "teacher's fp32 checkpoint. Latency: teacher and model in one fresh process, timed interleaved, zoo's "
-            "default (materialize) mode; Kronecker layers always run as factor products.")
+    note = (
+        f"Teacher: {teacher} ({base / 1e6:.2f}M encoder-linear parameters). Test split: {rows[0]['n_test']} "
+        "sentences (one sentence = 0.083 points; the 95% interval is about ±2 points). Ratios are against the "
+        "teacher's fp32 checkpoint. Latency: teacher and model in one fresh process, timed interleaved, zoo's "
+        "default (materialize) mode; Kronecker layers always run as factor products."
+    )
     markdown = f"{machine_header('Structure-changing compression on rotten_tomatoes')}\n\n{note}\n\n{table(rows)}\n"
     data = {"teacher": str(teacher), "teacher_encoder_linear_params": base, "rows": rows}
     write_report(out, "structure", markdown, data)
@@ -157,8 +172,9 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3])
         raise SystemExit(0)
-    parser = argparse.ArgumentParser(prog="python -m bench.structure", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.structure", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--teacher", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=Path("bench/work/accuracy"))

@@ -32,8 +32,9 @@ HERE = Path(__file__).resolve().parents[1]
 
 
 def _git(tree: Path) -> str:
-    done = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h %s"], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        ["git", "-C", str(tree), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False
+    )
     return done.stdout.strip()[:72] or str(tree)
 
 
@@ -77,29 +78,41 @@ def main(baseline: Path, recipes: list[str], repeat: int, out_dir: Path, wanted:
                     row[f"{which}_mb"] = got[0]["checkpoint_nbytes"] / 1e6
                 rows.append(row)
                 print(row, flush=True)
-    md = [machine_header("Compression time and memory: this checkout against an earlier one"), "",
-          f"Before: `{_git(baseline)}`. After: `{_git(HERE)}`. Median of {repeat} fresh processes each, alternating.",
-          *([f"Left out (a recipe only one checkout has): {', '.join(missing)}."] if missing else []), "",
-          ("| model | recipe | before s | after s | time after/before | before RSS MB | after RSS MB "
-           "| RSS after/before | before MB | after MB |"),
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    md = [
+        machine_header("Compression time and memory: this checkout against an earlier one"),
+        "",
+        f"Before: `{_git(baseline)}`. After: `{_git(HERE)}`. Median of {repeat} fresh processes each, alternating.",
+        *([f"Left out (a recipe only one checkout has): {', '.join(missing)}."] if missing else []),
+        "",
+        (
+            "| model | recipe | before s | after s | time after/before | before RSS MB | after RSS MB "
+            "| RSS after/before | before MB | after MB |"
+        ),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        md.append(f"| {r['model']} | {r['recipe']} | {r['before_s']:.1f} | {r['after_s']:.1f} | "
-                  f"{r['after_s'] / r['before_s']:.2f} | {r['before_rss_mb']:.0f} | {r['after_rss_mb']:.0f} | "
-                  f"{r['after_rss_mb'] / r['before_rss_mb']:.2f} | {r['before_mb']:.1f} | {r['after_mb']:.1f} |")
+        md.append(
+            f"| {r['model']} | {r['recipe']} | {r['before_s']:.1f} | {r['after_s']:.1f} | "
+            f"{r['after_s'] / r['before_s']:.2f} | {r['before_rss_mb']:.0f} | {r['after_rss_mb']:.0f} | "
+            f"{r['after_rss_mb'] / r['before_rss_mb']:.2f} | {r['before_mb']:.1f} | {r['after_mb']:.1f} |"
+        )
     data = {"before": _git(baseline), "after": _git(HERE), "repeat": repeat, "rows": rows}
     write_report(out_dir, "versus", "\n".join(md) + "\n", data)
     return data
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench.versus", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.versus", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--baseline", type=Path, required=True, help="another checkout of zoo (a git worktree)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="[default: bench.compress's recipes]")
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--models", default="bert-base,minilm",
-                        help="bert-base (bench.scale's random BERT-base-sized model), minilm, or both")
+    parser.add_argument(
+        "--models",
+        default="bert-base,minilm",
+        help="bert-base (bench.scale's random BERT-base-sized model), minilm, or both",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     if not (args.baseline / "bench" / "compress.py").is_file():

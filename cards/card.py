@@ -45,8 +45,16 @@ class CardFiles:
         return self.card.data.eval_results is not None
 
 
-_BASE_CARD_KEYS = ("license", "license_name", "license_link", "library_name", "language", "datasets", "tags",
-                   "pipeline_tag")
+_BASE_CARD_KEYS = (
+    "license",
+    "license_name",
+    "license_link",
+    "library_name",
+    "language",
+    "datasets",
+    "tags",
+    "pipeline_tag",
+)
 
 
 def base_card_data(directory: str | Path) -> dict[str, Any] | None:
@@ -69,7 +77,9 @@ def _unique(*groups) -> list:
 
 def manifest_of(directory: Path) -> tuple[Manifest, dict[str, Any]]:
     config = read_config(directory)
-    return Manifest.from_quantization_config(config.get("quantization_config"), where=str(directory / "config.json")), config
+    return Manifest.from_quantization_config(
+        config.get("quantization_config"), where=str(directory / "config.json")
+    ), config
 
 
 def point_of(label: str, manifest: Manifest, role: str = "sibling") -> Point | None:
@@ -101,20 +111,53 @@ def _eval_results(manifest: Manifest, res: Results, task_type: str) -> list[Eval
         name = f"{r.metric} ({'compressed' if r.role == 'compressed' else 'dense teacher'})"
         if r.metric == "teacher_agreement":
             name = "agreement with the dense teacher"
-        out.append(EvalResult(task_type=task_type, task_name=r.task, dataset_type=r.dataset, dataset_name=r.dataset,
-                              dataset_split=r.split, metric_type=metric, metric_name=name, metric_value=r.value))
+        out.append(
+            EvalResult(
+                task_type=task_type,
+                task_name=r.task,
+                dataset_type=r.dataset,
+                dataset_name=r.dataset,
+                dataset_split=r.split,
+                metric_type=metric,
+                metric_name=name,
+                metric_value=r.value,
+            )
+        )
     if res.measured:
-        head = {"task_type": task_type, "task_name": res.task, "dataset_type": res.dataset,
-                "dataset_name": res.dataset, "dataset_split": res.split}
+        head = {
+            "task_type": task_type,
+            "task_name": res.task,
+            "dataset_type": res.dataset,
+            "dataset_name": res.dataset,
+            "dataset_split": res.split,
+        }
         c = res.row("compressed")
         if c.retention is not None:
-            out.append(EvalResult(**head, metric_type="retention", metric_name="retention of the teacher's accuracy",
-                                  metric_value=round(c.retention, 6)))
+            out.append(
+                EvalResult(
+                    **head,
+                    metric_type="retention",
+                    metric_name="retention of the teacher's accuracy",
+                    metric_value=round(c.retention, 6),
+                )
+            )
         s = manifest.sizes
-        out.append(EvalResult(**head, metric_type="compression_ratio", metric_value=s.checkpoint_ratio,
-                              metric_name="compression ratio, whole checkpoint vs the dense teacher"))
-        out.append(EvalResult(**head, metric_type="encoder_linear_compression_ratio", metric_value=s.encoder_linear_ratio,
-                              metric_name="compression ratio, encoder linear weights vs fp32"))
+        out.append(
+            EvalResult(
+                **head,
+                metric_type="compression_ratio",
+                metric_value=s.checkpoint_ratio,
+                metric_name="compression ratio, whole checkpoint vs the dense teacher",
+            )
+        )
+        out.append(
+            EvalResult(
+                **head,
+                metric_type="encoder_linear_compression_ratio",
+                metric_value=s.encoder_linear_ratio,
+                metric_name="compression ratio, encoder linear weights vs fp32",
+            )
+        )
     return out
 
 
@@ -122,19 +165,25 @@ def _results_section(manifest: Manifest, res: Results, plot: str | None, plot_no
     lines = ["## Results", ""]
     if not res.measured:
         lines += [
-            ("**No accuracy was measured for this checkpoint.** It was compressed without a task, so no evaluation "
-            "is recorded in its manifest and none is shown here. Measure it with "
-            "`zoo eval DIR --task TASK --data DATA`, or compress with `--task` to fine-tune and evaluate."),
+            (
+                "**No accuracy was measured for this checkpoint.** It was compressed without a task, so no evaluation "
+                "is recorded in its manifest and none is shown here. Measure it with "
+                "`zoo eval DIR --task TASK --data DATA`, or compress with `--task` to fine-tune and evaluate."
+            ),
             "",
         ]
     else:
         t = manifest.training
         length = f", {t.max_length} tokens per example" if t and t.max_length else ""
-        heading = (f"{res.metric.capitalize()} on **{res.dataset}** ({res.split} split, {res.n_examples} "
-                   f"examples{length}):")
+        heading = (
+            f"{res.metric.capitalize()} on **{res.dataset}** ({res.split} split, {res.n_examples} examples{length}):"
+        )
         lines += [heading, ""]
-    header = "| model | " + (f"{res.metric} | retention | " if res.measured else "") + \
-        "size on disk | ratio (whole checkpoint) | ratio (encoder linear vs fp32) |"
+    header = (
+        "| model | "
+        + (f"{res.metric} | retention | " if res.measured else "")
+        + "size on disk | ratio (whole checkpoint) | ratio (encoder linear vs fp32) |"
+    )
     lines += [header, "|" + "---|" * (header.count(" | ") + 1)]
     for r in res.rows:
         cells = [r.model]
@@ -145,21 +194,43 @@ def _results_section(manifest: Manifest, res: Results, plot: str | None, plot_no
     lines.append("")
     if manifest.fidelity is not None:
         f = manifest.fidelity
-        lines += [(f"**Fidelity to the dense model:** right after compression, before any fine-tuning, this model's "
-                   f"mean-pooled embeddings had a mean cosine of {f.value:.4f} to {f.reference}'s on {f.measured_on}."
-                   + ("" if f.faithful else f" That is below {FIDELITY_FLOOR}: fine-tune it on your task before use "
-                      "(`zoo compress MODEL --recipe RECIPE --task TASK --data DIR`).")), ""]
+        lines += [
+            (
+                f"**Fidelity to the dense model:** right after compression, before any fine-tuning, this model's "
+                f"mean-pooled embeddings had a mean cosine of {f.value:.4f} to {f.reference}'s on {f.measured_on}."
+                + (
+                    ""
+                    if f.faithful
+                    else f" That is below {FIDELITY_FLOOR}: fine-tune it on your task before use "
+                    "(`zoo compress MODEL --recipe RECIPE --task TASK --data DIR`)."
+                )
+            ),
+            "",
+        ]
     if res.agreement is not None:
-        lines += [(f"The compressed model agrees with the dense teacher on {_pct(res.agreement)} of the "
-                  f"{res.split} examples."), ""]
+        lines += [
+            (
+                f"The compressed model agrees with the dense teacher on {_pct(res.agreement)} of the "
+                f"{res.split} examples."
+            ),
+            "",
+        ]
     if res.extra:
-        lines += ["Also recorded: " + "; ".join(
-            f"{r.role} {r.metric} {_pct(r.value)} on {r.dataset} {r.split} ({r.n_examples} examples)" for r in res.extra
-        ) + ".", ""]
+        lines += [
+            "Also recorded: "
+            + "; ".join(
+                f"{r.role} {r.metric} {_pct(r.value)} on {r.dataset} {r.split} ({r.n_examples} examples)"
+                for r in res.extra
+            )
+            + ".",
+            "",
+        ]
     lines += [
-        (f"Sizes are bytes of the weight files; the teacher's are its fp32 checkpoint ({_mb(manifest.sizes.source_nbytes)}). "
-        f"The encoder linear weights (the transformer blocks' matrices) take {_mb(manifest.sizes.encoder_linear_nbytes)} "
-        f"here against {_mb(manifest.sizes.encoder_linear_fp32_nbytes)} in fp32."),
+        (
+            f"Sizes are bytes of the weight files; the teacher's are its fp32 checkpoint ({_mb(manifest.sizes.source_nbytes)}). "
+            f"The encoder linear weights (the transformer blocks' matrices) take {_mb(manifest.sizes.encoder_linear_nbytes)} "
+            f"here against {_mb(manifest.sizes.encoder_linear_fp32_nbytes)} in fp32."
+        ),
         "",
     ]
     if plot:
@@ -173,25 +244,43 @@ def _load_section(name: str, tag: str, sentence_transformers: bool) -> list[str]
     from zoo.loaders.auto import TASKS  # the table zoo loads with (imported here: it imports transformers)
 
     auto = TASKS.get(tag, "AutoModel")
-    st = ["```python",
-          "import zoo  # first: teaches transformers the \"zoo\" quantization method",
-          "from sentence_transformers import SentenceTransformer", "",
-          f"model = SentenceTransformer(\"{name}\")",
-          "embeddings = model.encode([\"A sentence to embed.\"])",
-          "```", "", "Or with transformers alone:", ""] if sentence_transformers else []
+    st = (
+        [
+            "```python",
+            'import zoo  # first: teaches transformers the "zoo" quantization method',
+            "from sentence_transformers import SentenceTransformer",
+            "",
+            f'model = SentenceTransformer("{name}")',
+            'embeddings = model.encode(["A sentence to embed."])',
+            "```",
+            "",
+            "Or with transformers alone:",
+            "",
+        ]
+        if sentence_transformers
+        else []
+    )
     return [
-        "## How to load", "",
-        "```bash", "pip install zoo-compress", "```", "",
+        "## How to load",
+        "",
+        "```bash",
+        "pip install zoo-compress",
+        "```",
+        "",
         *st,
         "```python",
-        "import zoo  # teaches transformers the \"zoo\" quantization method",
-        f"from transformers import {auto}", "",
-        f"model = {auto}.from_pretrained(\"{name}\")",
-        "# or: model = zoo.from_pretrained(\"" + name + "\", mode=\"packed\")  # materialize | packed | kernel",
-        "```", "",
-        ("**`import zoo` first.** Without it transformers does not know `quant_method: \"zoo\"` and may load the "
-        "compressed layers as random weights; `zoo.from_pretrained` checks that every compressed module was "
-        "rebuilt. `zoo unpack DIR --out DENSE` writes a plain dense checkpoint for tools that cannot import zoo."),
+        'import zoo  # teaches transformers the "zoo" quantization method',
+        f"from transformers import {auto}",
+        "",
+        f'model = {auto}.from_pretrained("{name}")',
+        '# or: model = zoo.from_pretrained("' + name + '", mode="packed")  # materialize | packed | kernel',
+        "```",
+        "",
+        (
+            '**`import zoo` first.** Without it transformers does not know `quant_method: "zoo"` and may load the '
+            "compressed layers as random weights; `zoo.from_pretrained` checks that every compressed module was "
+            "rebuilt. `zoo unpack DIR --out DENSE` writes a plain dense checkpoint for tools that cannot import zoo."
+        ),
         "",
     ]
 
@@ -200,8 +289,11 @@ def _made_section(manifest: Manifest) -> list[str]:
     m = manifest
     lines = ["## How it was made", ""]
     base = m.base_model
-    lines.append(f"- Base model: `{base.id}` ({base.source}" + (f", revision `{base.revision}`" if base.revision else "")
-                 + f"), {_mb(base.weights_nbytes)} of weights.")
+    lines.append(
+        f"- Base model: `{base.id}` ({base.source}"
+        + (f", revision `{base.revision}`" if base.revision else "")
+        + f"), {_mb(base.weights_nbytes)} of weights."
+    )
     lines.append(f"- Recipe: `{m.recipe.name}` — {m.recipe.spec.get('description', '')}".rstrip(" —"))
     gptq = m.recipe.spec.get("gptq")
     gptq = gptq if isinstance(gptq, dict) else {}  # the spec is free-form data a checkpoint brings
@@ -210,22 +302,28 @@ def _made_section(manifest: Manifest) -> list[str]:
     if m.training is not None:
         t = m.training
         layers = f"; keeps layers {t.keep_layers} of the teacher" if t.keep_layers else ""
-        lines.append(f"- Fine-tuned with knowledge distillation from the dense teacher `{t.teacher}` on {t.dataset} "
-                     f"({t.task}): {t.epochs:g} epochs, {t.steps} steps, {t.seconds / 60:.1f} min on {t.device}"
-                     + (f", {t.max_length} tokens per example" if t.max_length else "") + f"{layers}.")
+        lines.append(
+            f"- Fine-tuned with knowledge distillation from the dense teacher `{t.teacher}` on {t.dataset} "
+            f"({t.task}): {t.epochs:g} epochs, {t.steps} steps, {t.seconds / 60:.1f} min on {t.device}"
+            + (f", {t.max_length} tokens per example" if t.max_length else "")
+            + f"{layers}."
+        )
         if t.labels:
             lines.append(f"- Labels (class 0, 1, ...): {', '.join(f'`{x}`' for x in t.labels)}.")
     else:
         lines.append("- Post-training compression: no fine-tuning.")
-    lines.append(f"- Written by zoo {m.zoo_version}, format version {m.format_version}; every file's sha256 is in "
-                 "config.json and checked on load.")
+    lines.append(
+        f"- Written by zoo {m.zoo_version}, format version {m.format_version}; every file's sha256 is in "
+        "config.json and checked on load."
+    )
     if m.structure is not None:
         st = m.structure
         lines.append(
             f"- Block movement pruning removed whole attention heads and FFN neurons: heads per layer "
             f"{st.attention_heads} (of {st.heads_before}), FFN widths {st.intermediate_sizes} (of "
             f"{st.intermediate_size_before}). The layers are plain dense ones of these shapes; the manifest's "
-            "`structure` records them and zoo's loader rebuilds them (`zoo unpack` pads them back with zeros).")
+            "`structure` records them and zoo's loader rebuilds them (`zoo unpack` pads them back with zeros)."
+        )
     searched = m.recipe.spec.get("searched")
     searched = searched if isinstance(searched, dict) else None
     if searched:
@@ -233,45 +331,72 @@ def _made_section(manifest: Manifest) -> list[str]:
             f"- Per-layer settings chosen by a ratio-budget search (NxMiFormer): target {searched['target_ratio']:g}x, "
             f"reached {searched['achieved_ratio']:.2f}x over {len(searched['modules'])} modules, from "
             f"{len(searched['candidates'])} candidates ({', '.join(searched['candidates'])}); sensitivity: "
-            f"{searched['measure']}. The per-layer table below shows each module's measured loss increase.")
+            f"{searched['measure']}. The per-layer table below shows each module's measured loss increase."
+        )
     spec = {k: v for k, v in m.recipe.spec.items() if k != "searched"}
     if searched:  # one rule per module: the per-layer table says it better
         spec["rules"] = f"{len(spec['rules'])} rules, one per module (see the per-layer table)"
-    lines += ["", "The recipe, as resolved:", "", "```yaml",
-              yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100).rstrip(), "```", ""]
+    lines += [
+        "",
+        "The recipe, as resolved:",
+        "",
+        "```yaml",
+        yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100).rstrip(),
+        "```",
+        "",
+    ]
     return lines
 
 
 def _layers_section(manifest: Manifest) -> list[str]:
     rows = layer_rows(manifest)
     if not rows:  # a pruned model with plain dense layers
-        return ["## Per-layer table", "", "No module is stored through a codec: every layer is plain dense, in the "
-                "shapes described above. " + f"All tensors: {_mb(other_tensors_nbytes(manifest))}.", ""]
+        return [
+            "## Per-layer table",
+            "",
+            "No module is stored through a codec: every layer is plain dense, in the "
+            "shapes described above. " + f"All tensors: {_mb(other_tensors_nbytes(manifest))}.",
+            "",
+        ]
     searched = manifest.recipe.spec.get("searched")
     searched = searched.get("modules", {}) if isinstance(searched, dict) else {}
     extra = " loss increase (search) |" if searched else ""
-    lines = ["## Per-layer table", "",
-             "| module | method | bits | sparsity | bytes | bits per weight | ratio |" + extra,
-             "|---|---|---|---|---|---|---|" + ("---|" if searched else "")]
+    lines = [
+        "## Per-layer table",
+        "",
+        "| module | method | bits | sparsity | bytes | bits per weight | ratio |" + extra,
+        "|---|---|---|---|---|---|---|" + ("---|" if searched else ""),
+    ]
     for r in rows:
         found = next((v for k, v in searched.items() if r.module == k or r.module.endswith("." + k)), None)
         cell = (f" {found['loss_increase']:.4g} |" if found else " - |") if searched else ""
         shared = f" (shared with {', '.join(f'`{t}`' for t in r.tied)})" if r.tied else ""
-        lines.append(f"| `{r.module}`{shared} | {r.method} | {r.bits:.3g} | {100 * r.sparsity:.0f}% | {r.nbytes:,} | "
-                     f"{r.bits_per_weight:.2f} | {r.ratio:.2f}x |" + cell)
+        lines.append(
+            f"| `{r.module}`{shared} | {r.method} | {r.bits:.3g} | {100 * r.sparsity:.0f}% | {r.nbytes:,} | "
+            f"{r.bits_per_weight:.2f} | {r.ratio:.2f}x |" + cell
+        )
     dense = manifest.recipe.spec.get("dense_dtype", "keep")
     dense = "in its original dtype" if dense == "keep" else f"as {dense}"
-    tied = (" A module shared with others is one weight the model ties to several layers: stored once, used by all."
-            if any(r.tied for r in rows) else "")
-    lines += ["", (f"{len(rows)} compressed modules, {_mb(sum(r.nbytes for r in rows))}. Everything else (norms, "
-                   f"biases, heads, any layer no rule took, and file headers) is stored {dense}: "
-                   f"{_mb(other_tensors_nbytes(manifest))}.{tied}"),
-              ""]
+    tied = (
+        " A module shared with others is one weight the model ties to several layers: stored once, used by all."
+        if any(r.tied for r in rows)
+        else ""
+    )
+    lines += [
+        "",
+        (
+            f"{len(rows)} compressed modules, {_mb(sum(r.nbytes for r in rows))}. Everything else (norms, "
+            f"biases, heads, any layer no rule took, and file headers) is stored {dense}: "
+            f"{_mb(other_tensors_nbytes(manifest))}.{tied}"
+        ),
+        "",
+    ]
     return lines
 
 
-def build_card(directory: str | Path, *, name: str | None = None, plot: str | None = None,
-               plot_note: str = "") -> ModelCard:
+def build_card(
+    directory: str | Path, *, name: str | None = None, plot: str | None = None, plot_note: str = ""
+) -> ModelCard:
     """The card of the zoo checkpoint in `directory` (not written). `name`: the repo id or stub people load it by
     [default: the directory's name]; `plot`: relative path of the plot, when one was drawn."""
     directory = Path(directory)
@@ -296,20 +421,24 @@ def build_card(directory: str | Path, *, name: str | None = None, plot: str | No
         language=base.get("language"),
         library_name=library,
         pipeline_tag=(base.get("pipeline_tag") if same_kind else None) or tag,
-        tags=_unique(base.get("tags") if same_kind else [],
-                     ["zoo", "compressed", f"zoo-recipe-{manifest.recipe.name}", *methods(manifest)]),
+        tags=_unique(
+            base.get("tags") if same_kind else [],
+            ["zoo", "compressed", f"zoo-recipe-{manifest.recipe.name}", *methods(manifest)],
+        ),
         datasets=_unique(base.get("datasets") or [], sorted({r.dataset for r in manifest.evaluation})) or None,
         model_name=name if evals else None,
         eval_results=evals or None,
     )
     s = manifest.sizes
-    intro = (f"This is `{manifest.base_model.id}` compressed by [zoo](https://pypi.org/project/zoo-compress/) with the "
-             f"`{manifest.recipe.name}` recipe into a **{_mb(s.checkpoint_nbytes)} checkpoint, {s.checkpoint_ratio:.2f}x "
-             f"smaller than the dense model's {_mb(s.source_nbytes)}** (every weight file counted: embeddings, norms "
-             f"and heads included). {len(manifest.modules)} modules are compressed "
-             f"({', '.join(sorted({e.codec.describe() for e in manifest.modules.values()}))}); the encoder linear "
-             f"weights alone are {s.encoder_linear_ratio:.2f}x smaller than fp32. The bytes on disk are the packed "
-             "values, not fake-quantized floats.")
+    intro = (
+        f"This is `{manifest.base_model.id}` compressed by [zoo](https://pypi.org/project/zoo-compress/) with the "
+        f"`{manifest.recipe.name}` recipe into a **{_mb(s.checkpoint_nbytes)} checkpoint, {s.checkpoint_ratio:.2f}x "
+        f"smaller than the dense model's {_mb(s.source_nbytes)}** (every weight file counted: embeddings, norms "
+        f"and heads included). {len(manifest.modules)} modules are compressed "
+        f"({', '.join(sorted({e.codec.describe() for e in manifest.modules.values()}))}); the encoder linear "
+        f"weights alone are {s.encoder_linear_ratio:.2f}x smaller than fp32. The bytes on disk are the packed "
+        "values, not fake-quantized floats."
+    )
     body = [f"# {name}", "", intro, ""]
     body += _results_section(manifest, res, plot, plot_note)
     body += _load_section(name, tag, library == "sentence-transformers" and (directory / "modules.json").is_file())
@@ -323,16 +452,21 @@ def _eval_results_yaml(manifest: Manifest, res: Results) -> str | None:
     from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
 
     entries = [
-        EvalResultEntry(dataset_id=r.dataset, task_id=r.task, value=r.value,
-                        notes=f"{r.metric} on the {r.split} split ({r.n_examples} examples), zoo recipe "
-                              f"{manifest.recipe.name}")
-        for r in manifest.evaluation if r.role == "compressed" and r.metric != "teacher_agreement"
+        EvalResultEntry(
+            dataset_id=r.dataset,
+            task_id=r.task,
+            value=r.value,
+            notes=f"{r.metric} on the {r.split} split ({r.n_examples} examples), zoo recipe {manifest.recipe.name}",
+        )
+        for r in manifest.evaluation
+        if r.role == "compressed" and r.metric != "teacher_agreement"
     ]
     return yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False) if entries else None
 
 
-def write_card(directory: str | Path, *, name: str | None = None, siblings: Sequence[Point] = (),
-               draw_plot: bool = True) -> CardFiles:
+def write_card(
+    directory: str | Path, *, name: str | None = None, siblings: Sequence[Point] = (), draw_plot: bool = True
+) -> CardFiles:
     """Write README.md (and the plot and `.eval_results/` file, when there are results) into `directory`.
     Files of an earlier card that no longer apply are removed, so the card never points at stale files."""
     directory = Path(directory)
@@ -346,9 +480,15 @@ def write_card(directory: str | Path, *, name: str | None = None, siblings: Sequ
         if teacher.value is not None:
             points.append(Point("dense teacher", teacher.size_bytes, teacher.value, "teacher"))
         points += [p for p in siblings if p.role == "sibling"]
-        points.append(Point(manifest.recipe.name, res.row("compressed").size_bytes, res.row("compressed").value, "this"))
-        plot_accuracy_vs_size(points, plot_path, metric=res.metric or "accuracy",
-                              title=f"{res.dataset} {res.split}: accuracy against size")
+        points.append(
+            Point(manifest.recipe.name, res.row("compressed").size_bytes, res.row("compressed").value, "this")
+        )
+        plot_accuracy_vs_size(
+            points,
+            plot_path,
+            metric=res.metric or "accuracy",
+            title=f"{res.dataset} {res.split}: accuracy against size",
+        )
         plot_ref = PLOT
     else:
         plot_path.unlink(missing_ok=True)

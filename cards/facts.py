@@ -70,10 +70,19 @@ def layer_rows(manifest: Manifest) -> list[LayerRow]:
     for name in sorted(manifest.modules, key=natural_key):
         e = manifest.modules[name]
         original = e.numel * DTYPES[e.dtype].itemsize
-        rows.append(LayerRow(
-            module=name, kind=e.kind, method=e.codec.describe(), bits=value_bits(e.codec), sparsity=sparsity(e.codec),
-            nbytes=e.nbytes, bits_per_weight=e.nbytes * 8 / e.numel, ratio=original / e.nbytes, tied=list(e.tied),
-        ))
+        rows.append(
+            LayerRow(
+                module=name,
+                kind=e.kind,
+                method=e.codec.describe(),
+                bits=value_bits(e.codec),
+                sparsity=sparsity(e.codec),
+                nbytes=e.nbytes,
+                bits_per_weight=e.nbytes * 8 / e.numel,
+                ratio=original / e.nbytes,
+                tied=list(e.tied),
+            )
+        )
     return rows
 
 
@@ -121,8 +130,15 @@ def headline(evaluation: list[EvalResult]) -> tuple[EvalResult | None, EvalResul
         return None, None
     order = {"test": 0, "validation": 1}
     best = min(candidates, key=lambda r: order.get(r.split, 2))
-    teacher = next((r for r in evaluation if r.role == "teacher" and (r.task, r.dataset, r.split, r.metric)
-                    == (best.task, best.dataset, best.split, best.metric)), None)
+    teacher = next(
+        (
+            r
+            for r in evaluation
+            if r.role == "teacher"
+            and (r.task, r.dataset, r.split, r.metric) == (best.task, best.dataset, best.split, best.metric)
+        ),
+        None,
+    )
     return best, teacher
 
 
@@ -131,24 +147,45 @@ def results(manifest: Manifest) -> Results:
     compressed, teacher = headline(manifest.evaluation)
     teacher_name = manifest.training.teacher if manifest.training else manifest.base_model.id
     rows = [
-        ResultRow(model=f"dense teacher ({teacher_name})", role="teacher",
-                  metric=teacher.metric if teacher else None, value=teacher.value if teacher else None,
-                  retention=1.0 if teacher else None, size_bytes=s.source_nbytes, checkpoint_ratio=1.0,
-                  encoder_linear_ratio=1.0),
-        ResultRow(model=f"zoo {manifest.recipe.name}", role="compressed",
-                  metric=compressed.metric if compressed else None, value=compressed.value if compressed else None,
-                  retention=compressed.value / teacher.value if compressed and teacher and teacher.value else None,
-                  size_bytes=s.checkpoint_nbytes, checkpoint_ratio=s.checkpoint_ratio,
-                  encoder_linear_ratio=s.encoder_linear_ratio),
+        ResultRow(
+            model=f"dense teacher ({teacher_name})",
+            role="teacher",
+            metric=teacher.metric if teacher else None,
+            value=teacher.value if teacher else None,
+            retention=1.0 if teacher else None,
+            size_bytes=s.source_nbytes,
+            checkpoint_ratio=1.0,
+            encoder_linear_ratio=1.0,
+        ),
+        ResultRow(
+            model=f"zoo {manifest.recipe.name}",
+            role="compressed",
+            metric=compressed.metric if compressed else None,
+            value=compressed.value if compressed else None,
+            retention=compressed.value / teacher.value if compressed and teacher and teacher.value else None,
+            size_bytes=s.checkpoint_nbytes,
+            checkpoint_ratio=s.checkpoint_ratio,
+            encoder_linear_ratio=s.encoder_linear_ratio,
+        ),
     ]
-    agreement = next((r.value for r in manifest.evaluation if r.metric == "teacher_agreement"
-                      and compressed is not None and r.split == compressed.split), None)
+    agreement = next(
+        (
+            r.value
+            for r in manifest.evaluation
+            if r.metric == "teacher_agreement" and compressed is not None and r.split == compressed.split
+        ),
+        None,
+    )
     used = {id(compressed), id(teacher)}
     extra = [r for r in manifest.evaluation if id(r) not in used and r.metric != "teacher_agreement"]
     return Results(
-        task=compressed.task if compressed else None, dataset=compressed.dataset if compressed else None,
-        split=compressed.split if compressed else None, n_examples=compressed.n_examples if compressed else None,
-        rows=rows, agreement=agreement, extra=extra,
+        task=compressed.task if compressed else None,
+        dataset=compressed.dataset if compressed else None,
+        split=compressed.split if compressed else None,
+        n_examples=compressed.n_examples if compressed else None,
+        rows=rows,
+        agreement=agreement,
+        extra=extra,
     )
 
 

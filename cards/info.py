@@ -74,7 +74,12 @@ def checkpoint_facts(path: str | Path) -> CheckpointFacts:
     ckpt = Checkpoint.open(path)
     m = ckpt.manifest
     return CheckpointFacts(
-        path=Path(path), manifest=m, description=str(m.recipe.spec.get("description", "")), results=results(m),
-        layers=layer_rows(m), other_tensors_nbytes=other_tensors_nbytes(m), loads_as=loads_as(m, ckpt.config),
+        path=Path(path),
+        manifest=m,
+        description=str(m.recipe.spec.get("description", "")),
+        results=results(m),
+        layers=layer_rows(m),
+        other_tensors_nbytes=other_tensors_nbytes(m),
+        loads_as=loads_as(m, ckpt.config),
         rounding=rounding(m),
     )

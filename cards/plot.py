@@ -49,12 +49,21 @@ def plot_accuracy_vs_size(points: list[Point], path: Path, *, metric: str = "acc
             group = [p for p in points if p.role == role]
             if not group:
                 continue
-            ax.scatter([p.size_bytes / 1e6 for p in group], [100 * p.accuracy for p in group], zorder=3,
-                       label={"teacher": "dense teacher", "this": "this model", "sibling": "other zoo models"}[role],
-                       **_STYLE[role])
+            ax.scatter(
+                [p.size_bytes / 1e6 for p in group],
+                [100 * p.accuracy for p in group],
+                zorder=3,
+                label={"teacher": "dense teacher", "this": "this model", "sibling": "other zoo models"}[role],
+                **_STYLE[role],
+            )
             for p in group:
-                ax.annotate(p.label, (p.size_bytes / 1e6, 100 * p.accuracy), textcoords="offset points",
-                            xytext=(6, 4), fontsize=8)
+                ax.annotate(
+                    p.label,
+                    (p.size_bytes / 1e6, 100 * p.accuracy),
+                    textcoords="offset points",
+                    xytext=(6, 4),
+                    fontsize=8,
+                )
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))

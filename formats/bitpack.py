@@ -55,9 +55,9 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
         return flat.to(torch.uint8, copy=True)  # never a view of the caller's codes
     out = torch.empty(packed_nbytes(n, bits), dtype=torch.uint8, device=flat.device)
     for start in range(0, n, CHUNK):  # byte-aligned pieces keep the int64 temporaries small
-        piece = flat[start:start + CHUNK]
+        piece = flat[start : start + CHUNK]
         first = start * bits // 8
-        out[first:first + packed_nbytes(piece.numel(), bits)] = _pack(piece.to(torch.int64), bits)
+        out[first : first + packed_nbytes(piece.numel(), bits)] = _pack(piece.to(torch.int64), bits)
     return out
 
 
@@ -100,7 +100,7 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     for start in range(0, count, CHUNK):
         n = min(CHUNK, count - start)
         first = start * bits // 8
-        out[start:start + n] = _unpack(packed[first:first + packed_nbytes(n, bits)], bits, n)
+        out[start : start + n] = _unpack(packed[first : first + packed_nbytes(n, bits)], bits, n)
     return out
 
 

@@ -24,8 +24,9 @@ class ZooError(Exception):
     module: str | None = None
     path: str | None = None
 
-    def __init__(self, message: str, *, hint: str | None = None, module: str | None = None,
-                 path: str | Path | None = None):
+    def __init__(
+        self, message: str, *, hint: str | None = None, module: str | None = None, path: str | Path | None = None
+    ):
         super().__init__(message)
         if hint is not None:
             self.hint = hint
@@ -38,8 +39,9 @@ class ZooError(Exception):
     def message(self) -> str:
         return str(self.args[0]) if self.args else ""
 
-    def with_context(self, *, module: str | None = None, path: str | Path | None = None,
-                     hint: str | None = None) -> ZooError:
+    def with_context(
+        self, *, module: str | None = None, path: str | Path | None = None, hint: str | None = None
+    ) -> ZooError:
         """A copy of this error (same type, same fields) that also names the `module` and/or `path` it concerns:
         its message starts with them ("module M: ..." or "PATH: ..."), and a new `hint` replaces the old one."""
         new = copy.copy(self)
@@ -80,5 +82,12 @@ class OutputExistsError(ZooError, FileExistsError):
     """The output path already exists and overwriting was not asked for."""
 
 
-__all__ = ["ChecksumError", "CodecError", "FormatError", "ManifestError", "OutputExistsError", "PatternError",
-           "ZooError"]
+__all__ = [
+    "ChecksumError",
+    "CodecError",
+    "FormatError",
+    "ManifestError",
+    "OutputExistsError",
+    "PatternError",
+    "ZooError",
+]

@@ -93,14 +93,16 @@ class BaseModelInfo(_Model):
     revision: str | None = None
     source: Literal["local", "hub", "packaged"]
     architecture: str | None = Field(
-        None, description="the transformers class the weights fill, which loaders use; config.json's "
-        "`architectures` may name one whose head the weights lack"
+        None,
+        description="the transformers class the weights fill, which loaders use; config.json's "
+        "`architectures` may name one whose head the weights lack",
     )
     weights_sha256: dict[str, str] = Field(description="sha256 of each source weight file")
     weights_nbytes: Count
     card: dict[str, Any] | None = Field(
-        None, description="what the base model's own card says of it (license, library_name, language, datasets, "
-        "tags, pipeline_tag): the compressed model's card keeps it"
+        None,
+        description="what the base model's own card says of it (license, library_name, language, datasets, "
+        "tags, pipeline_tag): the compressed model's card keeps it",
     )
 
 
@@ -135,8 +137,10 @@ class FidelityRecord(_Model):
     """How closely the compressed model follows the dense one, measured as it was written (no labels needed)."""
 
     metric: Literal["cosine"] = "cosine"
-    value: float = Field(description="mean cosine of the mean-pooled last hidden states (the base model's, no "
-                         "head), compressed against dense")
+    value: float = Field(
+        description="mean cosine of the mean-pooled last hidden states (the base model's, no "
+        "head), compressed against dense"
+    )
     measured_on: str = Field(description="the texts, e.g. '48 held-out built-in sentences'")
     n_examples: Count
     reference: str = Field(description="the dense model compared with")
@@ -159,7 +163,9 @@ class TrainingRecord(_Model):
     device: str
     keep_layers: list[int] | None = None
     max_length: int | None = Field(None, description="tokens per text example in training and evaluation")
-    labels: list[str] | None = Field(None, description="the head's label names, in class order (config.json's id2label)")
+    labels: list[str] | None = Field(
+        None, description="the head's label names, in class order (config.json's id2label)"
+    )
 
 
 class Structure(_Model):
@@ -196,11 +202,16 @@ class Manifest(_Model):
     structure: Structure | None = Field(None, description="per-layer shapes of a pruned model")
     fidelity: FidelityRecord | None = Field(None, description="measured by a post-training compress")
     headers_sha256: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
-        default_factory=dict, description="sha256 of each weight file's safetensors header (length and JSON): "
-        "checked on every open, cheaply, since a header names every tensor's dtype, shape and place")
+        default_factory=dict,
+        description="sha256 of each weight file's safetensors header (length and JSON): "
+        "checked on every open, cheaply, since a header names every tensor's dtype, shape and place",
+    )
     config_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of config.json without this quantization_config, as "
-        "canonical JSON (config_digest): an edit of the model's settings is caught on every open")
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of config.json without this quantization_config, as "
+        "canonical JSON (config_digest): an edit of the model's settings is caught on every open",
+    )
 
     @model_serializer(mode="wrap")
     def _without_absent(self, handler):
@@ -225,8 +236,9 @@ class Manifest(_Model):
         data = dict(data)
         method = data.pop("quant_method", None)
         if method != QUANT_METHOD:
-            raise ManifestError(f"{where}: quant_method is {method!r}, not {QUANT_METHOD!r}",
-                                hint="is this a zoo checkpoint?")
+            raise ManifestError(
+                f"{where}: quant_method is {method!r}, not {QUANT_METHOD!r}", hint="is this a zoo checkpoint?"
+            )
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise ManifestError(
@@ -269,8 +281,9 @@ def _first_problem(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}{more}"
 
 
-def module_entry(kind: ModuleKind, encoder_linear: bool, shape, dtype: str, codec: CodecSpec,
-                 tied: list[str] | None = None) -> ModuleEntry:
+def module_entry(
+    kind: ModuleKind, encoder_linear: bool, shape, dtype: str, codec: CodecSpec, tied: list[str] | None = None
+) -> ModuleEntry:
     """Entry for a module about to be encoded; its byte count comes from the codec's layout."""
     return ModuleEntry(
         kind=kind,

@@ -70,9 +70,7 @@ class Checkpoint:
         if not path.is_dir():
             raise FormatError(f"{path} is not a directory", path=path)
         config = read_config(path)
-        manifest = Manifest.from_quantization_config(
-            config.get("quantization_config"), where=str(path / CONFIG_FILE)
-        )
+        manifest = Manifest.from_quantization_config(config.get("quantization_config"), where=str(path / CONFIG_FILE))
         weights = SafetensorsDir(path)
         ckpt = cls(path, config, manifest, weights)
         ckpt._check_modules()
@@ -91,12 +89,17 @@ class Checkpoint:
         if not recorded:
             return
         if self.manifest.config_sha256 is not None and config_digest(self.config) != self.manifest.config_sha256:
-            raise ChecksumError("config.json's settings changed after the checkpoint was written (its sha256 does not "
-                                "match the manifest's)", hint="restore config.json (pull or compress the model again)")
+            raise ChecksumError(
+                "config.json's settings changed after the checkpoint was written (its sha256 does not "
+                "match the manifest's)",
+                hint="restore config.json (pull or compress the model again)",
+            )
         for file, want in self.manifest.headers_sha256.items():
             if file in self.weights.files and header_sha256(self.path / file) != want:
-                raise ChecksumError(f"the safetensors header of {file} changed after it was written",
-                                    hint="download or produce the checkpoint again")
+                raise ChecksumError(
+                    f"the safetensors header of {file} changed after it was written",
+                    hint="download or produce the checkpoint again",
+                )
         for file in self.weights.files:
             if file not in recorded:
                 raise ChecksumError(f"weight file {file} is not listed in the manifest")
@@ -107,8 +110,11 @@ class Checkpoint:
             if not path.is_file():
                 raise ChecksumError(f"{name} listed in the manifest is missing from {self.path}")
             if path.stat().st_size != info.nbytes:
-                raise ChecksumError(f"{name} is {path.stat().st_size:,} bytes, the manifest recorded {info.nbytes:,}: "
-                                    "the file changed after it was written", hint="download or produce the checkpoint again")
+                raise ChecksumError(
+                    f"{name} is {path.stat().st_size:,} bytes, the manifest recorded {info.nbytes:,}: "
+                    "the file changed after it was written",
+                    hint="download or produce the checkpoint again",
+                )
 
     def _check_metadata(self) -> None:
         want = self.manifest.content_sha256()
@@ -118,8 +124,7 @@ class Checkpoint:
                 continue
             if meta.get(META_FORMAT_VERSION) != str(FORMAT_VERSION):
                 raise FormatError(
-                    f"{file}: metadata format version {meta.get(META_FORMAT_VERSION)!r}, "
-                    f"manifest says {FORMAT_VERSION}"
+                    f"{file}: metadata format version {meta.get(META_FORMAT_VERSION)!r}, manifest says {FORMAT_VERSION}"
                 )
             if meta.get(META_MANIFEST_SHA256) != want:
                 raise FormatError(
@@ -137,8 +142,9 @@ class Checkpoint:
             for key, want in expected.items():
                 name = tensor_name(module, key)
                 if name not in self.weights:
-                    raise FormatError(f"module {module}: tensor '{name}' named by the manifest is missing",
-                                      module=module)
+                    raise FormatError(
+                        f"module {module}: tensor '{name}' named by the manifest is missing", module=module
+                    )
                 shape, dtype = self.weights.shape(name), self.weights.dtype(name)
                 if shape != want.shape or dtype != str(want.dtype).removeprefix("torch."):
                     raise FormatError(
@@ -148,11 +154,11 @@ class Checkpoint:
                     )
                 total += want.nbytes
             if total != entry.nbytes:
-                raise ManifestError(f"module {module}: manifest records {entry.nbytes} bytes, its tensors hold {total}",
-                                    module=module)
+                raise ManifestError(
+                    f"module {module}: manifest records {entry.nbytes} bytes, its tensors hold {total}", module=module
+                )
             if f"{module}.weight" in self.weights:
-                raise FormatError(f"module {module} is compressed but its dense weight is also present",
-                                  module=module)
+                raise FormatError(f"module {module} is compressed but its dense weight is also present", module=module)
 
     def verify_files(self) -> None:
         self.check_sizes()

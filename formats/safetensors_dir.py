@@ -20,22 +20,40 @@ PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # notes, training logs, other frameworks' weights) stays behind
 _COMPANIONS = {
     # tokenizers: fast, WordPiece, BPE, SentencePiece (T5, Marian's source/target), chat templates
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
-    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "source.spm",
-    "target.spm", "chat_template.json", "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "source.spm",
+    "target.spm",
+    "chat_template.json",
+    "chat_template.jinja",
     # image, audio and multimodal processors
-    "preprocessor_config.json", "processor_config.json", "feature_extractor_config.json",
-    "image_processor_config.json", "video_preprocessor_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "feature_extractor_config.json",
+    "image_processor_config.json",
+    "video_preprocessor_config.json",
     # generation defaults; sentence-transformers' module list and settings
-    "generation_config.json", "modules.json", "config_sentence_transformers.json",
+    "generation_config.json",
+    "modules.json",
+    "config_sentence_transformers.json",
 }
 
 
 def _is_companion(name: str) -> bool:
     upper = name.upper()
-    return (name in _COMPANIONS
-            or (name.startswith("sentence_") and name.endswith("_config.json"))  # sentence_bert_config.json...
-            or upper.startswith(("LICENSE", "LICENCE", "NOTICE", "COPYING")))  # the terms travel with the model
+    return (
+        name in _COMPANIONS
+        or (name.startswith("sentence_") and name.endswith("_config.json"))  # sentence_bert_config.json...
+        or upper.startswith(("LICENSE", "LICENCE", "NOTICE", "COPYING"))
+    )  # the terms travel with the model
 
 
 def companion_files(directory: Path) -> list[str]:
@@ -138,8 +156,10 @@ class SafetensorsDir:
         try:
             self._handles[file] = safe_open(str(path), framework="pt")
         except (SafetensorError, OSError) as exc:
-            raise FormatError(f"{path} is not a valid safetensors file ({exc})",
-                              hint="the file is truncated or corrupt; download or write it again") from None
+            raise FormatError(
+                f"{path} is not a valid safetensors file ({exc})",
+                hint="the file is truncated or corrupt; download or write it again",
+            ) from None
         return self._handles[file]
 
     @property

@@ -144,15 +144,20 @@ def ensure_writable(out_dir: str | Path, overwrite: bool) -> None:
     if not overwrite:
         raise OutputExistsError(f"output {out_dir} already exists", hint="pass --overwrite to replace it")
     if out.is_symlink() or not out.is_dir():
-        raise OutputExistsError(f"output {out_dir} exists and is not a directory; --overwrite replaces directories only",
-                                hint="name a new directory")
+        raise OutputExistsError(
+            f"output {out_dir} exists and is not a directory; --overwrite replaces directories only",
+            hint="name a new directory",
+        )
     names = sorted(p.name for p in out.iterdir())
     written = zoo_written(out) if names else set()
     foreign = names if written is None else [n for n in names if n not in written]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        what = (f"zoo did not write {out_dir} (it holds {shown})" if written is None
-                else f"{out_dir} holds files zoo did not write ({shown})")
+        what = (
+            f"zoo did not write {out_dir} (it holds {shown})"
+            if written is None
+            else f"{out_dir} holds files zoo did not write ({shown})"
+        )
         raise OutputExistsError(
             f"--overwrite refused: {what}",
             hint="--overwrite replaces only an empty directory or an earlier zoo output; "

@@ -114,12 +114,31 @@ def fitting_class(path: str | Path, config: dict):
 
 
 # what transformers raises on a config or weight file it cannot make sense of; a load turns them into FormatError
-_BROKEN = (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError, RuntimeError, RecursionError,
-           MemoryError, ZeroDivisionError, OverflowError, UnicodeError)
+_BROKEN = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OSError,
+    RuntimeError,
+    RecursionError,
+    MemoryError,
+    ZeroDivisionError,
+    OverflowError,
+    UnicodeError,
+)
 
 
-def load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT_MODE, new_head: bool = False,
-         verify: bool = False, **kwargs):
+def load(
+    path_or_id: str | Path,
+    *,
+    task: str | None = None,
+    mode: str = DEFAULT_MODE,
+    new_head: bool = False,
+    verify: bool = False,
+    **kwargs,
+):
     """`from_pretrained` for zoo checkpoints (and plain ones): picks the class, sets the mode. Without `task`,
     a local checkpoint loads as the class its weights fill (fitting_class); either way, parameters the
     checkpoint lacks, initialised at random by transformers, are named in one warning, unless `new_head` says
@@ -141,13 +160,23 @@ def load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT
 
 def _broken(path_or_id, exc: BaseException) -> FormatError:
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    hint = ("the checkpoint is broken or was edited; `zoo verify DIR` checks every file"
-            if Path(str(path_or_id)).is_dir() else "check the model id, the network, and HF_TOKEN for a private repo")
+    hint = (
+        "the checkpoint is broken or was edited; `zoo verify DIR` checks every file"
+        if Path(str(path_or_id)).is_dir()
+        else "check the model id, the network, and HF_TOKEN for a private repo"
+    )
     return FormatError(f"cannot load {path_or_id}: {type(exc).__name__}" + (f": {text}" if text else ""), hint=hint)
 
 
-def _load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAULT_MODE, new_head: bool = False,
-          verify: bool = False, **kwargs):
+def _load(
+    path_or_id: str | Path,
+    *,
+    task: str | None = None,
+    mode: str = DEFAULT_MODE,
+    new_head: bool = False,
+    verify: bool = False,
+    **kwargs,
+):
     mode = check_mode(mode)
     local = Path(str(path_or_id)).is_dir()
     if local:
@@ -163,8 +192,10 @@ def _load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAUL
     if task is None and local:
         fitted = fitting_class(path_or_id, config)
         if fitted is not cls and cls.__name__ != fitted.__name__:
-            logger.warning(f"zoo: {path_or_id}'s weights hold no {cls.__name__} head, so it loads as "
-                           f"{fitted.__name__} (the model the weights are); pass task=... to add a new head")
+            logger.warning(
+                f"zoo: {path_or_id}'s weights hold no {cls.__name__} head, so it loads as "
+                f"{fitted.__name__} (the model the weights are); pass task=... to add a new head"
+            )
         cls = fitted
     quantization = config.get("quantization_config")
     # another method's checkpoint (bitsandbytes, GPTQ...) is transformers' business, not a zoo one
@@ -181,7 +212,8 @@ def _load(path_or_id: str | Path, *, task: str | None = None, mode: str = DEFAUL
     missing = sorted(info.get("missing_keys") or [])
     if missing and not new_head:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        logger.warning(f"zoo: {len(missing)} parameters of {type(model).__name__} are not in {path_or_id} and were "
-                       f"initialised at random ({shown}): a new head, to fine-tune before use")
+        logger.warning(
+            f"zoo: {len(missing)} parameters of {type(model).__name__} are not in {path_or_id} and were "
+            f"initialised at random ({shown}): a new head, to fine-tune before use"
+        )
     return (model, info) if wants_info else model
-

@@ -74,8 +74,9 @@ def renamed_keys(model: torch.nn.Module, keys: Iterable[str]) -> dict[str, str]:
     return {key: rename_source_key(key, renamings, [], prefix, state)[0] for key in keys}
 
 
-def conv_forward(conv: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor,
-                 bias: torch.Tensor | None) -> torch.Tensor:
+def conv_forward(
+    conv: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
     """`conv`'s own convolution (its stride, padding, dilation, groups, padding mode) with another weight."""
     return conv._conv_forward(x, weight, bias)
 
@@ -85,5 +86,14 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch._int_mm(a, b)
 
 
-__all__ = ["OVERRIDDEN", "HfQuantizer", "QuantizationConfigMixin", "conv_forward", "int8_matmul",
-           "loaded_from_checkpoint", "register_quantization_method", "renamed_keys", "tied_weights_keys"]
+__all__ = [
+    "OVERRIDDEN",
+    "HfQuantizer",
+    "QuantizationConfigMixin",
+    "conv_forward",
+    "int8_matmul",
+    "loaded_from_checkpoint",
+    "register_quantization_method",
+    "renamed_keys",
+    "tied_weights_keys",
+]

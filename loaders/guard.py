@@ -21,12 +21,38 @@ from zoo.formats.manifest import META_MANIFEST_SHA256, QUANT_METHOD
 from zoo.formats.safetensors_dir import INDEX_FILE, SINGLE_FILE
 
 # config.json keys that size a model (transformers' names across BERT, T5, BART/Marian, GPT-2, ViT, wav2vec2)
-LAYER_KEYS = ("num_hidden_layers", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers", "n_layer",
-              "num_hidden_groups")
-WIDTH_KEYS = ("hidden_size", "intermediate_size", "vocab_size", "max_position_embeddings", "num_attention_heads",
-              "type_vocab_size", "embedding_size", "num_key_value_heads", "d_model", "d_ff", "d_kv", "num_heads",
-              "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads", "decoder_attention_heads", "n_embd",
-              "n_head", "n_inner", "n_positions", "num_conv_pos_embeddings")
+LAYER_KEYS = (
+    "num_hidden_layers",
+    "num_layers",
+    "num_decoder_layers",
+    "encoder_layers",
+    "decoder_layers",
+    "n_layer",
+    "num_hidden_groups",
+)
+WIDTH_KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "num_attention_heads",
+    "type_vocab_size",
+    "embedding_size",
+    "num_key_value_heads",
+    "d_model",
+    "d_ff",
+    "d_kv",
+    "num_heads",
+    "encoder_ffn_dim",
+    "decoder_ffn_dim",
+    "encoder_attention_heads",
+    "decoder_attention_heads",
+    "n_embd",
+    "n_head",
+    "n_inner",
+    "n_positions",
+    "num_conv_pos_embeddings",
+)
 _INDEX = re.compile(r"\.(\d+)\.")
 
 
@@ -65,10 +91,15 @@ def check_config_sizes(path: Path, config: dict, weights: SafetensorsDir, shapes
                 continue  # not a count: transformers' own validation speaks (and load() types its error)
             limit = layers if key in LAYER_KEYS else widest
             if value < 0 or (limit and value > limit):
-                what = (f"the {limit} layer{'s' if limit != 1 else ''} its weights hold" if key in LAYER_KEYS
-                        else f"the largest dimension of any weight ({limit})")
-                raise FormatError(f"{path}/config.json: {section}{key} = {value:,} exceeds {what}",
-                                  hint="config.json was edited or belongs to another model; restore it")
+                what = (
+                    f"the {limit} layer{'s' if limit != 1 else ''} its weights hold"
+                    if key in LAYER_KEYS
+                    else f"the largest dimension of any weight ({limit})"
+                )
+                raise FormatError(
+                    f"{path}/config.json: {section}{key} = {value:,} exceeds {what}",
+                    hint="config.json was edited or belongs to another model; restore it",
+                )
 
 
 def _sections(config: dict):

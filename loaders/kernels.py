@@ -34,7 +34,9 @@ def per_row_int8(grid: IntGrid) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 Q, float32 row scale) with W ~ Q * scale[:, None]; exact for one group per row."""
     if len(grid.bounds) == 1:
         return grid.q, grid.scale[:, 0]
-    weight = torch.cat([grid.q[:, a:b].to(torch.float32) * grid.scale[:, i : i + 1] for i, (a, b) in enumerate(grid.bounds)], 1)
+    weight = torch.cat(
+        [grid.q[:, a:b].to(torch.float32) * grid.scale[:, i : i + 1] for i, (a, b) in enumerate(grid.bounds)], 1
+    )
     scale = weight.abs().amax(dim=1) / 127
     safe = torch.where(scale == 0, torch.ones_like(scale), scale)
     return torch.round(weight / safe.unsqueeze(1)).to(torch.int8), scale

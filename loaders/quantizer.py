@@ -102,8 +102,11 @@ class ZooHfQuantizer(HfQuantizer):
             # names, shapes, dtypes and the shards' manifest hash, before a byte is loaded
             ckpt = Checkpoint.open(Path(checkpoint_files[0]).parent, verify=False)
             owned = ckpt.stored_owners()
-            self.stored_dtypes = {name: DTYPES[ckpt.weights.dtype(name)] for name in ckpt.weights.names()
-                                  if name not in owned and ckpt.weights.dtype(name) in DTYPES}
+            self.stored_dtypes = {
+                name: DTYPES[ckpt.weights.dtype(name)]
+                for name in ckpt.weights.names()
+                if name not in owned and ckpt.weights.dtype(name) in DTYPES
+            }
         manifest = self.quantization_config.manifest
         if manifest.structure is not None:  # a pruned model: its layers' shapes first
             _check_structure(model.config, manifest.structure)
@@ -174,8 +177,14 @@ class ZooHfQuantizer(HfQuantizer):
 
         cast: dict[tuple, torch.Tensor] = {}
         for key, tensor in state.items():
-            want = next((self.stored_dtypes[k] for k in (key, key.removeprefix(prefix + "."), f"{prefix}.{key}")
-                         if k in self.stored_dtypes), None)
+            want = next(
+                (
+                    self.stored_dtypes[k]
+                    for k in (key, key.removeprefix(prefix + "."), f"{prefix}.{key}")
+                    if k in self.stored_dtypes
+                ),
+                None,
+            )
             if want is not None and tensor.is_floating_point() and tensor.dtype != want:
                 cast.setdefault(storage(tensor), tensor.to(want))
         changed = False
@@ -201,14 +210,22 @@ class ZooHfQuantizer(HfQuantizer):
 def _check_structure(config, structure) -> None:
     """A pruned model's layer shapes must fit the architecture config.json describes: they are built before any
     weight is read, so sizes out of bounds would allocate without limit."""
-    want = {"layers": getattr(config, "num_hidden_layers", None), "heads": getattr(config, "num_attention_heads", None),
-            "FFN width": getattr(config, "intermediate_size", None)}
-    have = {"layers": len(structure.attention_heads), "heads": structure.heads_before,
-            "FFN width": structure.intermediate_size_before}
+    want = {
+        "layers": getattr(config, "num_hidden_layers", None),
+        "heads": getattr(config, "num_attention_heads", None),
+        "FFN width": getattr(config, "intermediate_size", None),
+    }
+    have = {
+        "layers": len(structure.attention_heads),
+        "heads": structure.heads_before,
+        "FFN width": structure.intermediate_size_before,
+    }
     wrong = [f"{k} {have[k]} (config.json: {want[k]})" for k in want if want[k] is not None and have[k] != want[k]]
     if wrong:
-        raise FormatError(f"the manifest's pruned structure does not fit config.json: {', '.join(wrong)}",
-                          hint="the checkpoint was edited or its files mixed from different models")
+        raise FormatError(
+            f"the manifest's pruned structure does not fit config.json: {', '.join(wrong)}",
+            hint="the checkpoint was edited or its files mixed from different models",
+        )
 
 
 def _check_shapes(model, modules, paths) -> None:
@@ -218,9 +235,11 @@ def _check_shapes(model, modules, paths) -> None:
         path = paths.get(name)
         weight = getattr(model.get_submodule(path), "weight", None) if path else None
         if weight is not None and tuple(weight.shape) != tuple(entry.shape):
-            raise FormatError(f"module {name}: the manifest records shape {list(entry.shape)}, but the model config.json "
-                              f"describes has {list(weight.shape)}",
-                              hint="the checkpoint was edited or its files mixed from different models")
+            raise FormatError(
+                f"module {name}: the manifest records shape {list(entry.shape)}, but the model config.json "
+                f"describes has {list(weight.shape)}",
+                hint="the checkpoint was edited or its files mixed from different models",
+            )
 
 
 def _swap(model, path: str, name: str, entry, dtype, owner: ZooModule | None = None) -> ZooModule:
@@ -239,7 +258,9 @@ def _swap(model, path: str, name: str, entry, dtype, owner: ZooModule | None = N
     return module
 
 
-def dense_module(module: ZooModule, dtype: torch.dtype | None, weight: torch.nn.Parameter | None = None) -> torch.nn.Module:
+def dense_module(
+    module: ZooModule, dtype: torch.dtype | None, weight: torch.nn.Parameter | None = None
+) -> torch.nn.Module:
     """A plain torch module with the decoded weight of a runtime module (or `weight` itself, to share it)."""
     from .runtime import ZooConv, ZooEmbedding, ZooLinear
 
@@ -248,9 +269,16 @@ def dense_module(module: ZooModule, dtype: torch.dtype | None, weight: torch.nn.
     if isinstance(module, ZooLinear):
         dense = torch.nn.Linear(module.in_features, module.out_features, bias=bias is not None, device="meta")
     elif isinstance(module, ZooEmbedding):
-        dense = torch.nn.Embedding(module.num_embeddings, module.embedding_dim, padding_idx=module.padding_idx,
-                                   max_norm=module.max_norm, norm_type=module.norm_type,
-                                   scale_grad_by_freq=module.scale_grad_by_freq, sparse=module.sparse, device="meta")
+        dense = torch.nn.Embedding(
+            module.num_embeddings,
+            module.embedding_dim,
+            padding_idx=module.padding_idx,
+            max_norm=module.max_norm,
+            norm_type=module.norm_type,
+            scale_grad_by_freq=module.scale_grad_by_freq,
+            sparse=module.sparse,
+            device="meta",
+        )
     elif isinstance(module, ZooConv):
         dense = module._conv
     else:  # pragma: no cover - every runtime module type is listed above

@@ -161,7 +161,8 @@ class ZooModule(torch.nn.Module):
     def no_kernel(self, why: str) -> ModeError:
         return ModeError(
             f"module {self.zoo_name} ({self.codec.describe()}): no kernel {why}",
-            hint="load with mode='materialize' (dense speed) or mode='packed' (least memory)", module=self.zoo_name,
+            hint="load with mode='materialize' (dense speed) or mode='packed' (least memory)",
+            module=self.zoo_name,
         )
 
     def extra_repr(self) -> str:
@@ -170,8 +171,14 @@ class ZooModule(torch.nn.Module):
 
 
 class ZooLinear(ZooModule):
-    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.Linear, compute_dtype: torch.dtype,
-                 owner: ZooModule | None = None):
+    def __init__(
+        self,
+        name: str,
+        entry: ModuleEntry,
+        original: torch.nn.Linear,
+        compute_dtype: torch.dtype,
+        owner: ZooModule | None = None,
+    ):
         super().__init__(name, entry, compute_dtype, owner)
         self.in_features, self.out_features = original.in_features, original.out_features
         self.bias = None
@@ -186,7 +193,9 @@ class ZooLinear(ZooModule):
         device = next(iter(self.stored().values())).device
         if device.type == "cuda" and isinstance(self.codec, NMSpec) and (self.codec.n, self.codec.m) == (2, 4):
             if self.compute_dtype not in (torch.float16, torch.bfloat16):
-                raise self.no_kernel("for 2:4 in float32 (semi-structured kernels take float16/bfloat16; load with dtype=torch.float16)")
+                raise self.no_kernel(
+                    "for 2:4 in float32 (semi-structured kernels take float16/bfloat16; load with dtype=torch.float16)"
+                )
             self.kernel = semi_structured(self.decoded_weight())
         elif device.type == "cpu":
             grid = int_grid(self.stored(), self.codec, self.weight_shape)
@@ -212,8 +221,14 @@ class ZooEmbedding(ZooModule):
     """Lookups decode only the rows asked for in packed and kernel mode (for Kronecker factors,
     without building the table)."""
 
-    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.Embedding, compute_dtype: torch.dtype,
-                 owner: ZooModule | None = None):
+    def __init__(
+        self,
+        name: str,
+        entry: ModuleEntry,
+        original: torch.nn.Embedding,
+        compute_dtype: torch.dtype,
+        owner: ZooModule | None = None,
+    ):
         super().__init__(name, entry, compute_dtype, owner)
         self.num_embeddings, self.embedding_dim = original.num_embeddings, original.embedding_dim
         self.padding_idx = original.padding_idx
@@ -222,8 +237,15 @@ class ZooEmbedding(ZooModule):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.mode == "materialize" and not self.factored:
-            return F.embedding(ids, self.dense_weight(), self.padding_idx, self.max_norm, self.norm_type,
-                               self.scale_grad_by_freq, self.sparse)
+            return F.embedding(
+                ids,
+                self.dense_weight(),
+                self.padding_idx,
+                self.max_norm,
+                self.norm_type,
+                self.scale_grad_by_freq,
+                self.sparse,
+            )
         rows, inverse = torch.unique(ids, return_inverse=True)
         if self.factored and self.mode != "packed":
             table = kron_rows(*self.factors(), rows)
@@ -236,9 +258,14 @@ class ZooEmbedding(ZooModule):
 class ZooConv(ZooModule):
     """Convolutions (e.g. wav2vec2's feature encoder): materialize or packed; no kernel."""
 
-    def __init__(self, name: str, entry: ModuleEntry, original: torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d,
-                 compute_dtype,
-                 owner: ZooModule | None = None):
+    def __init__(
+        self,
+        name: str,
+        entry: ModuleEntry,
+        original: torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d,
+        compute_dtype,
+        owner: ZooModule | None = None,
+    ):
         super().__init__(name, entry, compute_dtype, owner)
         # the original module, unregistered, lends its hyperparameters and its convolution (compat.conv_forward)
         object.__setattr__(self, "_conv", original)
@@ -256,13 +283,15 @@ class ZooConv(ZooModule):
         return conv_forward(self._conv, x, weight, self.bias)
 
 
-def runtime_module(name: str, entry: ModuleEntry, original: torch.nn.Module, compute_dtype: torch.dtype,
-                   owner: ZooModule | None = None) -> ZooModule:
+def runtime_module(
+    name: str, entry: ModuleEntry, original: torch.nn.Module, compute_dtype: torch.dtype, owner: ZooModule | None = None
+) -> ZooModule:
     """The runtime module replacing `original`; with `owner`, one that shares the owner's stored weight."""
     runtime = {"linear": ZooLinear, "embedding": ZooEmbedding, "conv": ZooConv}.get(layer_kind(original))
     if runtime is None:
         raise FormatError(
             f"module {name} is a {type(original).__name__}; zoo rebuilds only Linear, Embedding and Conv layers",
-            hint="compress it with a recipe that leaves this module dense", module=name,
+            hint="compress it with a recipe that leaves this module dense",
+            module=name,
         )
     return runtime(name, entry, original, compute_dtype, owner)

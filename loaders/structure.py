@@ -31,7 +31,9 @@ _HEAD_SIZE = ("attention_head_size", "head_dim", "head_size")
 
 def layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The ModuleList holding the transformer blocks (encoder.layer for BERT, encoder.layers, block...)."""
-    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and _LAYER_LIST.search(name)]
+    lists = [
+        (name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and _LAYER_LIST.search(name)
+    ]
     if len(lists) != 1:
         found = ", ".join(name for name, _ in lists) or "none"
         raise StructureError(
@@ -55,8 +57,7 @@ class LayerParts:
 
 
 def _find(names: list[str], suffixes: Sequence[str], *, exclude: str | None = None) -> str | None:
-    hits = [n for n in names if any(n == s or n.endswith("." + s) for s in suffixes)
-            and not (exclude and exclude in n)]
+    hits = [n for n in names if any(n == s or n.endswith("." + s) for s in suffixes) and not (exclude and exclude in n)]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -165,8 +166,9 @@ def structure_of(model: nn.Module) -> tuple[list[int], list[int]]:
 _LAYER_INDEX = re.compile(BLOCK_LIST + r"\.(\d+)\.(.+)\.(weight|bias)$")
 
 
-def padded(name: str, tensor: torch.Tensor, heads: Sequence[int], widths: Sequence[int],
-           heads_before: int, width_before: int) -> torch.Tensor:
+def padded(
+    name: str, tensor: torch.Tensor, heads: Sequence[int], widths: Sequence[int], heads_before: int, width_before: int
+) -> torch.Tensor:
     """A pruned layer's tensor zero-padded back to the unpruned shape (for a plain dense export).
     Exact: a padded head has zero value and output weights, a padded FFN neuron zero output weights."""
     match = _LAYER_INDEX.search(name)
@@ -198,5 +200,15 @@ def _pad(tensor: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
 
 
-__all__ = ["LayerParts", "StructureError", "apply_structure", "head_count", "head_size", "layer_list", "layer_parts",
-           "padded", "resize", "structure_of"]
+__all__ = [
+    "LayerParts",
+    "StructureError",
+    "apply_structure",
+    "head_count",
+    "head_size",
+    "layer_list",
+    "layer_parts",
+    "padded",
+    "resize",
+    "structure_of",
+]

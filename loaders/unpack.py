@@ -24,7 +24,9 @@ def unpack(
     # tensors a recipe stored in a smaller float dtype (norms, biases, heads) go back to the model's own dtype:
     # config.json's, or else the one every compressed module had
     originals = {e.dtype for e in ckpt.manifest.modules.values()}
-    named = ckpt.config.get("dtype") or ckpt.config.get("torch_dtype") or (originals.pop() if len(originals) == 1 else "")
+    named = (
+        ckpt.config.get("dtype") or ckpt.config.get("torch_dtype") or (originals.pop() if len(originals) == 1 else "")
+    )
     dtype = DTYPES.get(str(named))
     # decoded modules already have the dtype their manifest entry records; only plain tensors are cast
     decoded = {f"{m}.weight" for m, e in ckpt.manifest.modules.items()}
@@ -34,8 +36,9 @@ def unpack(
             if dtype is not None and name not in decoded and tensor.is_floating_point() and tensor.dtype != dtype:
                 tensor = tensor.to(dtype)
             if s is not None:
-                tensor = padded(name, tensor, s.attention_heads, s.intermediate_sizes, s.heads_before,
-                                s.intermediate_size_before)
+                tensor = padded(
+                    name, tensor, s.attention_heads, s.intermediate_sizes, s.heads_before, s.intermediate_size_before
+                )
             writer.add(name, tensor)
             release_freed_memory()
         writer.close_weights()

@@ -112,4 +112,6 @@ def run_cli():
 
 def leftovers(parent: Path) -> list[str]:
     """Hidden partial/old directories a failed write might have left beside its output."""
-    return sorted(p.name for p in parent.iterdir() if p.name.startswith(".") and (".partial-" in p.name or ".old-" in p.name))
+    return sorted(
+        p.name for p in parent.iterdir() if p.name.startswith(".") and (".partial-" in p.name or ".old-" in p.name)
+    )

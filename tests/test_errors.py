@@ -24,9 +24,16 @@ IMPORTED_FROM = {
 }
 
 STDLIB_BASES = {
-    "FormatError": ValueError, "ManifestError": ValueError, "ChecksumError": ValueError, "CodecError": ValueError,
-    "PatternError": ValueError, "OutputExistsError": FileExistsError, "ModeError": ValueError,
-    "StructureError": ValueError, "RecipeError": ValueError, "ModelNotFoundError": FileNotFoundError,
+    "FormatError": ValueError,
+    "ManifestError": ValueError,
+    "ChecksumError": ValueError,
+    "CodecError": ValueError,
+    "PatternError": ValueError,
+    "OutputExistsError": FileExistsError,
+    "ModeError": ValueError,
+    "StructureError": ValueError,
+    "RecipeError": ValueError,
+    "ModelNotFoundError": FileNotFoundError,
     "RegistryUnreachableError": ConnectionError,
 }
 
@@ -40,8 +47,9 @@ def defined_exception_classes() -> list[tuple[str, str]]:
             module = ".".join(("zoo",) * (layer != "zoo") + rel.parts).removesuffix(".__init__")
             for node in ast.walk(ast.parse(path.read_text())):
                 bases = [getattr(b, "id", None) or getattr(b, "attr", "") for b in getattr(node, "bases", [])]
-                if isinstance(node, ast.ClassDef) and any(b.endswith(("Error", "Exception", "Unavailable"))
-                                                          for b in bases):
+                if isinstance(node, ast.ClassDef) and any(
+                    b.endswith(("Error", "Exception", "Unavailable")) for b in bases
+                ):
                     found.append((module, node.name))
     return found
 
@@ -49,8 +57,10 @@ def defined_exception_classes() -> list[tuple[str, str]]:
 def test_every_error_lives_in_its_layers_errors_module_under_zoo_error():
     from zoo.errors import ZooError
 
-    not_errors = {("zoo.methods.gptq", "_Stop"),  # control flow inside one function, never raised out of it
-                  ("zoo.console", "Terminated")}  # SIGTERM, a BaseException like KeyboardInterrupt
+    not_errors = {
+        ("zoo.methods.gptq", "_Stop"),  # control flow inside one function, never raised out of it
+        ("zoo.console", "Terminated"),
+    }  # SIGTERM, a BaseException like KeyboardInterrupt
     classes = [(m, c) for m, c in defined_exception_classes() if (m, c) not in not_errors]
     assert classes and {m for m, _ in classes} <= ERROR_MODULES, classes
     for module, name in classes:
@@ -98,7 +108,12 @@ def test_with_context_keeps_the_type_and_fields_and_names_the_module():
     assert str(err.with_context(path="ckpt", hint="other")) == "ckpt: not 2:4 sparse"
     again = pickle.loads(pickle.dumps(got))  # worker processes send errors back pickled
     assert (type(again), str(again), again.module, again.path, again.hint) == (
-        PatternError, str(got), got.module, got.path, got.hint)
+        PatternError,
+        str(got),
+        got.module,
+        got.path,
+        got.hint,
+    )
 
 
 def test_errors_are_not_rebuilt_from_their_type():
@@ -123,8 +138,9 @@ def test_a_codec_error_names_the_module_it_was_raised_for():
 
     from zoo.compress import _encode
 
-    entry = ModuleEntry(kind="linear", encoder_linear=True, shape=[4, 8], dtype="float32", codec=NMSpec(n=2, m=4),
-                        nbytes=0)
+    entry = ModuleEntry(
+        kind="linear", encoder_linear=True, shape=[4, 8], dtype="float32", codec=NMSpec(n=2, m=4), nbytes=0
+    )
     with pytest.raises(PatternError, match=r"^module encoder\.layer\.0\.output\.dense: ") as caught:
         _encode(torch.ones(4, 8), "encoder.layer.0.output.dense", entry, pack=True)  # dense: not 2:4 sparse
     assert caught.value.module == "encoder.layer.0.output.dense"

@@ -51,7 +51,9 @@ def test_the_layers_install_under_zoo_only():
     """`pip install zoo-compress` puts one import package in site-packages: zoo. The folders beside zoo/ refuse
     their bare names even where a source tree's root is on sys.path, so no class is ever loaded twice."""
     for layer in LAYERS:
-        result = subprocess.run([sys.executable, "-c", f"import {layer}"], cwd=REPO, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [sys.executable, "-c", f"import {layer}"], cwd=REPO, capture_output=True, text=True, check=False
+        )
         assert result.returncode != 0 and f"import zoo.{layer}, not {layer}" in result.stderr
     import tomllib
 
@@ -79,7 +81,9 @@ def test_import_statements_point_down_only():
 
 def tracked_text_files() -> list:
     listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    return [REPO / name for name in listed if name.endswith((".py", ".md", ".yaml", ".toml", ".cfg")) or name == ".ci/run"]
+    return [
+        REPO / name for name in listed if name.endswith((".py", ".md", ".yaml", ".toml", ".cfg")) or name == ".ci/run"
+    ]
 
 
 def test_nothing_reads_outside_the_clone():
@@ -105,8 +109,13 @@ def test_readme_outputs_are_ignored_by_git():
 
     names = [f"minilm-{r}" for r in builtin_names()] + [f"minilm-rt-{r}-rotten_tomatoes" for r in builtin_names()]
     names += ["minilm-rt", "minilm-4bit-dense", "minilm-rt.work"]
-    checked = subprocess.run(["git", "check-ignore", "--no-index", *[f"{n}/config.json" for n in names]], cwd=REPO,
-                             capture_output=True, text=True, check=False)
+    checked = subprocess.run(
+        ["git", "check-ignore", "--no-index", *[f"{n}/config.json" for n in names]],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     ignored = {line.split("/")[0] for line in checked.stdout.splitlines()}
     assert sorted(set(names) - ignored) == []
     kept = subprocess.run(["git", "check-ignore", "-q", "--no-index", "zoo/cli/__init__.py"], cwd=REPO, check=False)
@@ -120,7 +129,6 @@ def test_readme_lists_the_architectures_the_family_test_runs():
     table = text.split("### Supported architectures", 1)[1].split("\n\n")[2]
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip(" `") for line in table.splitlines()[2:]}
     assert rows == {family: config for family, (config, _) in FAMILIES.items()}
-
 
 
 def project_table() -> dict:

@@ -31,8 +31,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")
 
 
-def from_pretrained(path_or_id, *, task: str | None = None, mode: str = "materialize", registry: str | None = None,
-                    **kwargs):
+def from_pretrained(
+    path_or_id, *, task: str | None = None, mode: str = "materialize", registry: str | None = None, **kwargs
+):
     """Load a zoo checkpoint (a directory, a Hugging Face id, or a registry stub `zoo:NAME[@REVISION]`)
     with the right transformers class. A stub is pulled first (`zoo.registry.pull`: fetched into the
     cache and verified) from `registry` (default: $ZOO_REGISTRY, else the local registry); `revision`
@@ -49,8 +50,9 @@ def from_pretrained(path_or_id, *, task: str | None = None, mode: str = "materia
     if isinstance(path_or_id, str) and path_or_id.startswith("zoo:"):
         from .registry import pull
 
-        path_or_id = pull(path_or_id, revision=kwargs.pop("revision", None), registry=registry,
-                          token=kwargs.pop("token", None))
+        path_or_id = pull(
+            path_or_id, revision=kwargs.pop("revision", None), registry=registry, token=kwargs.pop("token", None)
+        )
     elif registry is not None:
         from .errors import ZooError
 

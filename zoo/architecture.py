@@ -54,6 +54,9 @@ def module_kinds(model_dir: Path, module_names: list[str]) -> tuple[dict[str, st
         return (layer_kind(model.get_submodule(path)) if path else None) or "other"
 
     kinds = {name: kind(path) for name, path in paths.items()}
-    tied = {name: [(names_by_path.get(other, other), kind(other)) for other in partners[path]]
-            for name, path in paths.items() if path in partners}
+    tied = {
+        name: [(names_by_path.get(other, other), kind(other)) for other in partners[path]]
+        for name, path in paths.items()
+        if path in partners
+    }
     return kinds, tied

@@ -98,12 +98,17 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned
         copies.update({name: module for name in stored_too})
         try:
             modules[module] = module_entry(
-                kinds[module], is_encoder_linear(module, kinds[module]), shape, source.dtype(weight), spec,
+                kinds[module],
+                is_encoder_linear(module, kinds[module]),
+                shape,
+                source.dtype(weight),
+                spec,
                 tied=[name for name, _ in partners],
             )
         except CodecError as exc:
-            problems.append(RecipeError(f"recipe {recipe.name}: module {module} {list(shape)}: {exc}", hint=exc.hint,
-                                        module=module))
+            problems.append(
+                RecipeError(f"recipe {recipe.name}: module {module} {list(shape)}: {exc}", hint=exc.hint, module=module)
+            )
     if problems:
         raise _all_of(recipe.name, problems)
     if not modules and not pruned and "linear" not in kinds.values():
@@ -111,7 +116,8 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned
         raise UnsupportedModelError(
             f"{arch} is not an architecture zoo serves: it has no nn.Linear layer for a recipe to compress "
             f"(its weights are in {', '.join(sorted(set(kinds.values())))} modules only)",
-            hint="README's Supported architectures lists the families zoo is tested on")
+            hint="README's Supported architectures lists the families zoo is tested on",
+        )
     if not modules and not pruned:  # a pruned model may keep every layer dense
         examples = ", ".join(_examples(kinds))
         raise RecipeError(
@@ -136,8 +142,10 @@ def _all_of(recipe: str, problems: list[RecipeError], most: int = 6) -> RecipeEr
         return problems[0]
     lines = [str(p).removeprefix(f"recipe {recipe}: ") for p in problems]
     shown = lines[:most] + ([f"... and {len(lines) - most} more"] if len(lines) > most else [])
-    return RecipeError(f"recipe {recipe} cannot serve {len(problems)} modules:\n" + "\n".join(f"  - {x}" for x in shown),
-                       hint=problems[0].hint)
+    return RecipeError(
+        f"recipe {recipe} cannot serve {len(problems)} modules:\n" + "\n".join(f"  - {x}" for x in shown),
+        hint=problems[0].hint,
+    )
 
 
 def _dense(tensor: torch.Tensor, dense_dtype: str) -> torch.Tensor:
@@ -146,8 +154,9 @@ def _dense(tensor: torch.Tensor, dense_dtype: str) -> torch.Tensor:
     return tensor.to(DTYPES[dense_dtype])
 
 
-def _encode(weight: torch.Tensor, module: str, entry: ModuleEntry, pack: bool,
-            given: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def _encode(
+    weight: torch.Tensor, module: str, entry: ModuleEntry, pack: bool, given: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """The codec's tensors for `weight`; `given` ones (trained Kronecker factors) are checked, not re-made."""
     try:
         if given is not None:
@@ -162,8 +171,9 @@ def _encode(weight: torch.Tensor, module: str, entry: ModuleEntry, pack: bool,
 def _checked(given: dict[str, torch.Tensor], weight: torch.Tensor, module: str, entry: ModuleEntry):
     """Stored tensors handed over by training must have the codec's layout and decode to the weight."""
     layout = codecs.layout(tuple(entry.shape), entry.codec)
-    if set(given) != set(layout) or any(tuple(given[k].shape) != tuple(layout[k].shape) or given[k].dtype != layout[k].dtype
-                                        for k in layout):
+    if set(given) != set(layout) or any(
+        tuple(given[k].shape) != tuple(layout[k].shape) or given[k].dtype != layout[k].dtype for k in layout
+    ):
         raise CodecError(f"the tensors given for {module} do not have the layout of {entry.codec.describe()}")
     check_decodes_to(given, entry.codec, weight)
     return given
@@ -244,16 +254,25 @@ def _dense_model(model_dir: Path):
         return fitting_class(model_dir, read_hf_config(model_dir)).from_pretrained(model_dir, dtype=torch.float32)
 
 
-def search_checkpoint(model_dir: Path, recipe: Recipe, progress: Callable[[int, int], None] | None = None,
-                      calibration: str | Path | None = None) -> Recipe:
+def search_checkpoint(
+    model_dir: Path,
+    recipe: Recipe,
+    progress: Callable[[int, int], None] | None = None,
+    calibration: str | Path | None = None,
+) -> Recipe:
     """The concrete per-module recipe a search recipe picks for the dense checkpoint in `model_dir`."""
     from .search import fidelity_search
 
     return fidelity_search(_dense_model(model_dir), model_dir, recipe, progress, calibration)
 
 
-def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str | Path | None = None,
-                  progress: Callable[[int, int], None] | None = None):
+def gptq_rounding(
+    model_dir: Path,
+    recipe: Recipe,
+    plan: Plan,
+    calibration: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+):
     """GPTQ-round the planned modules it serves (recipe's `gptq:` section) on calibration text: the recipe
     with what it was measured on, and per module the codec tensors that store its rounded weight (checked to
     decode to it when made; no float copy of a weight is kept)."""
@@ -286,12 +305,15 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
     # never more tokens than the model has positions for (a long --calibration line on a small model)
     positions = hf_config.get("max_position_embeddings")
     max_length = min(spec.max_length, positions) if isinstance(positions, int) and positions > 0 else spec.max_length
-    batches = [dict(tokenizer(texts[i:i + 32], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt")) for i in range(0, len(texts), 32)]
+    batches = [
+        dict(tokenizer(texts[i : i + 32], padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+        for i in range(0, len(texts), 32)
+    ]
     dense = _dense_model(model_dir)
     if dense.config.is_encoder_decoder:  # T5, Marian: the decoder reads the same text (teacher forcing a copy)
-        batches = [{**b, "decoder_input_ids": b["input_ids"], "decoder_attention_mask": b["attention_mask"]}
-                   for b in batches]
+        batches = [
+            {**b, "decoder_input_ids": b["input_ids"], "decoder_attention_mask": b["attention_mask"]} for b in batches
+        ]
     paths = model_paths(dense, plan.modules)
     names = {path: name for name, path in paths.items() if path}
     stored: dict[str, dict[str, torch.Tensor]] = {}
@@ -305,8 +327,13 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
         except CodecError as exc:
             raise exc.with_context(module=name) from None
 
-    for path, rounded in gptq(dense, {paths[n]: e.codec for n, e in plan.modules.items() if paths[n]}, batches,
-                              damp=spec.damp, progress=progress).items():
+    for path, rounded in gptq(
+        dense,
+        {paths[n]: e.codec for n, e in plan.modules.items() if paths[n]},
+        batches,
+        damp=spec.damp,
+        progress=progress,
+    ).items():
         store(path, rounded)
     measured = len(stored)
     clipped: list[str] = []  # no inputs measured (embedding tables; a layer the text never reached), but the
@@ -318,10 +345,15 @@ def gptq_rounding(model_dir: Path, recipe: Recipe, plan: Plan, calibration: str 
     del dense
     rest = len(plan.modules) - len(stored)
     kinds = ", ".join(f"{clipped.count(k)} {k}" for k in sorted(set(clipped)))
-    record = spec.model_copy(update={"calibrated_on": (
-        f"{described}, at most {max_length} tokens each: {measured} of {len(plan.modules)} modules rounded by GPTQ, "
-        f"{len(clipped)} with no inputs to measure ({kinds or 'none'}) to the best clip"
-        + (f", {rest} to nearest" if rest else ""))})
+    record = spec.model_copy(
+        update={
+            "calibrated_on": (
+                f"{described}, at most {max_length} tokens each: {measured} of {len(plan.modules)} modules rounded by GPTQ, "
+                f"{len(clipped)} with no inputs to measure ({kinds or 'none'}) to the best clip"
+                + (f", {rest} to nearest" if rest else "")
+            )
+        }
+    )
     return recipe.model_copy(update={"gptq": record}), stored
 
 
@@ -387,8 +419,10 @@ def write_compact(
         )
     if recipe.search is not None:
         if pack:
-            raise RecipeError(f"recipe {recipe.name} chooses codecs by measuring a dense model, so it cannot pack",
-                              hint="use `zoo compress` with it; `zoo pack` takes recipes with fixed codecs")
+            raise RecipeError(
+                f"recipe {recipe.name} chooses codecs by measuring a dense model, so it cannot pack",
+                hint="use `zoo compress` with it; `zoo pack` takes recipes with fixed codecs",
+            )
         recipe = search_checkpoint(model.path, recipe, search_progress, calibration)
     source = SafetensorsDir(model.path)
     dense_base = SafetensorsDir(reference) if reference else source

@@ -68,6 +68,8 @@ def show_progress_logs() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+
+
 _received: list[int] = []
 
 

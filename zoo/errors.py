@@ -50,8 +50,11 @@ if TYPE_CHECKING:
     from zoo.cards.errors import PlotUnavailable
     from zoo.loaders.errors import ModeError, StructureError
 
-_LAZY = {"ModeError": "zoo.loaders.errors", "StructureError": "zoo.loaders.errors",
-         "PlotUnavailable": "zoo.cards.errors"}
+_LAZY = {
+    "ModeError": "zoo.loaders.errors",
+    "StructureError": "zoo.loaders.errors",
+    "PlotUnavailable": "zoo.cards.errors",
+}
 
 
 def __getattr__(name: str):
@@ -60,6 +63,21 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ChecksumError", "CodecError", "FormatError", "ManifestError", "ModeError", "ModelNotFoundError",
-           "OutputExistsError", "PatternError", "PlotUnavailable", "RecipeError", "RegistryError",
-           "RegistryUnreachableError", "StructureError", "TaskError", "UnsupportedModelError", "ZooError"]
+__all__ = [
+    "ChecksumError",
+    "CodecError",
+    "FormatError",
+    "ManifestError",
+    "ModeError",
+    "ModelNotFoundError",
+    "OutputExistsError",
+    "PatternError",
+    "PlotUnavailable",
+    "RecipeError",
+    "RegistryError",
+    "RegistryUnreachableError",
+    "StructureError",
+    "TaskError",
+    "UnsupportedModelError",
+    "ZooError",
+]

@@ -54,13 +54,15 @@ def listed_points(own: Results, models: Iterable[ListedModel], *, exclude: str |
     return [
         Point(m.name.removeprefix("zoo:"), m.checkpoint_nbytes, m.result.value, "sibling")
         for m in models
-        if m.name not in skip and m.result is not None
+        if m.name not in skip
+        and m.result is not None
         and (m.result.metric, m.result.dataset, m.result.split) == (own.metric, own.dataset, own.split)
     ]
 
 
-def registry_points(own: Results, *, registry: str | None = None, token: str | None = None,
-                    exclude: str | None = None) -> list[Point]:
+def registry_points(
+    own: Results, *, registry: str | None = None, token: str | None = None, exclude: str | None = None
+) -> list[Point]:
     """`listed_points` of the models `registry` lists (read from its index)."""
     from .registry import list_models
 

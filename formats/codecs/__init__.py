@@ -96,7 +96,7 @@ def encode(weight: torch.Tensor, spec: CodecSpec, *, scale: torch.Tensor | None 
     step = max(unit, ROW_BLOCK_VALUES // w.shape[1] // unit * unit)
     pieces = []
     for start in range(0, w.shape[0], step):
-        pieces.append(_encode(w[start:start + step], spec, None if scale is None else scale[start:start + step]))
+        pieces.append(_encode(w[start : start + step], spec, None if scale is None else scale[start : start + step]))
         release_freed_memory()  # the block's temporaries, not left on the heap for the next one to add to
     return {key: torch.cat([piece[key] for piece in pieces]) for key in pieces[0]}
 
@@ -123,9 +123,7 @@ def check_tensors(tensors: Mapping[str, torch.Tensor], shape: Shape, spec: Codec
     for key, want in expected.items():
         got = tensors[key]
         if tuple(got.shape) != want.shape or got.dtype != want.dtype:
-            raise CodecError(
-                f"tensor '{key}' is {tuple(got.shape)} {got.dtype}, expected {want.shape} {want.dtype}"
-            )
+            raise CodecError(f"tensor '{key}' is {tuple(got.shape)} {got.dtype}, expected {want.shape} {want.dtype}")
 
 
 def decode(tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape) -> torch.Tensor:
@@ -138,9 +136,7 @@ def decode_checked(tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: 
     return _impl(spec).decode(tensors, spec, shape)
 
 
-def decode_rows(
-    tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape, rows: torch.Tensor
-) -> torch.Tensor:
+def decode_rows(tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape, rows: torch.Tensor) -> torch.Tensor:
     """Rows `rows` of the decoded weight, equal to decode(...)[rows], reading only what those rows store
     (an embedding lookup in packed and kernel mode: memory follows the compressed table, not the dense one)."""
     return _impl(spec).decode_rows(tensors, spec, tuple(shape), rows)

@@ -60,7 +60,7 @@ def as_matrix(weight: torch.Tensor) -> torch.Tensor:
     w = weight.detach().to(torch.float32).reshape(matrix_shape(tuple(weight.shape)))
     # checked a block of rows at a time: isfinite over a whole embedding table costs more than the table
     step = max(1, (1 << 18) // w.shape[1])
-    if not all(bool(torch.isfinite(w[start:start + step]).all()) for start in range(0, w.shape[0], step)):
+    if not all(bool(torch.isfinite(w[start : start + step]).all()) for start in range(0, w.shape[0], step)):
         raise CodecError("weight contains NaN or infinity")
     return w
 
@@ -145,7 +145,7 @@ def strip_prefix(tensors, prefix: str) -> dict[str, torch.Tensor]:
     if not prefix:
         return dict(tensors)
     start = prefix + "_"
-    return {k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}
+    return {k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)}
 
 
 # ----------------------------------------------------------------------------------------------- the interface

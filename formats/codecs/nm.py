@@ -70,6 +70,7 @@ class NMSpec(SpecBase):
     def describe(self) -> str:
         return f"{self.n}:{self.m} + {self.values.describe()}"
 
+
 _BINOM = torch.tensor([[math.comb(j, i) for i in range(17)] for j in range(17)], dtype=torch.int64)
 
 
@@ -253,7 +254,8 @@ class NM(Codec):
         groups = rows * _groups(cols, spec.m)
         kept_shape = (rows, _groups(cols, spec.m) * spec.n)
         return groups * math.log2(math.comb(spec.m, spec.n)) + _codecs.codec_for(spec.values).information_bits(
-            kept_shape, spec.values)
+            kept_shape, spec.values
+        )
 
     def int_grid(self, tensors, spec: NMSpec, rows: int, cols: int) -> IntGrid | None:
         """The kept values sit on the value codec's grid: scatter them back to their columns."""

@@ -78,12 +78,12 @@ def pack_trits(trits: torch.Tensor) -> torch.Tensor:
         raise CodecError("trits must be 0, 1 or 2")
     out = torch.empty(trit_nbytes(n), dtype=torch.uint8, device=flat.device)
     for start in range(0, n, TRIT_CHUNK):
-        piece = flat[start:start + TRIT_CHUNK].to(torch.int32)
+        piece = flat[start : start + TRIT_CHUNK].to(torch.int32)
         nbytes = trit_nbytes(piece.numel())
         padded = torch.zeros(nbytes * TRITS_PER_BYTE, dtype=torch.int32, device=flat.device)
-        padded[:piece.numel()] = piece
+        padded[: piece.numel()] = piece
         first = start // TRITS_PER_BYTE
-        out[first:first + nbytes] = (padded.view(nbytes, TRITS_PER_BYTE) * _POW3.to(flat.device)).sum(dim=1)
+        out[first : first + nbytes] = (padded.view(nbytes, TRITS_PER_BYTE) * _POW3.to(flat.device)).sum(dim=1)
     return out
 
 

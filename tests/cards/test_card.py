@@ -35,8 +35,9 @@ def assert_card_matches_manifest(directory: Path) -> ModelCard:
     head = results(manifest)
     assert got[(head.split, "compression_ratio")] == manifest.sizes.checkpoint_ratio
     assert got[(head.split, "encoder_linear_compression_ratio")] == manifest.sizes.encoder_linear_ratio
-    assert got[(head.split, "retention")] == pytest.approx(head.row("compressed").value / head.row("teacher").value,
-                                                           abs=1e-6)
+    assert got[(head.split, "retention")] == pytest.approx(
+        head.row("compressed").value / head.row("teacher").value, abs=1e-6
+    )
     assert f"]({PLOT})" in card.text
     assert (directory / PLOT).read_bytes().startswith(PNG)
     assert card.data.base_model_relation == "quantized" and card.data.library_name == "transformers"
@@ -56,11 +57,28 @@ def _with_evaluation(directory: Path, teacher: float, student: float) -> None:
     config = json.loads(path.read_text())
     q = config["quantization_config"]
     q["evaluation"] = [
-        {"role": role, "task": "rotten_tomatoes", "dataset": "rotten_tomatoes", "split": split, "metric": "accuracy",
-         "value": value, "n_examples": 1200}
-        for split in ("validation", "test") for role, value in (("teacher", teacher), ("compressed", student))
-    ] + [{"role": "compressed", "task": "rotten_tomatoes", "dataset": "rotten_tomatoes", "split": "test",
-          "metric": "teacher_agreement", "value": 0.9, "n_examples": 1200}]
+        {
+            "role": role,
+            "task": "rotten_tomatoes",
+            "dataset": "rotten_tomatoes",
+            "split": split,
+            "metric": "accuracy",
+            "value": value,
+            "n_examples": 1200,
+        }
+        for split in ("validation", "test")
+        for role, value in (("teacher", teacher), ("compressed", student))
+    ] + [
+        {
+            "role": "compressed",
+            "task": "rotten_tomatoes",
+            "dataset": "rotten_tomatoes",
+            "split": "test",
+            "metric": "teacher_agreement",
+            "value": 0.9,
+            "n_examples": 1200,
+        }
+    ]
     path.write_text(json.dumps(config))
 
 
@@ -73,7 +91,10 @@ def test_compress_writes_a_card_that_says_nothing_was_measured(compressed):
     assert README not in manifest.files
     # the per-layer table lists every module with its stored bytes, read from the manifest
     for row in layer_rows(manifest):
-        assert f"| `{row.module}` | {row.method} | {row.bits:.3g} | {100 * row.sparsity:.0f}% | {row.nbytes:,} |" in card.text
+        assert (
+            f"| `{row.module}` | {row.method} | {row.bits:.3g} | {100 * row.sparsity:.0f}% | {row.nbytes:,} |"
+            in card.text
+        )
     assert {(r.bits, r.sparsity) for r in layer_rows(manifest) if r.method.startswith("2:4")} == {(4, 0.5)}
     # the headline is the whole checkpoint's ratio, in the first sentence
     first = card.text.strip().split("\n\n")[1]
@@ -83,8 +104,7 @@ def test_compress_writes_a_card_that_says_nothing_was_measured(compressed):
 
 def test_card_with_results_parses_back_with_the_manifest_numbers(compressed):
     _with_evaluation(compressed, teacher=0.8333, student=0.8208)
-    files = write_card(compressed, name="me/tiny-4bit-2of4",
-                       siblings=[Point("int8", 59_000_000, 0.83, "sibling")])
+    files = write_card(compressed, name="me/tiny-4bit-2of4", siblings=[Point("int8", 59_000_000, 0.83, "sibling")])
     assert files.plot == compressed / PLOT
     card = assert_card_matches_manifest(compressed)
     assert card.data.model_name == "me/tiny-4bit-2of4"
@@ -157,17 +177,33 @@ def test_card_of_a_really_trained_minilm(run_cli, tmp_path):
     """The acceptance: a real compressed MiniLM, fine-tuned and measured (on a small seeded subset, to fit a
     test run); its card's model-index equals the manifest's measured accuracy and ratio."""
     out = tmp_path / "minilm-int8-rt"
-    result = run_cli("compress", "minilm", "--recipe", "int8", "--task", "rotten_tomatoes", "--data",
-                     DATA / "rotten_tomatoes", "--limit", "64", "--epochs", "1", "--teacher-epochs", "1",
-                     "--out", out)
+    result = run_cli(
+        "compress",
+        "minilm",
+        "--recipe",
+        "int8",
+        "--task",
+        "rotten_tomatoes",
+        "--data",
+        DATA / "rotten_tomatoes",
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--teacher-epochs",
+        "1",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.stdout + result.stderr
     card = assert_card_matches_manifest(out)
     assert card.data.model_name == "minilm-int8-rt"
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"  # packaged copy of a hub model
 
 
-def test_upload_regenerates_the_card_and_registry_siblings_are_plotted(run_cli, compressed, compressed_models,
-                                                                       tiny_bert_dir, tmp_path, monkeypatch):
+def test_upload_regenerates_the_card_and_registry_siblings_are_plotted(
+    run_cli, compressed, compressed_models, tiny_bert_dir, tmp_path, monkeypatch
+):
     """A card plots the measured models of its registry; `zoo upload --card` publishes a card that names the stub
     people load it by (without touching the directory); `zoo info` takes a registry name."""
     monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
@@ -236,8 +272,9 @@ def test_loads_as_and_rounding_read_the_manifest(compressed):
 
     m = Checkpoint.open(compressed).manifest
     classifier = {"architectures": ["BertForSequenceClassification"]}
-    assert loads_as(m.model_copy(update={"base_model": m.base_model.model_copy(update={"architecture": "BertModel"})}),
-                    classifier) == LoadsAs("BertModel", "BertForSequenceClassification")
+    assert loads_as(
+        m.model_copy(update={"base_model": m.base_model.model_copy(update={"architecture": "BertModel"})}), classifier
+    ) == LoadsAs("BertModel", "BertForSequenceClassification")
     assert loads_as(m, {}) is None
 
     def spec(gptq):

@@ -77,7 +77,9 @@ def make_checkpoint(out: Path, *, max_shard_bytes: int = 1 << 30, seed: int = 0)
             ),
             files=w.files,
         )
-        w.write_json("config.json", {"model_type": "toy", "quantization_config": manifest.to_quantization_config()}, record=False)
+        w.write_json(
+            "config.json", {"model_type": "toy", "quantization_config": manifest.to_quantization_config()}, record=False
+        )
         w.commit()
     return dense
 
@@ -111,7 +113,13 @@ def test_round_trip_decodes_every_module(ckpt_dir):
         tensors = ckpt.module_tensors(module)
         assert torch.equal(ckpt.decode(module), codecs.decode(tensors, spec, shape))
     dense = dict(ckpt.dense_tensors())
-    assert set(dense) == {"embed.weight", "layer.0.attn.weight", "layer.0.attn.bias", "layer.0.ffn.weight", "norm.weight"}
+    assert set(dense) == {
+        "embed.weight",
+        "layer.0.attn.weight",
+        "layer.0.attn.bias",
+        "layer.0.ffn.weight",
+        "norm.weight",
+    }
     assert dense["layer.0.ffn.weight"].dtype == torch.float32
 
 

@@ -21,16 +21,24 @@ EXAMPLES = {
     "binary": [{"codec": "binary", "group_size": 16}],
     "codebook": [{"codec": "codebook", "bits": 3}, {"codec": "codebook", "bits": 2, "group_rows": 4}],
     "dense": [{"codec": "dense", "dtype": "bfloat16"}],
-    "int": [{"codec": "int", "bits": 4, "group_size": 16}, {"codec": "int", "bits": 3, "symmetric": False},
-            {"codec": "int", "bits": 5, "zero_preserving": False, "group_size": None}],
+    "int": [
+        {"codec": "int", "bits": 4, "group_size": 16},
+        {"codec": "int", "bits": 3, "symmetric": False},
+        {"codec": "int", "bits": 5, "zero_preserving": False, "group_size": None},
+    ],
     "kronecker": [{"codec": "kronecker", "b_shape": [4, 6], "rank": 2, "factors": {"codec": "int", "bits": 8}}],
-    "nm": [{"codec": "nm", "n": 2, "m": 4, "values": {"codec": "int", "bits": 4, "group_size": 8}},
-           {"codec": "nm", "n": 1, "m": 4, "values": {"codec": "ternary", "group_size": None}}],
+    "nm": [
+        {"codec": "nm", "n": 2, "m": 4, "values": {"codec": "int", "bits": 4, "group_size": 8}},
+        {"codec": "nm", "n": 1, "m": 4, "values": {"codec": "ternary", "group_size": None}},
+    ],
     "ternary": [{"codec": "ternary", "group_size": 16, "threshold": 0.5}],
 }
 SPEC = pydantic.TypeAdapter(CodecSpec)
-CASES = [pytest.param(SPEC.validate_python(raw), id=f"{name}-{i}") for name in sorted(EXAMPLES)
-         for i, raw in enumerate(EXAMPLES[name])]
+CASES = [
+    pytest.param(SPEC.validate_python(raw), id=f"{name}-{i}")
+    for name in sorted(EXAMPLES)
+    for i, raw in enumerate(EXAMPLES[name])
+]
 SHAPE = (24, 48)
 
 
@@ -88,7 +96,7 @@ def test_kernel_mode_grid_is_exact_where_the_codec_has_one(spec):
     assert (grid is None) == (spec.codec in ("codebook", "dense", "kronecker"))  # floats: no integer grid
     if grid is None:
         return
-    rebuilt = torch.cat([grid.q[:, a:b].float() * grid.scale[:, i:i + 1] for i, (a, b) in enumerate(grid.bounds)], 1)
+    rebuilt = torch.cat([grid.q[:, a:b].float() * grid.scale[:, i : i + 1] for i, (a, b) in enumerate(grid.bounds)], 1)
     assert grid.q.dtype == torch.int8
     assert torch.equal(rebuilt, codecs.decode(tensors, spec, SHAPE))
 
@@ -119,9 +127,17 @@ def test_an_unknown_codec_is_a_typed_error():
 def test_a_codec_is_one_file():
     """Ternary's footprint: formats/codecs/ternary.py and its tests. No other module of the package names its
     spec or imports its module (docstrings may mention ternary weights)."""
-    files = subprocess.run(["git", "ls-files", "formats", "loaders", "cards", "zoo", "bench"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "formats", "loaders", "cards", "zoo", "bench"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     naming = re.compile(r"TernarySpec|codecs\.ternary|codecs import .*\bternary\b|\bpack_trits|\bunpack_trits")
-    others = [name for name in files if name.endswith(".py") and name != "formats/codecs/ternary.py"
-              and naming.search((REPO / name).read_text())]
+    others = [
+        name
+        for name in files
+        if name.endswith(".py") and name != "formats/codecs/ternary.py" and naming.search((REPO / name).read_text())
+    ]
     assert others == []

@@ -35,20 +35,59 @@ class Arch:
 
         torch.manual_seed(0)
         if name == "vit":
-            config = T.ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                 intermediate_size=128, num_labels=3)
+            config = T.ViTConfig(
+                image_size=32,
+                patch_size=8,
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=128,
+                num_labels=3,
+            )
         elif name.startswith("wav2vec2"):
-            config = T.Wav2Vec2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                                      conv_dim=(32, 32), conv_kernel=(8, 8), conv_stride=(4, 4), num_conv_pos_embeddings=16,
-                                      num_conv_pos_embedding_groups=2, vocab_size=32, num_labels=3, classifier_proj_size=32)
+            config = T.Wav2Vec2Config(
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=128,
+                conv_dim=(32, 32),
+                conv_kernel=(8, 8),
+                conv_stride=(4, 4),
+                num_conv_pos_embeddings=16,
+                num_conv_pos_embedding_groups=2,
+                vocab_size=32,
+                num_labels=3,
+                classifier_proj_size=32,
+            )
         elif name == "marian":
-            config = T.MarianConfig(vocab_size=100, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                                    decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                                    max_position_embeddings=64, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-                                    forced_eos_token_id=None, init_std=0.05)  # input-dependent greedy tokens
+            config = T.MarianConfig(
+                vocab_size=100,
+                d_model=64,
+                encoder_layers=2,
+                decoder_layers=2,
+                encoder_attention_heads=2,
+                decoder_attention_heads=2,
+                encoder_ffn_dim=128,
+                decoder_ffn_dim=128,
+                max_position_embeddings=64,
+                pad_token_id=0,
+                eos_token_id=1,
+                decoder_start_token_id=0,
+                forced_eos_token_id=None,
+                init_std=0.05,
+            )  # input-dependent greedy tokens
         else:
-            config = T.T5Config(vocab_size=100, d_model=64, d_ff=128, d_kv=32, num_layers=2, num_heads=2, pad_token_id=0,
-                                eos_token_id=1, decoder_start_token_id=0)
+            config = T.T5Config(
+                vocab_size=100,
+                d_model=64,
+                d_ff=128,
+                d_kv=32,
+                num_layers=2,
+                num_heads=2,
+                pad_token_id=0,
+                eos_token_id=1,
+                decoder_start_token_id=0,
+            )
         return getattr(T, self.cls)(config)
 
     def inputs(self) -> dict[str, torch.Tensor]:
@@ -63,13 +102,15 @@ class Arch:
 
 ARCHS = {  # ViT's position embeddings are a Parameter, not an nn.Embedding: they stay fp16 with its patch conv
     "vit": Arch("ViTForImageClassification", "AutoModelForImageClassification", "image-classification", 2 * 6),
-    "wav2vec2-cls": Arch("Wav2Vec2ForSequenceClassification", "AutoModelForAudioClassification",
-                         "audio-classification", 2 * 6 + 1),  # + the feature projection
+    "wav2vec2-cls": Arch(
+        "Wav2Vec2ForSequenceClassification", "AutoModelForAudioClassification", "audio-classification", 2 * 6 + 1
+    ),  # + the feature projection
     "wav2vec2-ctc": Arch("Wav2Vec2ForCTC", "AutoModelForCTC", "automatic-speech-recognition", 2 * 6 + 1),
     # + the shared embeddings, stored once for the encoder's and decoder's embed_tokens and the lm_head
     "marian": Arch("MarianMTModel", "AutoModelForSeq2SeqLM", "translation", 2 * 6 + 2 * 10 + 1, tied=3),
-    "t5": Arch("T5ForConditionalGeneration", "AutoModelForSeq2SeqLM", "text2text-generation", 2 * 6 + 2 * 10 + 1,
-               tied=3),
+    "t5": Arch(
+        "T5ForConditionalGeneration", "AutoModelForSeq2SeqLM", "text2text-generation", 2 * 6 + 2 * 10 + 1, tied=3
+    ),
 }
 
 
@@ -167,8 +208,14 @@ def test_seq2seq_generate_gives_the_dense_models_tokens(name, mode, checkpoints)
     path, dense_dir = checkpoints(name, "int8")  # int4 shared embeddings make a tiny random model ignore its input
     ids = torch.tensor([[5, 17, 42, 8, 33, 1], [9, 23, 4, 61, 1, 0]])
     # a random model's favourite token is pad: suppress it so the tokens depend on the input
-    settings = {"attention_mask": (ids != 0).long(), "max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False,
-                "num_beams": 1, "suppress_tokens": [0]}
+    settings = {
+        "attention_mask": (ids != 0).long(),
+        "max_new_tokens": 8,
+        "min_new_tokens": 8,
+        "do_sample": False,
+        "num_beams": 1,
+        "suppress_tokens": [0],
+    }
     dense = loaders.load(dense_dir).eval()
     expected = dense.generate(ids, **settings)
     model = zoo.from_pretrained(path, mode=mode).eval()
@@ -207,9 +254,11 @@ def test_vit_compresses_under_its_checkpoint_names(sources, tmp_path):
 
 def test_wav2vec2_feature_encoder_convolutions(sources, tmp_path_factory, compressed_models):
     recipe = tmp_path_factory.mktemp("recipes") / "conv.yaml"
-    recipe.write_text("name: conv\ndescription: int8 feature-encoder convolutions\nrules:\n"
-                      "  - targets: ['feature_extractor\\.conv_layers\\.']\n    kinds: [conv]\n"
-                      "    codec: {codec: int, bits: 8, group_size: null}\n")
+    recipe.write_text(
+        "name: conv\ndescription: int8 feature-encoder convolutions\nrules:\n"
+        "  - targets: ['feature_extractor\\.conv_layers\\.']\n    kinds: [conv]\n"
+        "    codec: {codec: int, bits: 8, group_size: null}\n"
+    )
     src = sources("wav2vec2-ctc")
     path = compressed_models.path(src, recipe)
     assert [e.kind for e in Checkpoint.open(path).manifest.modules.values()] == ["conv", "conv"]
@@ -220,5 +269,7 @@ def test_wav2vec2_feature_encoder_convolutions(sources, tmp_path_factory, compre
         layers = rebuilt(model)
         assert len(layers) == 2 and all(type(m) is ZooConv for m in layers.values())
         assert (outputs(model, inputs)[0] - reference).abs().max() <= 1e-4
-    with pytest.raises(ModeError, match=r"module wav2vec2\.feature_extractor\.conv_layers\.0\.conv .*no kernel for convolutions"):
+    with pytest.raises(
+        ModeError, match=r"module wav2vec2\.feature_extractor\.conv_layers\.0\.conv .*no kernel for convolutions"
+    ):
         zoo.from_pretrained(path, mode="kernel")

@@ -17,8 +17,15 @@ from zoo.loaders.runtime import ZooModule
 
 
 def tiny_bert_config(**kwargs) -> BertConfig:
-    return BertConfig(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                      max_position_embeddings=16, **kwargs)
+    return BertConfig(
+        vocab_size=99,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        **kwargs,
+    )
 
 
 def test_the_quantizer_tables_hold_zoo():
@@ -43,14 +50,17 @@ def test_the_loading_attributes_table_is_what_from_pretrained_reads():
 def test_each_overridden_private_method_exists_with_its_parameters(cls, method):
     params = list(inspect.signature(getattr(cls, method)).parameters)
     assert params[0] == "self"
-    assert params[1:1 + len(compat.OVERRIDDEN[cls][method])] == list(compat.OVERRIDDEN[cls][method])
+    assert params[1 : 1 + len(compat.OVERRIDDEN[cls][method])] == list(compat.OVERRIDDEN[cls][method])
 
 
 def test_hf_quantizer_calls_the_hooks_zoo_overrides():
     from transformers.quantizers.base import HfQuantizer
 
-    calls = {"preprocess_model": "_process_model_before_weight_loading",
-             "postprocess_model": "_process_model_after_weight_loading", "dequantize": "_dequantize"}
+    calls = {
+        "preprocess_model": "_process_model_before_weight_loading",
+        "postprocess_model": "_process_model_after_weight_loading",
+        "dequantize": "_dequantize",
+    }
     for public, hook in calls.items():
         assert f"self.{hook}(" in inspect.getsource(getattr(HfQuantizer, public)), (public, hook)
 
@@ -59,8 +69,11 @@ def test_every_private_method_zoo_overrides_is_listed():
     """A new override of a private method of transformers or torch is added to compat.OVERRIDDEN (and tested)."""
     subclasses = ((ZooHfQuantizer, compat.HfQuantizer), (ZooModule, torch.nn.Module), (Int8Matmul, torch.nn.Module))
     for cls, base in subclasses:
-        private = {name for name in vars(cls) if name.startswith("_") and not name.startswith("__")
-                   and callable(getattr(base, name, None))}
+        private = {
+            name
+            for name in vars(cls)
+            if name.startswith("_") and not name.startswith("__") and callable(getattr(base, name, None))
+        }
         assert private <= set(compat.OVERRIDDEN[base]), (cls, private)
 
 
@@ -88,10 +101,23 @@ def test_renamed_keys_follow_the_checkpoint_conversion():
 
     assert isinstance(WeightRenaming, type)
     assert list(inspect.signature(rename_source_key).parameters)[:5] == [
-        "source_key", "weight_renamings", "weight_converters", "base_model_prefix", "meta_state_dict"]
+        "source_key",
+        "weight_renamings",
+        "weight_converters",
+        "base_model_prefix",
+        "meta_state_dict",
+    ]
     with torch.device("meta"):
-        vit = ViTModel(ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=32))
+        vit = ViTModel(
+            ViTConfig(
+                image_size=16,
+                patch_size=8,
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=32,
+            )
+        )
         bert = BertModel(tiny_bert_config())
     key = "encoder.layer.0.attention.attention.query.weight"
     renamed = compat.renamed_keys(vit, [key])[key]
@@ -100,8 +126,10 @@ def test_renamed_keys_follow_the_checkpoint_conversion():
     assert compat.renamed_keys(bert, [bert_key]) == {bert_key: bert_key}
 
 
-@pytest.mark.parametrize("conv", [torch.nn.Conv1d(2, 3, 3, padding=1), torch.nn.Conv2d(2, 3, 3, stride=2),
-                                  torch.nn.Conv3d(2, 3, 1, groups=1)])
+@pytest.mark.parametrize(
+    "conv",
+    [torch.nn.Conv1d(2, 3, 3, padding=1), torch.nn.Conv2d(2, 3, 3, stride=2), torch.nn.Conv3d(2, 3, 1, groups=1)],
+)
 def test_conv_forward_is_the_layers_own_convolution(conv):
     """torch's `_ConvNd._conv_forward(input, weight, bias)` on Conv1d, Conv2d and Conv3d."""
     assert list(inspect.signature(type(conv)._conv_forward).parameters) == ["self", "input", "weight", "bias"]

@@ -14,29 +14,80 @@ from zoo.compress import write_compact
 from zoo.recipes import load_recipe
 from zoo.resolve import resolve_model
 
-SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
-         "vocab_size": 128, "max_position_embeddings": 64}
+SMALL = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 128,
+    "max_position_embeddings": 64,
+}
 FAMILIES = {  # README name -> (config class, its keyword arguments)
     "BERT": ("BertConfig", SMALL),
     "RoBERTa": ("RobertaConfig", {**SMALL, "pad_token_id": 1}),
-    "DistilBERT": ("DistilBertConfig", {"dim": 64, "n_layers": 2, "n_heads": 2, "hidden_dim": 128, "vocab_size": 128,
-                                        "max_position_embeddings": 64}),
-    "DeBERTa-v2": ("DebertaV2Config", {**SMALL, "relative_attention": True, "position_buckets": 16,
-                                       "pos_att_type": ["p2c", "c2p"]}),
+    "DistilBERT": (
+        "DistilBertConfig",
+        {"dim": 64, "n_layers": 2, "n_heads": 2, "hidden_dim": 128, "vocab_size": 128, "max_position_embeddings": 64},
+    ),
+    "DeBERTa-v2": (
+        "DebertaV2Config",
+        {**SMALL, "relative_attention": True, "position_buckets": 16, "pos_att_type": ["p2c", "c2p"]},
+    ),
     "ELECTRA": ("ElectraConfig", {**SMALL, "embedding_size": 32}),
     "ALBERT": ("AlbertConfig", {**SMALL, "embedding_size": 32}),
-    "ViT": ("ViTConfig", {"image_size": 32, "patch_size": 8, "hidden_size": 64, "num_hidden_layers": 2,
-                          "num_attention_heads": 2, "intermediate_size": 128}),
-    "wav2vec2": ("Wav2Vec2Config", {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                    "intermediate_size": 128, "conv_dim": (32, 32), "conv_kernel": (8, 8),
-                                    "conv_stride": (4, 4), "num_conv_pos_embeddings": 16,
-                                    "num_conv_pos_embedding_groups": 2}),
-    "T5": ("T5Config", {"vocab_size": 128, "d_model": 64, "d_ff": 128, "d_kv": 32, "num_layers": 2, "num_heads": 2,
-                        "decoder_start_token_id": 0}),
-    "Marian": ("MarianConfig", {"vocab_size": 128, "d_model": 64, "encoder_layers": 2, "decoder_layers": 2,
-                                "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 128,
-                                "decoder_ffn_dim": 128, "max_position_embeddings": 64, "pad_token_id": 0,
-                                "decoder_start_token_id": 0}),
+    "ViT": (
+        "ViTConfig",
+        {
+            "image_size": 32,
+            "patch_size": 8,
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 128,
+        },
+    ),
+    "wav2vec2": (
+        "Wav2Vec2Config",
+        {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 128,
+            "conv_dim": (32, 32),
+            "conv_kernel": (8, 8),
+            "conv_stride": (4, 4),
+            "num_conv_pos_embeddings": 16,
+            "num_conv_pos_embedding_groups": 2,
+        },
+    ),
+    "T5": (
+        "T5Config",
+        {
+            "vocab_size": 128,
+            "d_model": 64,
+            "d_ff": 128,
+            "d_kv": 32,
+            "num_layers": 2,
+            "num_heads": 2,
+            "decoder_start_token_id": 0,
+        },
+    ),
+    "Marian": (
+        "MarianConfig",
+        {
+            "vocab_size": 128,
+            "d_model": 64,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 128,
+            "decoder_ffn_dim": 128,
+            "max_position_embeddings": 64,
+            "pad_token_id": 0,
+            "decoder_start_token_id": 0,
+        },
+    ),
 }
 
 
@@ -58,8 +109,11 @@ def test_an_architecture_zoo_cannot_serve_is_named(tmp_path):
 
     from zoo.errors import UnsupportedModelError
 
-    transformers.GPT2Model(transformers.GPT2Config(n_embd=64, n_layer=2, n_head=2, vocab_size=128, n_positions=64,
-                                                   bos_token_id=0, eos_token_id=0)).save_pretrained(tmp_path / "gpt2")
+    transformers.GPT2Model(
+        transformers.GPT2Config(
+            n_embd=64, n_layer=2, n_head=2, vocab_size=128, n_positions=64, bos_token_id=0, eos_token_id=0
+        )
+    ).save_pretrained(tmp_path / "gpt2")
     with pytest.raises(UnsupportedModelError, match="GPT2Model is not an architecture zoo serves: it has no nn.Linear"):
         write_compact(resolve_model(str(tmp_path / "gpt2")), load_recipe("int8"), tmp_path / "zoo")
 
@@ -71,7 +125,9 @@ def test_every_family_loads_as_its_unpacked_dense_model(family, recipe, tmp_path
 
     config_class, kwargs = FAMILIES[family]
     torch.manual_seed(0)
-    transformers.AutoModel.from_config(getattr(transformers, config_class)(**kwargs)).save_pretrained(tmp_path / "dense")
+    transformers.AutoModel.from_config(getattr(transformers, config_class)(**kwargs)).save_pretrained(
+        tmp_path / "dense"
+    )
     path = write_compact(resolve_model(str(tmp_path / "dense")), load_recipe(recipe), tmp_path / "zoo").path
     assert Checkpoint.open(path).manifest.modules, f"{recipe} compressed nothing in {family}"
     dense = transformers.AutoModel.from_pretrained(loaders.unpack(path, tmp_path / "unpacked")).eval()

@@ -179,10 +179,14 @@ def test_mode_can_be_chosen_through_plain_transformers(tiny_bert_dir, compressed
     from transformers import AutoModel
 
     path = compressed_models.path(tiny_bert_dir, "4bit")
-    model, info = AutoModel.from_pretrained(path, quantization_config=ZooConfig(mode="packed"), output_loading_info=True)
+    model, info = AutoModel.from_pretrained(
+        path, quantization_config=ZooConfig(mode="packed"), output_loading_info=True
+    )
     assert_clean_loading(info)
     layers = zoo_modules(model)
-    assert len(layers) == 16 and {m.mode for m in layers.values()} == {"packed"}  # 12 block linears, 3 embeddings, pooler
+    assert len(layers) == 16 and {m.mode for m in layers.values()} == {
+        "packed"
+    }  # 12 block linears, 3 embeddings, pooler
     # the load-time mode is never written back: the saved config holds the manifest only
     model.save_pretrained(tmp_path / "saved")
     saved = json.loads((tmp_path / "saved" / "config.json").read_text())["quantization_config"]
@@ -195,8 +199,10 @@ def test_bfloat16_loading_computes_in_bfloat16(tiny_bert_dir, compressed_models)
     from transformers import AutoModel
 
     path = compressed_models.path(tiny_bert_dir, "4bit")
-    reference = run(AutoModel.from_pretrained(compressed_models.dense(tiny_bert_dir, "4bit"), dtype=torch.bfloat16),
-                    input_ids=TINY_IDS)
+    reference = run(
+        AutoModel.from_pretrained(compressed_models.dense(tiny_bert_dir, "4bit"), dtype=torch.bfloat16),
+        input_ids=TINY_IDS,
+    )
     assert reference.dtype == torch.bfloat16
     for mode in ("materialize", "packed"):
         model = zoo.from_pretrained(path, mode=mode, dtype=torch.bfloat16)
@@ -229,8 +235,9 @@ def test_to_dtype_moves_the_stored_tensors_without_casting_them(mode, tiny_bert_
     assert torch.equal(run(zoo.from_pretrained(tmp_path / "bf16", mode=mode), input_ids=TINY_IDS), expected)
 
 
-def test_kronecker_layers_run_as_factor_products_in_every_mode(tiny_bert_dir, compressed_models, tmp_path_factory,
-                                                               monkeypatch):
+def test_kronecker_layers_run_as_factor_products_in_every_mode(
+    tiny_bert_dir, compressed_models, tmp_path_factory, monkeypatch
+):
     from zoo.formats.codecs import kronecker
 
     recipe = tmp_path_factory.mktemp("recipes") / "kron.yaml"
@@ -265,8 +272,9 @@ EMBEDDING_RECIPES = {
 
 
 @pytest.mark.parametrize("codec", sorted(EMBEDDING_RECIPES))
-def test_packed_embeddings_decode_only_the_rows_looked_up(codec, tiny_bert_dir, compressed_models, tmp_path_factory,
-                                                          monkeypatch):
+def test_packed_embeddings_decode_only_the_rows_looked_up(
+    codec, tiny_bert_dir, compressed_models, tmp_path_factory, monkeypatch
+):
     from zoo.formats import codecs
 
     recipe = tmp_path_factory.mktemp("recipes") / f"emb-{codec}.yaml"
@@ -313,8 +321,9 @@ def test_packed_embeddings_decode_only_the_rows_looked_up(codec, tiny_bert_dir, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("recipe", "mode"), [("4bit-2of4", "materialize"), ("kmeans-1bit", "packed")])
-def test_minilm_save_pretrained_writes_the_compact_tensors_back(recipe, mode, minilm_dir, compressed_models,
-                                                                minilm_batch, tmp_path):
+def test_minilm_save_pretrained_writes_the_compact_tensors_back(
+    recipe, mode, minilm_dir, compressed_models, minilm_batch, tmp_path
+):
     path = compressed_models.path(minilm_dir, recipe)
     model = loaders.load(path, mode=mode)
     model.save_pretrained(tmp_path / "first")
@@ -346,8 +355,9 @@ def test_minilm_save_pretrained_writes_the_compact_tensors_back(recipe, mode, mi
 
 
 @pytest.mark.slow
-def test_minilm_dequantize_gives_plain_linears_with_the_same_outputs(minilm_dir, compressed_models, minilm_batch,
-                                                                     tmp_path):
+def test_minilm_dequantize_gives_plain_linears_with_the_same_outputs(
+    minilm_dir, compressed_models, minilm_batch, tmp_path
+):
     from transformers import AutoModel
 
     path = compressed_models.path(minilm_dir, "4bit-2of4")
@@ -357,8 +367,10 @@ def test_minilm_dequantize_gives_plain_linears_with_the_same_outputs(minilm_dir,
     plain = model.dequantize()
     assert not zoo_modules(plain)
     kinds = Checkpoint.open(path).manifest.modules
-    assert all(type(plain.get_submodule(m)) is {"linear": torch.nn.Linear, "embedding": torch.nn.Embedding}[kinds[m].kind]
-               for m in modules)
+    assert all(
+        type(plain.get_submodule(m)) is {"linear": torch.nn.Linear, "embedding": torch.nn.Embedding}[kinds[m].kind]
+        for m in modules
+    )
     assert plain.get_submodule(modules[0]).weight.dtype == torch.float32
     assert not hasattr(plain.config, "quantization_config") and not getattr(plain, "is_quantized", False)
     assert getattr(plain, "hf_quantizer", None) is None
@@ -437,7 +449,9 @@ def test_another_quantization_method_is_left_to_transformers(tiny_bert_dir, tmp_
     from transformers import AutoModel
 
     path = shutil.copytree(tiny_bert_dir, tmp_path / "bnb")
-    edit_config(path, lambda config: config.update(quantization_config={"quant_method": "bitsandbytes", "load_in_4bit": True}))
+    edit_config(
+        path, lambda config: config.update(quantization_config={"quant_method": "bitsandbytes", "load_in_4bit": True})
+    )
 
     def outcome(load) -> str:
         try:
@@ -456,8 +470,9 @@ def test_sharded_checkpoints_load_and_save_sharded(tiny_bert_dir, compressed_mod
     from zoo.recipes import load_recipe
     from zoo.resolve import resolve_model
 
-    sharded = write_compact(resolve_model(str(tiny_bert_dir)), load_recipe("4bit"), tmp_path / "sharded",
-                            max_shard_bytes=300_000).path
+    sharded = write_compact(
+        resolve_model(str(tiny_bert_dir)), load_recipe("4bit"), tmp_path / "sharded", max_shard_bytes=300_000
+    ).path
     assert len(SafetensorsDir(sharded).files) > 2
     model, info = zoo.from_pretrained(sharded, mode="packed", output_loading_info=True)
     assert_clean_loading(info)
@@ -505,8 +520,11 @@ def test_tensor_missing_from_the_file_fails_naming_it(tiny_copy):
     tensors = load_file(file)
     del tensors["encoder.layer.0.output.dense.weight_scale"]
     save_file(tensors, file, metadata=metadata)
-    with pytest.raises(FormatError, match=r"module encoder\.layer\.0\.output\.dense: tensor "
-                                          r"'encoder\.layer\.0\.output\.dense\.weight_scale' named by the manifest is missing"):
+    with pytest.raises(
+        FormatError,
+        match=r"module encoder\.layer\.0\.output\.dense: tensor "
+        r"'encoder\.layer\.0\.output\.dense\.weight_scale' named by the manifest is missing",
+    ):
         AutoModel.from_pretrained(tiny_copy)
 
 
@@ -514,12 +532,16 @@ def test_manifest_module_the_model_class_lacks_is_refused(tiny_bert_dir, compres
     from transformers import AutoModel
 
     recipe = tmp_path_factory.mktemp("recipes") / "pooler.yaml"
-    recipe.write_text("name: pooler\ndescription: int8 pooler\nrules:\n"
-                      "  - targets: ['^pooler\\.']\n    codec: {codec: int, bits: 8, group_size: null}\n")
+    recipe.write_text(
+        "name: pooler\ndescription: int8 pooler\nrules:\n"
+        "  - targets: ['^pooler\\.']\n    codec: {codec: int, bits: 8, group_size: null}\n"
+    )
     path = compressed_models.path(tiny_bert_dir, recipe)
     assert list(Checkpoint.open(path).manifest.modules) == ["pooler.dense"]
     assert type(AutoModel.from_pretrained(path).pooler.dense) is ZooLinear
-    with pytest.raises(FormatError, match="module pooler.dense named by the manifest does not exist in BertModel") as caught:
+    with pytest.raises(
+        FormatError, match="module pooler.dense named by the manifest does not exist in BertModel"
+    ) as caught:
         AutoModel.from_pretrained(path, add_pooling_layer=False)
     assert "zoo.from_pretrained" in caught.value.hint
 

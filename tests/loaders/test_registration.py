@@ -25,8 +25,15 @@ report.update(types=sorted(types), missing=sorted(info["missing_keys"]), unexpec
 def run_python(code: str, path, modules) -> dict:
     prelude = f"import json, sys\nPATH = {str(path)!r}\nMODULES = {list(modules)!r}\nreport = {{}}\n"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", prelude + code + "\nprint(json.dumps(report))"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", prelude + code + "\nprint(json.dumps(report))"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -65,8 +72,9 @@ def test_plain_transformers_without_zoo_leaves_compressed_layers_random(checkpoi
     the dense weights MISSING (initialised at random) and the stored tensors UNEXPECTED, and loads."""
     path, ckpt = checkpoint
     code = (
-        "import torch\nfrom transformers import AutoModel\n" + LOAD +
-        "report['registered'] = 'zoo.loaders' in sys.modules or 'zoo' in sys.modules\n"
+        "import torch\nfrom transformers import AutoModel\n"
+        + LOAD
+        + "report['registered'] = 'zoo.loaders' in sys.modules or 'zoo' in sys.modules\n"
         "from zoo.formats import Checkpoint  # after the load: importing zoo.formats imports zoo\n"
         "name = MODULES[0]\n"
         "report['same_weight'] = torch.equal(model.get_submodule(name).weight, Checkpoint.open(PATH).decode(name))\n"

@@ -39,8 +39,14 @@ def mlm(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mlm")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertForMaskedLM(config).save_pretrained(root / "dense")
     with_tokenizer(root / "dense")
     compressed = write_compact(resolve_model(str(root / "dense")), load_recipe("4bit"), root / "4bit").path
@@ -103,7 +109,9 @@ def test_save_pretrained_writes_the_tied_weight_once_and_round_trips(mlm, tmp_pa
     assert first == (tmp_path / "second" / "model.safetensors").read_bytes()
     original, saved = SafetensorsDir(compressed), SafetensorsDir(tmp_path / "first")
     assert sorted(saved.names()) == sorted(original.names())  # no decoder copy, fp16 norms stay fp16
-    assert all(saved.dtype(n) == original.dtype(n) and torch.equal(saved.get(n), original.get(n)) for n in saved.names())
+    assert all(
+        saved.dtype(n) == original.dtype(n) and torch.equal(saved.get(n), original.get(n)) for n in saved.names()
+    )
     assert Checkpoint.open(tmp_path / "first").manifest.modules == Checkpoint.open(compressed).manifest.modules
     assert torch.equal(logits(again), logits(model))
 
@@ -127,11 +135,16 @@ def test_tied_modules_given_different_codecs_are_refused_before_writing(mlm, tmp
     compressed, _ = mlm
     source = compressed.parent / "dense"
     recipe = tmp_path / "split.yaml"
-    recipe.write_text("name: split\ndescription: int4 embeddings, int8 decoder\nrules:\n"
-                      "  - {targets: [word_embeddings], kinds: [embedding], codec: {codec: int, bits: 4}}\n"
-                      "  - {targets: ['predictions\\.decoder'], kinds: [linear], codec: {codec: int, bits: 8}}\n")
-    with pytest.raises(RecipeError, match=r"gives tied modules different codecs \(bert\.embeddings\.word_embeddings: "
-                                          r"int4 g128 sym, cls\.predictions\.decoder: int8 g128 sym\)") as caught:
+    recipe.write_text(
+        "name: split\ndescription: int4 embeddings, int8 decoder\nrules:\n"
+        "  - {targets: [word_embeddings], kinds: [embedding], codec: {codec: int, bits: 4}}\n"
+        "  - {targets: ['predictions\\.decoder'], kinds: [linear], codec: {codec: int, bits: 8}}\n"
+    )
+    with pytest.raises(
+        RecipeError,
+        match=r"gives tied modules different codecs \(bert\.embeddings\.word_embeddings: "
+        r"int4 g128 sym, cls\.predictions\.decoder: int8 g128 sym\)",
+    ) as caught:
         write_compact(resolve_model(str(source)), load_recipe(recipe), tmp_path / "out")
     assert "stored once" in caught.value.hint and not (tmp_path / "out").exists()
 
@@ -145,20 +158,26 @@ def test_a_tied_weight_whose_shared_tensors_are_missing_fails_at_load(mlm, tmp_p
     tensors = load_file(file)
     del tensors[f"{EMBEDDING}.weight_packed"]
     save_file(tensors, file, metadata=metadata)
-    with pytest.raises(FormatError, match=rf"module {EMBEDDING}: tensor '{EMBEDDING}\.weight_packed' named by the "
-                                          "manifest is missing"):
+    with pytest.raises(
+        FormatError,
+        match=rf"module {EMBEDDING}: tensor '{EMBEDDING}\.weight_packed' named by the "
+        "manifest is missing",
+    ):
         zoo.from_pretrained(broken)
 
 
-def test_a_model_tying_a_compressed_embedding_it_was_not_compressed_with_shares_it(tiny_bert_dir,
-                                                                                 compressed_models, tmp_path):
+def test_a_model_tying_a_compressed_embedding_it_was_not_compressed_with_shares_it(
+    tiny_bert_dir, compressed_models, tmp_path
+):
     """A BertModel checkpoint (no decoder) loaded as BertForMaskedLM: transformers ties the new decoder to the
     embeddings, and zoo shares the compressed table with it, as transformers would share a dense one."""
     from transformers import AutoModelForMaskedLM
 
     recipe = tmp_path / "emb.yaml"
-    recipe.write_text("name: emb\ndescription: int8 word embeddings\nrules:\n"
-                      "  - {targets: [word_embeddings], kinds: [embedding], codec: {codec: int, bits: 8}}\n")
+    recipe.write_text(
+        "name: emb\ndescription: int8 word embeddings\nrules:\n"
+        "  - {targets: [word_embeddings], kinds: [embedding], codec: {codec: int, bits: 8}}\n"
+    )
     model = AutoModelForMaskedLM.from_pretrained(compressed_models.path(tiny_bert_dir, recipe))
     assert model.get_submodule(DECODER).owner is model.get_submodule(EMBEDDING)
 
@@ -172,8 +191,14 @@ def test_training_keeps_a_tied_pair_one_weight(tmp_path):
     from zoo.methods import attach, export, plan_modules
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     model = BertForMaskedLM(config)
     recipe = load_recipe("4bit")
     plan = plan_modules(model, recipe)

@@ -35,7 +35,9 @@ def test_unpacked_checkpoint_is_plain_and_loads_in_transformers(tiny_bert_dir, t
     assert torch.equal(dense.get(norm), source.get(norm).half().float())
 
     model = AutoModel.from_pretrained(dense_dir)
-    assert torch.equal(model.encoder.layer[0].attention.self.query.weight, ckpt.decode("encoder.layer.0.attention.self.query"))
+    assert torch.equal(
+        model.encoder.layer[0].attention.self.query.weight, ckpt.decode("encoder.layer.0.attention.self.query")
+    )
     with torch.no_grad():
         out = model(input_ids=torch.tensor([[101, 2023, 102]])).last_hidden_state
     assert out.shape == (1, 3, 64) and torch.isfinite(out).all()
@@ -55,5 +57,7 @@ def test_a_config_naming_another_dtype_does_not_round_the_decoded_modules(tiny_b
     ckpt = Checkpoint.open(compressed)
     module = "encoder.layer.0.attention.self.query"
     assert ckpt.manifest.modules[module].dtype == "float32"
-    assert dense.dtype(module + ".weight") == "float32" and torch.equal(dense.get(module + ".weight"), ckpt.decode(module))
+    assert dense.dtype(module + ".weight") == "float32" and torch.equal(
+        dense.get(module + ".weight"), ckpt.decode(module)
+    )
     assert dense.dtype("encoder.layer.0.output.LayerNorm.weight") == "float16"

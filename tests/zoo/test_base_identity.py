@@ -38,8 +38,14 @@ def mlm_named(tiny_bert_dir, tmp_path_factory):
     config["architectures"] = ["BertForMaskedLM"]
     (path / "config.json").write_text(json.dumps(config))
     (path / "README.md").write_text(BASE_CARD)
-    (path / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "T"},
-                                                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "P"}]))
+    (path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "T"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "P"},
+            ]
+        )
+    )
     (path / "1_Pooling").mkdir()
     (path / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
     (path / "1_Pooling" / "desktop.ini").write_text("[.ShellClassInfo]")  # inside a module folder: copied whole
@@ -85,8 +91,9 @@ def test_a_compressed_copy_records_and_loads_the_class_the_weights_fill(mlm_name
     assert type(model).__name__ == "BertModel" and "initialised at random" not in caplog.text
     dense = zoo.from_pretrained(mlm_named)
     ids = torch.tensor([[101, 7592, 2088, 102]])
-    cosine = torch.nn.functional.cosine_similarity(model(input_ids=ids).pooler_output,
-                                                   dense(input_ids=ids).pooler_output).item()
+    cosine = torch.nn.functional.cosine_similarity(
+        model(input_ids=ids).pooler_output, dense(input_ids=ids).pooler_output
+    ).item()
     assert cosine > 0.99  # the pooler came through, compressed (int8), not random
 
 

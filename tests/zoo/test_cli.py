@@ -73,7 +73,12 @@ def test_every_help_shows_every_parameters_help_and_default(name, monkeypatch):
         if param.param_type_name == "option":
             assert help_text.strip(), f"zoo {name} {param.opts[0]} has no help"
         assert _flat(help_text) in shown, f"zoo {name} {param.name}: {help_text!r} not shown"
-        if param.param_type_name == "option" and not param.is_flag and param.default is not None and param.show_default is not False:
+        if (
+            param.param_type_name == "option"
+            and not param.is_flag
+            and param.default is not None
+            and param.show_default is not False
+        ):
             assert f"[default: {param.default}]" in shown, f"zoo {name} {param.opts[0]}: default not shown"
         assert "[default:" not in (param.help or "").replace("\\[default:", ""), "unescaped [default: is markup"
 
@@ -211,14 +216,18 @@ def test_pattern_that_is_not_nm(run_cli, tiny_bert_dir, tmp_path):
 
 
 def test_unknown_recipe_and_model(run_cli, tiny_bert_dir, tmp_path):
-    assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "4bits", "--out", tmp_path / "o"), "did you mean")
+    assert_one_line_error(
+        run_cli("compress", tiny_bert_dir, "--recipe", "4bits", "--out", tmp_path / "o"), "did you mean"
+    )
     assert_one_line_error(run_cli("compress", "acme/no-such-model", "--recipe", "4bit"), "cannot find model")
     assert not (tmp_path / "o").exists()
 
 
 def test_existing_output(run_cli, tiny_bert_dir, tmp_path):
     (tmp_path / "o").mkdir()
-    assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "4bit", "--out", tmp_path / "o"), "--overwrite")
+    assert_one_line_error(
+        run_cli("compress", tiny_bert_dir, "--recipe", "4bit", "--out", tmp_path / "o"), "--overwrite"
+    )
     result = run_cli("compress", tiny_bert_dir, "--recipe", "4bit", "--out", tmp_path / "o", "--overwrite")
     assert result.exit_code == 0
 
@@ -239,8 +248,25 @@ def tiny_teacher(tiny_bert_dir, tmp_path_factory):
     from zoo.cli import app
 
     out = tmp_path_factory.mktemp("cli-train") / "teacher"
-    result = CliRunner().invoke(app, ["finetune", str(tiny_bert_dir), "--task", "rotten_tomatoes", "--data", RT,
-                                      "--out", str(out), "--limit", "96", "--epochs", "1", "--lr", "1e-3"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "finetune",
+            str(tiny_bert_dir),
+            "--task",
+            "rotten_tomatoes",
+            "--data",
+            RT,
+            "--out",
+            str(out),
+            "--limit",
+            "96",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-3",
+        ],
+    )
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "Fine-tuned" in result.stdout and "test       accuracy" in result.stdout
     mark = json.loads((out / ".zoo-output").read_text())  # a dense output: --overwrite may replace it later
@@ -250,15 +276,32 @@ def tiny_teacher(tiny_bert_dir, tmp_path_factory):
 
 def test_compress_with_task_reports_measured_accuracy_then_eval_agrees(run_cli, tiny_teacher, tmp_path):
     out = tmp_path / "student"
-    result = run_cli("compress", tiny_teacher, "--recipe", "int8", "--task", "rotten_tomatoes", "--data", RT,
-                     "--out", out, "--limit", "96", "--epochs", "1")
+    result = run_cli(
+        "compress",
+        tiny_teacher,
+        "--recipe",
+        "int8",
+        "--task",
+        "rotten_tomatoes",
+        "--data",
+        RT,
+        "--out",
+        out,
+        "--limit",
+        "96",
+        "--epochs",
+        "1",
+    )
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "test accuracy   teacher" in result.stdout and "retention" in result.stdout
     evaluated = run_cli("eval", out, "--task", "rotten_tomatoes", "--data", RT, "--limit", "96", "--json")
     measured = json.loads(evaluated.stdout)["metrics"]["accuracy"]
     manifest = json.loads((out / "config.json").read_text())["quantization_config"]
-    recorded = [r["value"] for r in manifest["evaluation"] if r["role"] == "compressed" and r["split"] == "test"
-                and r["metric"] == "accuracy"]
+    recorded = [
+        r["value"]
+        for r in manifest["evaluation"]
+        if r["role"] == "compressed" and r["split"] == "test" and r["metric"] == "accuracy"
+    ]
     assert recorded == [pytest.approx(measured, abs=1e-6)]
     info = run_cli("info", out).stdout
     assert "trained         on rotten_tomatoes" in info and "teacher_agreement" in info
@@ -273,13 +316,20 @@ def test_compress_with_task_reports_measured_accuracy_then_eval_agrees(run_cli, 
     ("args", "fragments"),
     [
         (["compress", "{model}", "-r", "int8", "--data", RT], ["--data only applies with --task"]),
-        (["compress", "{model}", "-r", "int8", "--data", RT, "--limit", "4"], ["--data, --limit only apply with --task"]),
+        (
+            ["compress", "{model}", "-r", "int8", "--data", RT, "--limit", "4"],
+            ["--data, --limit only apply with --task"],
+        ),
         (["compress", "{model}", "-r", "int8", "--task", "sentiment"], ["unknown task 'sentiment'"]),
         (["compress", "{model}", "-r", "xtc-binary"], ["only distillation can recover", "--task"]),
-        (["compress", "{model}", "-r", "int8", "--task", "rotten_tomatoes", "--data", "/nonexistent"],
-         ["data directory /nonexistent does not exist"]),
-        (["finetune", "{model}", "--task", "rotten_tomatoes", "--data", RT, "--out", "{tmp}/t", "--device", "tpu"],
-         ["unknown device 'tpu'"]),
+        (
+            ["compress", "{model}", "-r", "int8", "--task", "rotten_tomatoes", "--data", "/nonexistent"],
+            ["data directory /nonexistent does not exist"],
+        ),
+        (
+            ["finetune", "{model}", "--task", "rotten_tomatoes", "--data", RT, "--out", "{tmp}/t", "--device", "tpu"],
+            ["unknown device 'tpu'"],
+        ),
         (["eval", "{model}", "--task", "fidelity"], ["is not a zoo checkpoint", "--reference"]),
     ],
 )

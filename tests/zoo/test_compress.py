@@ -58,7 +58,9 @@ def test_every_builtin_recipe_on_a_tiny_bert(tiny_bert_dir, tmp_path, recipe):
     spec = m.modules[name].codec
     gptq = m.recipe.spec.get("gptq")
     if gptq is None:  # round to nearest: decoding gives what the codec makes of the source weight
-        expected = codecs.decode_checked(codecs.encode(source.get(name + ".weight"), spec), spec, tuple(m.modules[name].shape))
+        expected = codecs.decode_checked(
+            codecs.encode(source.get(name + ".weight"), spec), spec, tuple(m.modules[name].shape)
+        )
         assert torch.equal(ckpt.decode(name), expected)
     else:  # GPTQ chose other points of the same grid, measured on the built-in sample sentences
         assert "sample sentences" in gptq["calibrated_on"] and "rounded by GPTQ" in gptq["calibrated_on"]
@@ -205,8 +207,12 @@ def test_pack_refuses_weights_that_are_not_nm(tiny_bert_dir, tmp_path):
 
 def test_pack_refuses_weights_off_the_grid(tiny_bert_dir, tmp_path):
     with pytest.raises(PatternError, match="not representable as int4 g128 sym"):
-        write_compact(local(tiny_bert_dir), load_recipe(block_recipe(tmp_path, "{codec: int, bits: 4}")),
-                      tmp_path / "p", pack=True)
+        write_compact(
+            local(tiny_bert_dir),
+            load_recipe(block_recipe(tmp_path, "{codec: int, bits: 4}")),
+            tmp_path / "p",
+            pack=True,
+        )
     with pytest.raises(PatternError, match=r"module embeddings\.position_embeddings: .*not representable as int8"):
         write_compact(local(tiny_bert_dir), load_recipe("int8"), tmp_path / "p", pack=True)  # embeddings too
 

@@ -50,8 +50,9 @@ def test_an_unfaithful_compress_warns_and_gives_the_fine_tuning_command(run_cli,
 def test_a_model_that_reads_no_text_says_fidelity_was_not_measured(run_cli, tmp_path):
     from transformers import ViTConfig, ViTModel
 
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=128)
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128
+    )
     ViTModel(config).save_pretrained(tmp_path / "vit")
     result = run_cli("compress", tmp_path / "vit", "--recipe", "int8", "--out", tmp_path / "m")
     assert result.exit_code == 0, result.stderr
@@ -61,8 +62,11 @@ def test_a_model_that_reads_no_text_says_fidelity_was_not_measured(run_cli, tmp_
 
 @pytest.mark.parametrize("recipe", ["kron-8x", "kron-19x"])
 def test_recipes_that_need_training_are_refused_post_training_unless_allowed(run_cli, tiny_bert_dir, tmp_path, recipe):
-    assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", recipe, "--out", tmp_path / "a"),
-                          f"recipe {recipe} makes a usable model only with fine-tuning", "--allow-untrained")
+    assert_one_line_error(
+        run_cli("compress", tiny_bert_dir, "--recipe", recipe, "--out", tmp_path / "a"),
+        f"recipe {recipe} makes a usable model only with fine-tuning",
+        "--allow-untrained",
+    )
     assert not (tmp_path / "a").exists()
     result = run_cli("compress", tiny_bert_dir, "--recipe", recipe, "--out", tmp_path / "b", "--allow-untrained")
     assert result.exit_code == 0, result.stderr
@@ -70,5 +74,17 @@ def test_recipes_that_need_training_are_refused_post_training_unless_allowed(run
 
 
 def test_allow_untrained_with_task_is_refused(run_cli, tiny_bert_dir, tmp_path):
-    assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "kron-8x", "--task", "rotten_tomatoes",
-                                  "--allow-untrained", "--out", tmp_path / "a"), "--allow-untrained applies to post-training")
+    assert_one_line_error(
+        run_cli(
+            "compress",
+            tiny_bert_dir,
+            "--recipe",
+            "kron-8x",
+            "--task",
+            "rotten_tomatoes",
+            "--allow-untrained",
+            "--out",
+            tmp_path / "a",
+        ),
+        "--allow-untrained applies to post-training",
+    )

@@ -53,8 +53,9 @@ def test_the_best_clip_rounds_a_table_closer_than_its_absmax_scale():
     clipped = round_clipped(weight, INT4).weight
     nearest = codecs.decode(codecs.encode(weight, INT4), INT4, (50, 64))
     assert float(((clipped - weight) ** 2).sum()) < float(((nearest - weight) ** 2).sum())
-    assert torch.equal(codecs.decode(codecs.encode(clipped, INT4, scale=round_clipped(weight, INT4).scale), INT4,
-                                     (50, 64)), clipped)
+    assert torch.equal(
+        codecs.decode(codecs.encode(clipped, INT4, scale=round_clipped(weight, INT4).scale), INT4, (50, 64)), clipped
+    )
     # a large table is rounded a few rows at a time; rows never affect each other, so the result is the same
     pieces = round_clipped(weight, INT4, rows=7)
     assert torch.equal(pieces.weight, clipped) and torch.equal(pieces.scale, round_clipped(weight, INT4).scale)
@@ -74,15 +75,18 @@ def _compress(run_cli, source, out, *extra):
     return Checkpoint.open(out)
 
 
-def test_compress_records_what_gptq_calibrated_on_and_stays_closer_to_the_dense_model(run_cli, tiny_bert_dir,
-                                                                                      tmp_path):
+def test_compress_records_what_gptq_calibrated_on_and_stays_closer_to_the_dense_model(run_cli, tiny_bert_dir, tmp_path):
     from zoo.tasks.fidelity import embedding_cosine, sample_texts
 
     ckpt = _compress(run_cli, tiny_bert_dir, tmp_path / "gptq")
     calibrated = ckpt.manifest.recipe.spec["gptq"]["calibrated_on"]
-    assert calibrated.startswith("128 built-in sample sentences") and "13 of 16 modules rounded by GPTQ" in calibrated  # + the pooler
+    assert (
+        calibrated.startswith("128 built-in sample sentences") and "13 of 16 modules rounded by GPTQ" in calibrated
+    )  # + the pooler
     assert "at most 64 tokens each" in calibrated  # the recipe's 128, cut to the tiny model's 64 positions
-    assert "3 with no inputs to measure (3 embedding) to the best clip" in calibrated  # the word, position and token-type tables
+    assert (
+        "3 with no inputs to measure (3 embedding) to the best clip" in calibrated
+    )  # the word, position and token-type tables
     # round to nearest, for comparison: the same recipe without its gptq section
     spec = ckpt.manifest.recipe.spec
     plain = tmp_path / "rtn.yaml"
@@ -108,26 +112,60 @@ def test_calibration_text_of_the_users_own(run_cli, tiny_bert_dir, tmp_path):
 def test_calibration_mistakes_fail_before_any_output(run_cli, tiny_bert_dir, tmp_path):
     from tests.zoo.test_cli import assert_one_line_error
 
-    assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "4bit", "--calibration",
-                                  tmp_path / "nowhere.txt", "--out", tmp_path / "a"), "does not exist")
-    assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "4bit", "--calibration", tmp_path,
-                                  "--task", "rotten_tomatoes", "--out", tmp_path / "b"), "--calibration applies to")
+    assert_one_line_error(
+        run_cli(
+            "compress",
+            tiny_bert_dir,
+            "--recipe",
+            "4bit",
+            "--calibration",
+            tmp_path / "nowhere.txt",
+            "--out",
+            tmp_path / "a",
+        ),
+        "does not exist",
+    )
+    assert_one_line_error(
+        run_cli(
+            "compress",
+            tiny_bert_dir,
+            "--recipe",
+            "4bit",
+            "--calibration",
+            tmp_path,
+            "--task",
+            "rotten_tomatoes",
+            "--out",
+            tmp_path / "b",
+        ),
+        "--calibration applies to",
+    )
     text = tmp_path / "texts.txt"
     text.write_text("a sentence\n")
-    assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "int8", "--calibration", text,
-                                  "--out", tmp_path / "c"), "--calibration has nothing to calibrate")
+    assert_one_line_error(
+        run_cli("compress", tiny_bert_dir, "--recipe", "int8", "--calibration", text, "--out", tmp_path / "c"),
+        "--calibration has nothing to calibrate",
+    )
     assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_a_model_that_reads_no_text_is_rounded_to_nearest_and_says_so(tmp_path, run_cli):
     from transformers import ViTConfig, ViTForImageClassification
 
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=128, num_labels=3)
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=128,
+        num_labels=3,
+    )
     ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
     ckpt = _compress(run_cli, tmp_path / "vit", tmp_path / "out")
     assert ckpt.manifest.recipe.spec["gptq"]["calibrated_on"] == (
-        "not used: ViTForImageClassification reads pixel_values, not text; every module was rounded to nearest")
+        "not used: ViTForImageClassification reads pixel_values, not text; every module was rounded to nearest"
+    )
 
 
 def test_a_model_without_tokenizer_files_is_rounded_to_nearest_and_says_so(tmp_path, tiny_bert_dir, run_cli):
@@ -159,7 +197,7 @@ def _gptq_on(model_dir, monkeypatch, chain: bool):
     model = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = calibration_texts(None, 16)[0]
-    batches = [dict(tokenizer(texts[i:i + 8], padding=True, return_tensors="pt")) for i in (0, 8)]
+    batches = [dict(tokenizer(texts[i : i + 8], padding=True, return_tensors="pt")) for i in (0, 8)]
     plan = {n: INT4 for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     return method.gptq(model, plan, batches), calls
 

@@ -48,8 +48,15 @@ def test_fuzz_ten_thousand_mutants(micro):
 def _peak_rss_mb(code: str) -> tuple[float, str]:
     """Peak RSS of a fresh process running `code` (which prints its outcome), in MB."""
     probe = code + "\nimport resource; print('rss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
     rss = [line for line in done.stdout.splitlines() if line.startswith("rss ")]
     assert rss, done.stderr[-2000:]
     return int(rss[0].split()[1]) / 1024, done.stdout
@@ -75,8 +82,17 @@ def test_a_structure_bomb_is_refused_before_allocating(micro, tmp_path):
     normal, said = _peak_rss_mb(LOAD.format(path=str(micro / "single")))
     assert "loaded" in said
     bomb = shutil.copytree(micro / "single", tmp_path / "bomb")
-    _edit_manifest(bomb, lambda q: q.update(structure={"attention_heads": [2], "intermediate_sizes": [400_000_000],
-                                                       "heads_before": 2, "intermediate_size_before": 400_000_000}))
+    _edit_manifest(
+        bomb,
+        lambda q: q.update(
+            structure={
+                "attention_heads": [2],
+                "intermediate_sizes": [400_000_000],
+                "heads_before": 2,
+                "intermediate_size_before": 400_000_000,
+            }
+        ),
+    )
     peak, said = _peak_rss_mb(LOAD.format(path=str(bomb)))
     assert "typed: the manifest's pruned structure does not fit config.json: FFN width 400000000" in said
     assert peak < 1.5 * normal, (peak, normal)
@@ -94,8 +110,16 @@ def test_a_module_shaped_unlike_its_layer_is_refused_before_decoding(micro, tmp_
 
     torch.manual_seed(0)
     wide = tmp_path / "wide-dense"
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=4096, max_position_embeddings=32)).save_pretrained(wide)
+    BertModel(
+        BertConfig(
+            vocab_size=30522,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=4096,
+            max_position_embeddings=32,
+        )
+    ).save_pretrained(wide)
     recipe = load_recipe("int8")
     bomb = write_compact(resolve_model(str(wide)), recipe, tmp_path / "bomb").path
     small = json.loads((micro / "single" / "config.json").read_text())
@@ -103,7 +127,10 @@ def test_a_module_shaped_unlike_its_layer_is_refused_before_decoding(micro, tmp_
     settings = {k: v for k, v in small.items() if k != "quantization_config"}
     from zoo.formats.manifest import config_digest
 
-    config = {**settings, "quantization_config": {**config["quantization_config"], "config_sha256": config_digest(settings)}}
+    config = {
+        **settings,
+        "quantization_config": {**config["quantization_config"], "config_sha256": config_digest(settings)},
+    }
     (bomb / "config.json").write_text(json.dumps(config))
     assert Checkpoint.open(bomb).manifest.modules  # consistent in itself: only the model tells
     normal, _ = _peak_rss_mb(LOAD.format(path=str(micro / "single")))
@@ -134,7 +161,9 @@ def test_a_config_that_sizes_the_model_past_its_weights_is_refused(micro, tmp_pa
     dense = shutil.copytree(micro / "dense", tmp_path / "dense")
     config = json.loads((dense / "config.json").read_text())
     (dense / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**12}))
-    with pytest.raises(zoo.ZooError, match="num_hidden_layers = 1,000,000,000,000 exceeds the 1 layer its weights hold"):
+    with pytest.raises(
+        zoo.ZooError, match="num_hidden_layers = 1,000,000,000,000 exceeds the 1 layer its weights hold"
+    ):
         zoo.from_pretrained(dense)
 
 
@@ -165,8 +194,15 @@ def test_a_shard_index_may_only_name_files_inside(micro, tmp_path):
             zoo.from_pretrained(broken)
 
 
-@pytest.mark.parametrize(("field", "value"), [("format_version", True), ("sizes.checkpoint_nbytes", -1),
-                                              ("modules.*.shape", ["384", 32]), ("modules.*.shape", [384, 0])])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("format_version", True),
+        ("sizes.checkpoint_nbytes", -1),
+        ("modules.*.shape", ["384", 32]),
+        ("modules.*.shape", [384, 0]),
+    ],
+)
 def test_the_manifest_is_strict(micro, tmp_path, field, value):
     broken = shutil.copytree(micro / "single", tmp_path / "m")
 
@@ -249,8 +285,13 @@ def test_a_pull_killed_midway_leaves_nothing_once_pulled_again(run_cli, home, mi
         from zoo import registry
         registry.pull("zoo:t/killed")
     """)
-    child = subprocess.Popen([sys.executable, "-c", slow_pull], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    child = subprocess.Popen(
+        [sys.executable, "-c", slow_pull],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert child.stdout.readline().strip() == "copied"
     cache = home / "cache"
     assert [p.name for p in cache.rglob(".*.partial-*")], "the killed pull left its partial copy"

@@ -38,13 +38,18 @@ def test_overwrite_replaces_an_earlier_output_but_not_a_users_file_put_inside_it
 
 def test_overwrite_replaces_an_empty_directory_and_zoos_dense_outputs(run_cli, tiny_bert_dir, tmp_path):
     (tmp_path / "empty").mkdir()
-    assert run_cli("compress", tiny_bert_dir, "--recipe", "int8", "--out", tmp_path / "empty", "--overwrite").exit_code == 0
+    assert (
+        run_cli("compress", tiny_bert_dir, "--recipe", "int8", "--out", tmp_path / "empty", "--overwrite").exit_code
+        == 0
+    )
     dense = tmp_path / "dense"
     assert run_cli("unpack", tmp_path / "empty", "--out", dense).exit_code == 0
     assert (dense / ".zoo-output").is_file()  # unpack's output is dense: no manifest, so zoo marks it
     assert run_cli("unpack", tmp_path / "empty", "--out", dense, "--overwrite").exit_code == 0
     # a user's dense model (no mark, no manifest) is never replaced
-    assert_one_line_error(run_cli("unpack", tmp_path / "empty", "--out", tiny_bert_dir, "--overwrite"), "zoo did not write")
+    assert_one_line_error(
+        run_cli("unpack", tmp_path / "empty", "--out", tiny_bert_dir, "--overwrite"), "zoo did not write"
+    )
     assert (tiny_bert_dir / "config.json").is_file()
 
 
@@ -53,24 +58,35 @@ def test_out_is_the_current_directory_or_a_file(run_cli, tiny_bert_dir, tmp_path
     work.mkdir()
     monkeypatch.chdir(work)
     for out in (".", "..", str(work)):
-        assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "int8", "--out", out, "--overwrite"),
-                              "is the current directory or holds it")
+        assert_one_line_error(
+            run_cli("compress", tiny_bert_dir, "--recipe", "int8", "--out", out, "--overwrite"),
+            "is the current directory or holds it",
+        )
     (work / "f").write_text("x")
-    assert_one_line_error(run_cli("compress", tiny_bert_dir, "--recipe", "int8", "--out", "f", "--overwrite"),
-                          "is not a directory")
+    assert_one_line_error(
+        run_cli("compress", tiny_bert_dir, "--recipe", "int8", "--out", "f", "--overwrite"), "is not a directory"
+    )
     assert sorted(p.name for p in work.iterdir()) == ["f"]
 
 
 # a background shell starts its children with SIGINT ignored, and exec keeps that: restore it, then become zoo
-_AS_FROM_A_TERMINAL = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-                       "os.execv(sys.executable, [sys.executable, '-m', 'zoo', *sys.argv[1:]])")
+_AS_FROM_A_TERMINAL = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'zoo', *sys.argv[1:]])"
+)
 
 
 def _zoo(*args: str, cwd) -> subprocess.Popen:
     """The zoo command in a child process whose SIGINT is the default one, as a terminal's would be."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", _AS_FROM_A_TERMINAL, *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", _AS_FROM_A_TERMINAL, *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.mark.slow

@@ -12,7 +12,9 @@ def int8_dir(tiny_bert_dir, tmp_path_factory):
     from zoo.recipes import load_recipe
     from zoo.resolve import resolve_model
 
-    return write_compact(resolve_model(str(tiny_bert_dir)), load_recipe("int8"), tmp_path_factory.mktemp("q") / "m").path
+    return write_compact(
+        resolve_model(str(tiny_bert_dir)), load_recipe("int8"), tmp_path_factory.mktemp("q") / "m"
+    ).path
 
 
 def test_from_pretrained_shows_no_loading_bar(int8_dir, capfd):

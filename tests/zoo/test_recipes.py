@@ -44,8 +44,11 @@ def whole_ratio(recipe) -> float:
     source = SafetensorsDir(minilm_path())
     plan = make_plan(source, minilm_path(), recipe)
     dense = 2 if recipe.dense_dtype == "float16" else 4
-    other = sum(source.numel(n) * dense if source.dtype(n) == "float32" else source.nbytes(n)
-                for n in source.names() if n.removesuffix(".weight") not in plan.modules)
+    other = sum(
+        source.numel(n) * dense if source.dtype(n) == "float32" else source.nbytes(n)
+        for n in source.names()
+        if n.removesuffix(".weight") not in plan.modules
+    )
     assert "embeddings.word_embeddings" in plan.modules and "pooler.dense" in plan.modules
     return source.file_nbytes() / (sum(e.nbytes for e in plan.modules.values()) + other)
 
@@ -65,11 +68,20 @@ def test_builtins_compress_the_whole_checkpoint():
     for name in REQUIRED:
         recipe = load_recipe(name)
         assert recipe.dense_dtype == "float16", name
-        for module in ("encoder.layer.3.attention.self.query", "model.encoder.layers.0.fc1",
-                       "encoder.block.1.layer.0.SelfAttention.q"):
+        for module in (
+            "encoder.layer.3.attention.self.query",
+            "model.encoder.layers.0.fc1",
+            "encoder.block.1.layer.0.SelfAttention.q",
+        ):
             assert recipe.codec_for(module, "linear") == codec(name), (name, module)
-        for module in ("embeddings.word_embeddings", "shared", "model.shared", "decoder.embed_tokens",
-                       "embeddings.position_embeddings", "embeddings.token_type_embeddings"):
+        for module in (
+            "embeddings.word_embeddings",
+            "shared",
+            "model.shared",
+            "decoder.embed_tokens",
+            "embeddings.position_embeddings",
+            "embeddings.token_type_embeddings",
+        ):
             assert recipe.codec_for(module, "embedding") is not None, (name, module)
         assert recipe.codec_for("pooler.dense", "linear") == IntSpec(bits=8, group_size=None)
         assert recipe.codec_for("wav2vec2.feature_projection.projection", "linear") == IntSpec(bits=8, group_size=None)
@@ -81,10 +93,15 @@ def test_builtins_compress_the_whole_checkpoint():
 
 def test_an_embedding_group_that_does_not_tile_its_rows_fails_naming_the_module(tmp_path):
     recipe = tmp_path / "g100.yaml"
-    recipe.write_text("name: g100\ndescription: int4 embeddings, group 100\nrules:\n"
-                      "  - {targets: [word_embeddings], kinds: [embedding], codec: {codec: int, bits: 4, group_size: 100}}\n")
-    with pytest.raises(RecipeError, match=r"group_size 100 does not tile the 384-wide rows of the embedding "
-                                          r"embeddings\.word_embeddings") as caught:
+    recipe.write_text(
+        "name: g100\ndescription: int4 embeddings, group 100\nrules:\n"
+        "  - {targets: [word_embeddings], kinds: [embedding], codec: {codec: int, bits: 4, group_size: 100}}\n"
+    )
+    with pytest.raises(
+        RecipeError,
+        match=r"group_size 100 does not tile the 384-wide rows of the embedding "
+        r"embeddings\.word_embeddings",
+    ) as caught:
         load_recipe(recipe).spec_for("embeddings.word_embeddings", "embedding", (30522, 384))
     assert "128" in caught.value.hint and "null" in caught.value.hint
     assert load_recipe(recipe).spec_for("encoder.layer.0.output.dense", "linear", (384, 1536)) is None
@@ -134,7 +151,10 @@ rules:
         ("name: x\ndescription: y\nrules: [{codec: {codec: int, bits: 9}}]", "bits"),
         ("name: x\ndescription: y\nrules: [{codec: {codec: nm, n: 4, m: 4}}]", "N < M"),
         ("name: x\ndescription: y\nrules: [{codec: {codec: lattice}}]", "codec"),
-        ("name: x\ndescription: y\nrules: [{targets: ['(unclosed'], codec: {codec: binary}}]", "invalid regular expression"),
+        (
+            "name: x\ndescription: y\nrules: [{targets: ['(unclosed'], codec: {codec: binary}}]",
+            "invalid regular expression",
+        ),
         ("name: x\ndescription: y\nrules: []", "rules"),
         ("name: x\ndescription: y\nrules: [{codec: {codec: binary}}]\nsurprise: 1", "surprise"),
         ("name: x\ndescription: y\nrules: [{kinds: [lstm], codec: {codec: binary}}]", "kinds"),
@@ -196,10 +216,12 @@ traning: {epochs: 2}
         load_recipe(path)
     message = str(info.value)
     assert message.startswith(f"{path} has 4 problems:")
-    for line in ("rules[0].codec: unknown key 'bitz' (did you mean 'bits'?)",
-                 "rules[0].codec: unknown key 'symetric' (did you mean 'symmetric'?)",
-                 "rules[1].kinds[0]: 'embeding' is not one of linear, embedding, conv (did you mean 'embedding'?)",
-                 "(top level): unknown key 'traning' (did you mean 'training'?)"):
+    for line in (
+        "rules[0].codec: unknown key 'bitz' (did you mean 'bits'?)",
+        "rules[0].codec: unknown key 'symetric' (did you mean 'symmetric'?)",
+        "rules[1].kinds[0]: 'embeding' is not one of linear, embedding, conv (did you mean 'embedding'?)",
+        "(top level): unknown key 'traning' (did you mean 'training'?)",
+    ):
         assert f"  - {line}" in message.splitlines(), message
     assert "Field required" not in message  # the missing `bits` is the misspelt `bitz`
 
@@ -230,5 +252,7 @@ def test_a_recipe_matching_nothing_shows_the_models_module_names(tiny_bert_dir, 
     path.write_text("name: t5ish\ndescription: d\nrules: [{targets: ['block\\\\.'], codec: {codec: int, bits: 4}}]\n")
     with pytest.raises(RecipeError) as info:
         make_plan(SafetensorsDir(tiny_bert_dir), tiny_bert_dir, load_recipe(path))
-    assert "its modules are named like" in str(info.value) and "encoder.layer.0.attention.self.key (linear)" in str(info.value)
+    assert "its modules are named like" in str(info.value) and "encoder.layer.0.attention.self.key (linear)" in str(
+        info.value
+    )
     assert "zoo info" not in info.value.hint  # zoo info refuses a dense model

@@ -98,7 +98,19 @@ def test_names_stubs_revisions_and_unsafe_file_names():
         parse_name("a@r1", revision="r2")
     for good in ("config.json", "card/accuracy_vs_size.png", ".eval_results/rotten_tomatoes.yaml"):
         assert check_file_name(good, "test") == good
-    for bad in ("../escape", "/etc/passwd", "a/../../b", "a//b", "./a", "a\\b", ".git/config", ".cache/x", "*", "", "a/"):
+    for bad in (
+        "../escape",
+        "/etc/passwd",
+        "a/../../b",
+        "a//b",
+        "./a",
+        "a\\b",
+        ".git/config",
+        ".cache/x",
+        "*",
+        "",
+        "a/",
+    ):
         with pytest.raises(RegistryError, match="not a plain relative path"):
             check_file_name(bad, "test")
 
@@ -131,7 +143,12 @@ def test_local_round_trip_list_and_from_pretrained(run_cli, home, ckpt):
     assert row["size_nbytes"] == sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
     assert row["result"] is None and not m.evaluation  # post-training: nothing measured, nothing invented
     table = run_cli("list").stdout
-    assert STUB in table and row["revision"] in table and "4bit-2of4" in table and f"{m.sizes.encoder_linear_ratio:.2f}x" in table
+    assert (
+        STUB in table
+        and row["revision"] in table
+        and "4bit-2of4" in table
+        and f"{m.sizes.encoder_linear_ratio:.2f}x" in table
+    )
 
 
 def test_list_shows_the_measured_result_from_the_manifest(run_cli, home, ckpt, tmp_path, monkeypatch):
@@ -146,12 +163,33 @@ def test_list_shows_the_measured_result_from_the_manifest(run_cli, home, ckpt, t
     config = json.loads((measured / "config.json").read_text())
     manifest = Manifest.from_quantization_config(config["quantization_config"])
     manifest.evaluation = [
-        EvalResult(role="teacher", task="rotten_tomatoes", dataset="rotten_tomatoes", split="test", metric="accuracy",
-                   value=0.8333, n_examples=1200),
-        EvalResult(role="compressed", task="rotten_tomatoes", dataset="rotten_tomatoes", split="validation",
-                   metric="accuracy", value=0.81, n_examples=1066),
-        EvalResult(role="compressed", task="rotten_tomatoes", dataset="rotten_tomatoes", split="test", metric="accuracy",
-                   value=0.8217, n_examples=1200),
+        EvalResult(
+            role="teacher",
+            task="rotten_tomatoes",
+            dataset="rotten_tomatoes",
+            split="test",
+            metric="accuracy",
+            value=0.8333,
+            n_examples=1200,
+        ),
+        EvalResult(
+            role="compressed",
+            task="rotten_tomatoes",
+            dataset="rotten_tomatoes",
+            split="validation",
+            metric="accuracy",
+            value=0.81,
+            n_examples=1066,
+        ),
+        EvalResult(
+            role="compressed",
+            task="rotten_tomatoes",
+            dataset="rotten_tomatoes",
+            split="test",
+            metric="accuracy",
+            value=0.8217,
+            n_examples=1200,
+        ),
     ]
     config["quantization_config"] = manifest.to_quantization_config()
     (measured / "config.json").write_text(json.dumps(config))  # config.json is not hashed by the manifest
@@ -183,7 +221,9 @@ def test_unknown_name_lists_close_matches_in_one_line(run_cli, home, ckpt):
     registry.upload(ckpt, STUB)
     registry.upload(ckpt, "zoo:tiny/sst2/4bit-2of4")
     result = run_cli("pull", "zoo:tiny/rotten-tomatoes/4bit-2of8")
-    assert_one_line_error(result, "no model 'tiny/rotten-tomatoes/4bit-2of8'", "close matches: zoo:tiny/rotten-tomatoes/4bit-2of4")
+    assert_one_line_error(
+        result, "no model 'tiny/rotten-tomatoes/4bit-2of8'", "close matches: zoo:tiny/rotten-tomatoes/4bit-2of4"
+    )
     assert_one_line_error(run_cli("pull", "zoo:nothing/like/it"), "no model", "(2 models)")
     assert_one_line_error(run_cli("list", "--registry", "nonsense"), "unknown registry 'nonsense'")
     assert not (home / "cache").exists() or files_under(home / "cache") == []
@@ -316,13 +356,24 @@ def test_concurrent_pulls_and_uploads_in_parallel_processes(home, ckpt, other_ck
         registry.upload(ckpt, name)
     go = tmp_path / "go"
     n_uploads = 10
-    uploads = {src: [["upload", str(src), f"zoo:tiny/{tag}-{i}"] for i in range(n_uploads)]
-               for src, tag in ((ckpt, "a"), (other_ckpt, "b"))}
+    uploads = {
+        src: [["upload", str(src), f"zoo:tiny/{tag}-{i}"] for i in range(n_uploads)]
+        for src, tag in ((ckpt, "a"), (other_ckpt, "b"))
+    }
     pulls = [["pull", name] for name in pulled]
     jobs = [pulls + uploads[ckpt], pulls + uploads[other_ckpt]]
     env = {**os.environ, "ZOO_HOME": str(home)}
-    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(go), json.dumps(job)], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for job in jobs]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, str(go), json.dumps(job)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for job in jobs
+    ]
     time.sleep(0.5)
     go.touch()
     results = [(p.wait(180), *p.communicate()) for p in procs]
@@ -415,8 +466,9 @@ def test_hub_revision_pinning(home, hub, online, ckpt, other_ckpt):
 def tamper_blob(repo: Path, revision: str, path: str) -> None:
     """Change a file's bytes in git's object store without changing its id: storage tampered behind git's back."""
     blob = git(repo, "rev-parse", f"{revision}:{path}")
-    data = bytearray(subprocess.run(["git", "-C", str(repo), "cat-file", "blob", blob], capture_output=True,
-                                    check=True).stdout)
+    data = bytearray(
+        subprocess.run(["git", "-C", str(repo), "cat-file", "blob", blob], capture_output=True, check=True).stdout
+    )
     data[len(data) // 2] ^= 0x01
     obj = repo / "objects" / blob[:2] / blob[2:]
     obj.chmod(0o644)

@@ -19,10 +19,19 @@ def test_module_folders_named_by_modules_json_are_companions(tmp_path):
     (tmp_path / "3_Stray").mkdir()
     (tmp_path / "3_Stray" / "a.txt").write_text("not named")
     (tmp_path / "vocab.txt").write_text("a")
-    modules = [{"idx": 0, "path": "", "type": "T"}, {"idx": 1, "path": "1_Pooling", "type": "P"},
-               {"idx": 2, "path": "2_Dense", "type": "D"}, {"idx": 3, "path": "4_Normalize", "type": "N"}]
+    modules = [
+        {"idx": 0, "path": "", "type": "T"},
+        {"idx": 1, "path": "1_Pooling", "type": "P"},
+        {"idx": 2, "path": "2_Dense", "type": "D"},
+        {"idx": 3, "path": "4_Normalize", "type": "N"},
+    ]
     (tmp_path / "modules.json").write_text(json.dumps(modules))
-    assert companion_files(tmp_path) == ["1_Pooling/config.json", "2_Dense/model.safetensors", "modules.json", "vocab.txt"]
+    assert companion_files(tmp_path) == [
+        "1_Pooling/config.json",
+        "2_Dense/model.safetensors",
+        "modules.json",
+        "vocab.txt",
+    ]
 
 
 def test_a_module_folder_outside_the_model_is_refused(tmp_path):

@@ -26,14 +26,28 @@ def ckpt(tiny_bert_dir, compressed_models) -> Path:
     return compressed_models.path(tiny_bert_dir, "int8")
 
 
-def measured(src: Path, dst: Path, value: float, *, dataset: str = "rotten_tomatoes", split: str = "test",
-             metric: str = "accuracy") -> Path:
+def measured(
+    src: Path,
+    dst: Path,
+    value: float,
+    *,
+    dataset: str = "rotten_tomatoes",
+    split: str = "test",
+    metric: str = "accuracy",
+) -> Path:
     """A copy of `src` whose manifest records a teacher's result and a compressed one."""
     shutil.copytree(src, dst)
     config = json.loads((dst / "config.json").read_text())
     config["quantization_config"]["evaluation"] = [
-        {"role": role, "task": dataset, "dataset": dataset, "split": split, "metric": metric, "value": v,
-         "n_examples": 100}
+        {
+            "role": role,
+            "task": dataset,
+            "dataset": dataset,
+            "split": split,
+            "metric": metric,
+            "value": v,
+            "n_examples": 100,
+        }
         for role, v in (("teacher", 0.9), ("compressed", value))
     ]
     (dst / "config.json").write_text(json.dumps(config))
@@ -66,15 +80,39 @@ def test_listed_points_take_same_metric_dataset_and_split_but_not_the_model_itse
     own = own_results(measured(ckpt, tmp_path / "own", 0.85))
 
     def listed(name: str, **result) -> ListedModel:
-        fields = {"role": "compressed", "task": "rotten_tomatoes", "dataset": "rotten_tomatoes", "split": "test",
-                  "metric": "accuracy", "value": 0.5, "n_examples": 100, **result}
-        return ListedModel(name=f"zoo:{name}", revision="0" * 40, revisions=1, recipe="int8", base_model="tiny",
-                           size_nbytes=2000, checkpoint_nbytes=1000, checkpoint_ratio=4.0, encoder_linear_ratio=4.0,
-                           result=EvalResult(**fields) if result.get("value", 1) is not None else None,
-                           created="2026-01-01T00:00:00Z", repo=None)
+        fields = {
+            "role": "compressed",
+            "task": "rotten_tomatoes",
+            "dataset": "rotten_tomatoes",
+            "split": "test",
+            "metric": "accuracy",
+            "value": 0.5,
+            "n_examples": 100,
+            **result,
+        }
+        return ListedModel(
+            name=f"zoo:{name}",
+            revision="0" * 40,
+            revisions=1,
+            recipe="int8",
+            base_model="tiny",
+            size_nbytes=2000,
+            checkpoint_nbytes=1000,
+            checkpoint_ratio=4.0,
+            encoder_linear_ratio=4.0,
+            result=EvalResult(**fields) if result.get("value", 1) is not None else None,
+            created="2026-01-01T00:00:00Z",
+            repo=None,
+        )
 
-    models = [listed("a", value=0.75), listed("b", split="validation"), listed("c", dataset="sst2"),
-              listed("d", metric="f1"), listed("e", value=None), listed("me/self", value=0.8)]
+    models = [
+        listed("a", value=0.75),
+        listed("b", split="validation"),
+        listed("c", dataset="sst2"),
+        listed("d", metric="f1"),
+        listed("e", value=None),
+        listed("me/self", value=0.8),
+    ]
     assert listed_points(own, models, exclude="me/self") == [Point("a", 1000, 0.75, "sibling")]
     assert listed_points(own, models, exclude="zoo:me/self") == [Point("a", 1000, 0.75, "sibling")]
     assert [p.label for p in listed_points(own, models)] == ["a", "me/self"]

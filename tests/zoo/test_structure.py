@@ -30,8 +30,19 @@ def compress_on_task(run_cli, model, tmp_path, recipe_yaml: str, *extra: str):
     """`zoo compress MODEL --recipe YAML --task rotten_tomatoes` into tmp_path/out; the CLI's result."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(recipe_yaml)
-    return run_cli("compress", model, "--recipe", recipe, "--task", "rotten_tomatoes", "--data", RT, *extra,
-                   "--out", tmp_path / "out")
+    return run_cli(
+        "compress",
+        model,
+        "--recipe",
+        recipe,
+        "--task",
+        "rotten_tomatoes",
+        "--data",
+        RT,
+        *extra,
+        "--out",
+        tmp_path / "out",
+    )
 
 
 def logits(model) -> torch.Tensor:
@@ -76,8 +87,12 @@ def test_kronecker_student_is_evaluated_as_stored_in_every_mode(kron_student, ta
 
 
 def test_kronecker_factors_that_do_not_divide_fail_before_the_teacher_is_trained(tiny_bert_dir, tmp_path, run_cli):
-    result = compress_on_task(run_cli, tiny_bert_dir, tmp_path,
-                              "name: k\ndescription: x\nrules: [{codec: {codec: kronecker, b_shape: [3, 3]}}]\n")
+    result = compress_on_task(
+        run_cli,
+        tiny_bert_dir,
+        tmp_path,
+        "name: k\ndescription: x\nrules: [{codec: {codec: kronecker, b_shape: [3, 3]}}]\n",
+    )
     out = tmp_path / "out"
     assert result.exit_code == 1
     assert "does not divide the weight 64x64" in result.output and "Traceback" not in result.output
@@ -85,8 +100,12 @@ def test_kronecker_factors_that_do_not_divide_fail_before_the_teacher_is_trained
 
 
 def test_kronecker_ratio_no_split_reaches_fails_before_the_teacher_is_trained(tiny_bert_dir, tmp_path, run_cli):
-    result = compress_on_task(run_cli, tiny_bert_dir, tmp_path,
-                              "name: k\ndescription: x\nrules: [{codec: {codec: kronecker, ratio: 3000, rank: 2}}]\n")
+    result = compress_on_task(
+        run_cli,
+        tiny_bert_dir,
+        tmp_path,
+        "name: k\ndescription: x\nrules: [{codec: {codec: kronecker, ratio: 3000, rank: 2}}]\n",
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "no Kronecker factor shapes of rank 2 store a 64x64 weight 3000x smaller" in result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.work").exists() and not leftovers(tmp_path)
@@ -179,19 +198,23 @@ def test_unpacking_a_pruned_model_pads_it_back_to_a_plain_checkpoint(pruned_stud
 
 
 def test_ffn_block_that_does_not_tile_fails_before_the_teacher_is_trained(tiny_bert_dir, tmp_path, run_cli):
-    result = compress_on_task(run_cli, tiny_bert_dir, tmp_path,
-                              "name: p\ndescription: x\npruning: {heads: 0.5, ffn: 0.5, ffn_block: 48}\n")
+    result = compress_on_task(
+        run_cli, tiny_bert_dir, tmp_path, "name: p\ndescription: x\npruning: {heads: 0.5, ffn: 0.5, ffn_block: 48}\n"
+    )
     out = tmp_path / "out"
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "48 FFN neurons does not tile layer 0's FFN width 160" in result.output
     assert not out.exists() and not (tmp_path / "out.work").exists()
 
 
-@pytest.mark.parametrize("pruning, message", [
-    ("{heads: 0.9}", "leaves fewer than one per layer"),
-    ("{heads: 0, ffn: 0}", "pruning needs heads > 0 or ffn > 0"),
-    ("{heads: 0.5, ramp: [0.5, 0.2]}", "ramp must be"),
-])
+@pytest.mark.parametrize(
+    "pruning, message",
+    [
+        ("{heads: 0.9}", "leaves fewer than one per layer"),
+        ("{heads: 0, ffn: 0}", "pruning needs heads > 0 or ffn > 0"),
+        ("{heads: 0.5, ramp: [0.5, 0.2]}", "ramp must be"),
+    ],
+)
 def test_bad_pruning_sections_are_recipe_errors(tiny_bert_dir, tmp_path, run_cli, pruning, message):
     result = compress_on_task(run_cli, tiny_bert_dir, tmp_path, f"name: p\ndescription: x\npruning: {pruning}\n")
     assert result.exit_code == 1 and message in result.output and not (tmp_path / "out").exists()
@@ -200,8 +223,12 @@ def test_bad_pruning_sections_are_recipe_errors(tiny_bert_dir, tmp_path, run_cli
 def test_pruning_needs_a_task_and_no_codecs_inside_the_layers(tiny_bert_dir, tmp_path, run_cli):
     result = run_cli("compress", tiny_bert_dir, "--recipe", "block-prune", "--out", tmp_path / "out")
     assert result.exit_code == 1 and "run it with --task" in result.output and not (tmp_path / "out").exists()
-    result = compress_on_task(run_cli, tiny_bert_dir, tmp_path,
-                              "name: p\ndescription: x\npruning: {heads: 0.5}\nrules: [{codec: {codec: int, bits: 8}}]\n")
+    result = compress_on_task(
+        run_cli,
+        tiny_bert_dir,
+        tmp_path,
+        "name: p\ndescription: x\npruning: {heads: 0.5}\nrules: [{codec: {codec: int, bits: 8}}]\n",
+    )
     assert result.exit_code == 1 and "cannot also get codecs" in result.output
 
 
@@ -213,24 +240,36 @@ def test_resize_refuses_an_empty_layer_and_unknown_layouts(teacher_dir, task):  
     with pytest.raises(StructureError, match="cannot find"):
         resize(torch.nn.Sequential(torch.nn.Linear(4, 4)), [0], [0])
     with pytest.raises(RecipeError, match="a search and pruning cannot be combined"):
-        parse_recipe("name: p\ndescription: x\npruning: {heads: 0.5}\nsearch: {target_ratio: 8}\n"
-                     "rules: [{codec: {codec: int, bits: 8}}]\n", "x")
+        parse_recipe(
+            "name: p\ndescription: x\npruning: {heads: 0.5}\nsearch: {target_ratio: 8}\n"
+            "rules: [{codec: {codec: int, bits: 8}}]\n",
+            "x",
+        )
 
 
 def _tiny_vit():
     from transformers import ViTConfig, ViTForImageClassification
 
-    config = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                       image_size=32, patch_size=8)
+    config = ViTConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32, patch_size=8
+    )
     return ViTForImageClassification(config), {"pixel_values": torch.randn(2, 3, 32, 32)}
 
 
 def _tiny_wav2vec2():
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    config = Wav2Vec2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                            conv_dim=(32, 32), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16,
-                            num_conv_pos_embedding_groups=4)
+    config = Wav2Vec2Config(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        conv_dim=(32, 32),
+        conv_stride=(5, 2),
+        conv_kernel=(10, 3),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+    )
     return Wav2Vec2Model(config), {"input_values": torch.randn(2, 4000)}
 
 

@@ -118,7 +118,11 @@ def test_run_eval_reports_fidelity_as_a_typed_result(tiny_bert_dir):
     from zoo.tasks.evaluation import EvalReport, run_eval
 
     report = run_eval(tiny_bert_dir, "fidelity", reference=str(tiny_bert_dir), limit=4)
-    assert isinstance(report, EvalReport) and (report.split, report.n_examples, report.max_length) == ("samples", 4, None)
+    assert isinstance(report, EvalReport) and (report.split, report.n_examples, report.max_length) == (
+        "samples",
+        4,
+        None,
+    )
     assert report.metrics == {"cosine": pytest.approx(1.0, abs=1e-5)}  # no head: no agreement or KL
     shown = report.to_json()
     assert list(shown) == ["model", "task", "dataset", "split", "n_examples", "metrics"]

@@ -77,11 +77,17 @@ def test_stored_student_is_2of4_on_the_int4_grid(nm_student):
 def test_manifest_numbers_are_what_the_stored_checkpoint_measures(nm_student):
     m = Checkpoint.open(nm_student.path).manifest
     got = {(r.role, r.split, r.metric): r for r in m.evaluation}
-    assert {("teacher", "test", "accuracy"), ("compressed", "test", "accuracy"), ("compressed", "test", "teacher_agreement"),
-            ("teacher", "validation", "accuracy"), ("compressed", "validation", "accuracy")} <= set(got)
+    assert {
+        ("teacher", "test", "accuracy"),
+        ("compressed", "test", "accuracy"),
+        ("compressed", "test", "teacher_agreement"),
+        ("teacher", "validation", "accuracy"),
+        ("compressed", "validation", "accuracy"),
+    } <= set(got)
     scores = nm_student.scores  # what the run reports is what the manifest records, role by role
-    assert [(role, s.split, s.metric, round(s.value, 6)) for role, s in scores.by_role()] == \
-        [(r.role, r.split, r.metric, r.value) for r in m.evaluation]
+    assert [(role, s.split, s.metric, round(s.value, 6)) for role, s in scores.by_role()] == [
+        (r.role, r.split, r.metric, r.value) for r in m.evaluation
+    ]
     assert scores.agreement.metric == "teacher_agreement" and scores.compressed_test.split == "test"
     again = run_eval(nm_student.path, "rotten_tomatoes", data=RT, limit=LIMIT)
     assert again.metrics["accuracy"] == pytest.approx(got[("compressed", "test", "accuracy")].value, abs=1e-6)
@@ -99,8 +105,7 @@ def test_interrupted_run_leaves_no_output_and_resumes(teacher_dir, task, tmp_pat
     recipe = recipe_with("ternary", epochs=2, learning_rate=1e-3)
     model = resolve_model(str(teacher_dir))
     with pytest.raises(KeyboardInterrupt):
-        compress_with_training(model, recipe, task, out, limit=128,
-                               callbacks=lambda stage: [StopAfterFirstSave()])
+        compress_with_training(model, recipe, task, out, limit=128, callbacks=lambda stage: [StopAfterFirstSave()])
     assert not out.exists() and leftovers(tmp_path) == []
     assert any((tmp_path / "tiny-ternary.work" / "student").glob("checkpoint-*"))
     result = compress_with_training(model, recipe, task, out, limit=128, resume=True)
@@ -143,8 +148,14 @@ def test_xtc_without_a_task_is_refused(tiny_bert_dir, tmp_path):
 
 def test_teacher_without_the_task_head_is_refused(tiny_bert_dir, teacher_dir, task, tmp_path):
     with pytest.raises(TaskError, match="has no 2-label head"):
-        compress_with_training(resolve_model(str(teacher_dir)), load_recipe("int8"), task, tmp_path / "x",
-                               teacher=str(tiny_bert_dir), limit=32)
+        compress_with_training(
+            resolve_model(str(teacher_dir)),
+            load_recipe("int8"),
+            task,
+            tmp_path / "x",
+            teacher=str(tiny_bert_dir),
+            limit=32,
+        )
 
 
 def test_schedule_moves_dropout_and_tightens_nm_gradually(teacher_dir, task):
@@ -176,6 +187,7 @@ def test_attention_distillation_runs(teacher_dir, task, tmp_path):
 
 def test_training_seed_decides_the_run(teacher_dir, task, tmp_path):
     """Same recipe seed: the same losses step for step; another seed: another data order and dropout."""
+
     def losses(seed: int, name: str) -> list[float]:
         recipe = recipe_with("int8", epochs=1, seed=seed, dropout={"start": 0.1, "end": 0.1})
         return compress_with_training(resolve_model(str(teacher_dir)), recipe, task, tmp_path / name, limit=64).losses

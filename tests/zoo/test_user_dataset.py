@@ -35,9 +35,29 @@ def teacher_32(tiny_bert_dir, news, tmp_path_factory):
     from zoo.cli import app
 
     out = tmp_path_factory.mktemp("t32") / "teacher"
-    result = CliRunner().invoke(app, ["finetune", str(tiny_bert_dir), "--task", "text-classification", "--data",
-                                      str(news), "--out", str(out), "--limit", "64", "--epochs", "1", "--lr", "1e-3",
-                                      "--max-length", "32", "--label-names", "rotten,fresh"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "finetune",
+            str(tiny_bert_dir),
+            "--task",
+            "text-classification",
+            "--data",
+            str(news),
+            "--out",
+            str(out),
+            "--limit",
+            "64",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-3",
+            "--max-length",
+            "32",
+            "--label-names",
+            "rotten,fresh",
+        ],
+    )
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "at 32 tokens per example" in result.stdout
     return out
@@ -45,29 +65,77 @@ def teacher_32(tiny_bert_dir, news, tmp_path_factory):
 
 def test_the_teachers_length_carries_through_compress_and_eval(run_cli, teacher_32, news, tmp_path):
     out = tmp_path / "student"
-    result = run_cli("compress", teacher_32, "--recipe", "int8", "--task", "text-classification", "--data", news,
-                     "--limit", "64", "--epochs", "1", "--out", out)  # no --max-length
+    result = run_cli(
+        "compress",
+        teacher_32,
+        "--recipe",
+        "int8",
+        "--task",
+        "text-classification",
+        "--data",
+        news,
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+    )  # no --max-length
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "examples, 32 tokens each)" in result.stdout
     m = Checkpoint.open(out).manifest
     assert m.training.max_length == 32 and m.recipe.spec["training"]["max_length"] == 32
     assert "32 tokens per example" in (out / "README.md").read_text()
-    evaluated = json.loads(run_cli("eval", out, "--task", "text-classification", "--data", news, "--limit", "64",
-                                   "--json").stdout)
+    evaluated = json.loads(
+        run_cli("eval", out, "--task", "text-classification", "--data", news, "--limit", "64", "--json").stdout
+    )
     assert evaluated["max_length"] == 32  # scored at the length it was trained with
-    teacher_eval = json.loads(run_cli("eval", teacher_32, "--task", "text-classification", "--data", news,
-                                      "--limit", "64", "--json").stdout)
+    teacher_eval = json.loads(
+        run_cli("eval", teacher_32, "--task", "text-classification", "--data", news, "--limit", "64", "--json").stdout
+    )
     assert teacher_eval["max_length"] == 32
-    told = run_cli("compress", teacher_32, "--recipe", "int8", "--task", "text-classification", "--data", news,
-                   "--limit", "64", "--epochs", "1", "--max-length", "24", "--out", tmp_path / "s24")
+    told = run_cli(
+        "compress",
+        teacher_32,
+        "--recipe",
+        "int8",
+        "--task",
+        "text-classification",
+        "--data",
+        news,
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--max-length",
+        "24",
+        "--out",
+        tmp_path / "s24",
+    )
     assert told.exit_code == 0 and Checkpoint.open(tmp_path / "s24").manifest.training.max_length == 24
 
 
 def test_the_users_names_reach_config_manifest_and_card(run_cli, teacher_32, news, tmp_path):
     assert json.loads((teacher_32 / "config.json").read_text())["id2label"] == {"0": "rotten", "1": "fresh"}
     out = tmp_path / "named"
-    result = run_cli("compress", teacher_32, "--recipe", "int8", "--task", "text-classification", "--data", news,
-                     "--limit", "64", "--epochs", "1", "--task-name", "Movie reviews (ours)", "--out", out)
+    result = run_cli(
+        "compress",
+        teacher_32,
+        "--recipe",
+        "int8",
+        "--task",
+        "text-classification",
+        "--data",
+        news,
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--task-name",
+        "Movie reviews (ours)",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.stdout + result.stderr
     m = Checkpoint.open(out).manifest
     assert m.training.dataset == "Movie reviews (ours)" and m.training.labels == ["rotten", "fresh"]
@@ -79,12 +147,43 @@ def test_the_users_names_reach_config_manifest_and_card(run_cli, teacher_32, new
 
 def test_label_names_given_to_compress_name_a_numbered_teachers_labels(run_cli, tiny_bert_dir, news, tmp_path):
     teacher = tmp_path / "numbered"
-    assert run_cli("finetune", tiny_bert_dir, "--task", "text-classification", "--data", news, "--out", teacher,
-                   "--limit", "64", "--epochs", "1").exit_code == 0
+    assert (
+        run_cli(
+            "finetune",
+            tiny_bert_dir,
+            "--task",
+            "text-classification",
+            "--data",
+            news,
+            "--out",
+            teacher,
+            "--limit",
+            "64",
+            "--epochs",
+            "1",
+        ).exit_code
+        == 0
+    )
     assert json.loads((teacher / "config.json").read_text())["id2label"] == {"0": "0", "1": "1"}
     out = tmp_path / "named"
-    result = run_cli("compress", teacher, "--recipe", "int8", "--task", "text-classification", "--data", news,
-                     "--limit", "64", "--epochs", "1", "--label-names", "neg,pos", "--out", out)
+    result = run_cli(
+        "compress",
+        teacher,
+        "--recipe",
+        "int8",
+        "--task",
+        "text-classification",
+        "--data",
+        news,
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--label-names",
+        "neg,pos",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.stdout + result.stderr
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
     assert Checkpoint.open(out).manifest.training.labels == ["neg", "pos"]
@@ -111,10 +210,35 @@ def test_compress_logs_progress_lines_when_stderr_is_a_file(tiny_bert_dir, news,
     log = tmp_path / "stderr.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "ZOO_LOG_EVERY": "0"}
     with log.open("w") as stderr:
-        done = subprocess.run([sys.executable, "-m", "zoo", "compress", str(tiny_bert_dir), "--recipe", "int8",
-                               "--task", "text-classification", "--data", str(news), "--limit", "160",
-                               "--epochs", "1", "--teacher-epochs", "1", "--out", str(tmp_path / "out")],
-                              stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, timeout=600, check=False)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "zoo",
+                "compress",
+                str(tiny_bert_dir),
+                "--recipe",
+                "int8",
+                "--task",
+                "text-classification",
+                "--data",
+                str(news),
+                "--limit",
+                "160",
+                "--epochs",
+                "1",
+                "--teacher-epochs",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+            timeout=600,
+            check=False,
+        )
     lines = log.read_text().splitlines()
     assert done.returncode == 0, "\n".join(lines[-20:])
     for stage in ("fine-tuning teacher", "training int8"):

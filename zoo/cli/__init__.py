@@ -38,9 +38,15 @@ def main(
     version: Annotated[
         bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show transformers' own loading bars and "
-                                          "reports, which zoo hides where it expects them (a new head, a base model).")
-                       ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show transformers' own loading bars and "
+            "reports, which zoo hides where it expects them (a new head, a base model).",
+        ),
+    ] = False,
 ) -> None:
     """zoo: a model zoo and checkpoint registry for deeply compressed transformers."""
     if verbose:
@@ -62,7 +68,8 @@ app.command()(recipes.recipes)
 app.command()(registry.upload)
 app.command("pull")(registry.pull)
 app.command("download", help="Same as [bold]zoo pull[/bold]: fetch a model by name, verify it, print its path.")(
-    registry.pull)
+    registry.pull
+)
 app.command("list")(registry.list_)
 
 __all__ = ["_fails_cleanly", "app", "err", "out"]

@@ -29,8 +29,10 @@ from .model import run_compact
 
 NameOpt = Annotated[str, typer.Argument(help="A zoo checkpoint directory, or a registry name (zoo:NAME\\[@REV]).")]
 PullFromOpt = Annotated[
-    str | None, typer.Option("--registry", help="Registry to pull NAME from \\[default: $ZOO_REGISTRY, else local].",
-                             show_default=False)
+    str | None,
+    typer.Option(
+        "--registry", help="Registry to pull NAME from \\[default: $ZOO_REGISTRY, else local].", show_default=False
+    ),
 ]
 
 
@@ -102,8 +104,9 @@ def _print_facts(facts) -> None:
     m, res = facts.manifest, facts.results
     s = m.sizes
     out.print(f"[bold]{shown(facts.path)}[/bold]  zoo format {m.format_version}, written by zoo {shown(m.zoo_version)}")
-    out.print(f"  base model      {shown(m.base_model.id)} ({m.base_model.source}, revision "
-              f"{shown(m.base_model.revision)})")
+    out.print(
+        f"  base model      {shown(m.base_model.id)} ({m.base_model.source}, revision {shown(m.base_model.revision)})"
+    )
     out.print(f"  recipe          {shown(m.recipe.name)}: {shown(facts.description)}")
     out.print(f"  checkpoint      {mb(s.checkpoint_nbytes)} ({s.checkpoint_ratio:.2f}x smaller than the source)")
     out.print(f"  encoder linear  {mb(s.encoder_linear_nbytes)} ({s.encoder_linear_ratio:.2f}x vs fp32)")
@@ -111,15 +114,19 @@ def _print_facts(facts) -> None:
     if m.training is not None:
         t = m.training
         kept = f", layers {t.keep_layers} of the teacher" if t.keep_layers else ""
-        out.print(f"  trained         on {shown(t.dataset)}: {t.epochs:g} epochs, {t.steps} steps, "
-                  f"{t.seconds / 60:.1f} min on {shown(t.device)}, distilled from {shown(t.teacher)}{kept}"
-                  + (f", {t.max_length} tokens per example" if t.max_length else ""))
+        out.print(
+            f"  trained         on {shown(t.dataset)}: {t.epochs:g} epochs, {t.steps} steps, "
+            f"{t.seconds / 60:.1f} min on {shown(t.device)}, distilled from {shown(t.teacher)}{kept}"
+            + (f", {t.max_length} tokens per example" if t.max_length else "")
+        )
         if t.labels:
             out.print(f"  labels          {shown(', '.join(t.labels))}")
     if m.evaluation:
         for r in m.evaluation:
-            out.print(f"  {r.role:15s} {shown(r.metric)} {r.value:.4f} on {shown(r.dataset)} {shown(r.split)} "
-                      f"({r.n_examples} examples)")
+            out.print(
+                f"  {r.role:15s} {shown(r.metric)} {r.value:.4f} on {shown(r.dataset)} {shown(r.split)} "
+                f"({r.n_examples} examples)"
+            )
     else:
         out.print("  evaluation      none recorded (compressed without --task; measure with `zoo eval DIR --task ...`)")
 
@@ -129,16 +136,24 @@ def _print_facts(facts) -> None:
     for col in ("accuracy", "retention", "size", "ratio", "enc-linear ratio"):
         summary.add_column(col, justify="right", no_wrap=True)
     for r in res.rows:
-        summary.add_row(shown(r.model), _pct(r.value), _pct(r.retention), mb(r.size_bytes),
-                        f"{r.checkpoint_ratio:.2f}x", f"{r.encoder_linear_ratio:.2f}x")
+        summary.add_row(
+            shown(r.model),
+            _pct(r.value),
+            _pct(r.retention),
+            mb(r.size_bytes),
+            f"{r.checkpoint_ratio:.2f}x",
+            f"{r.encoder_linear_ratio:.2f}x",
+        )
     out.print(summary)
     if res.agreement is not None:
         out.print(f"  agreement with the teacher: {_pct(res.agreement)}")
 
     if m.structure is not None:
         st = m.structure
-        out.print(f"  pruned          heads per layer {st.attention_heads} (of {st.heads_before}), FFN widths "
-                  f"{st.intermediate_sizes} (of {st.intermediate_size_before}); plain dense layers")
+        out.print(
+            f"  pruned          heads per layer {st.attention_heads} (of {st.heads_before}), FFN widths "
+            f"{st.intermediate_sizes} (of {st.intermediate_size_before}); plain dense layers"
+        )
     if facts.layers:
         table = Table(title="compressed modules", title_justify="left", show_edge=False, header_style="bold")
         # module names are what people grep for: never elide them, fold them if the terminal is narrow
@@ -147,11 +162,19 @@ def _print_facts(facts) -> None:
             table.add_column(col, justify="left" if col == "codec" else "right", no_wrap=True)
         for r in facts.layers:
             tied = f" (shared with {', '.join(r.tied)})" if r.tied else ""
-            table.add_row(shown(r.module + tied), shown(r.method), f"{r.bits:.3g}", f"{100 * r.sparsity:.0f}%",
-                          f"{r.nbytes:,}", f"{r.ratio:.2f}x")
+            table.add_row(
+                shown(r.module + tied),
+                shown(r.method),
+                f"{r.bits:.3g}",
+                f"{100 * r.sparsity:.0f}%",
+                f"{r.nbytes:,}",
+                f"{r.ratio:.2f}x",
+            )
         out.print(table)
-    out.print(f"  other tensors (norms, biases, heads, any layer no rule took, file headers): "
-              f"{mb(facts.other_tensors_nbytes)}")
+    out.print(
+        f"  other tensors (norms, biases, heads, any layer no rule took, file headers): "
+        f"{mb(facts.other_tensors_nbytes)}"
+    )
 
 
 @fails_cleanly
@@ -171,10 +194,16 @@ def verify(
     ckpt = Checkpoint.open(model_dir, verify=True)
     files = ckpt.manifest.files
     if not files:
-        raise ZooError(f"{model_dir} records no file hashes (re-saved by transformers' save_pretrained?): its "
-                       "structure is sound, but nothing can be checked byte for byte", hint="compress or pull it again")
-    out.print(f"Verified {shown(model_dir)}: {len(files)} files ({mb(sum(f.nbytes for f in files.values()))}) match "
-              f"their sha256, {len(ckpt.manifest.modules)} modules fit their codecs", highlight=False)
+        raise ZooError(
+            f"{model_dir} records no file hashes (re-saved by transformers' save_pretrained?): its "
+            "structure is sound, but nothing can be checked byte for byte",
+            hint="compress or pull it again",
+        )
+    out.print(
+        f"Verified {shown(model_dir)}: {len(files)} files ({mb(sum(f.nbytes for f in files.values()))}) match "
+        f"their sha256, {len(ckpt.manifest.modules)} modules fit their codecs",
+        highlight=False,
+    )
 
 
 @fails_cleanly
@@ -189,8 +218,10 @@ def card(
         typer.Option("--sibling", help="Another zoo checkpoint to plot beside this one (repeatable)."),
     ] = None,
     registry: Annotated[
-        str | None, typer.Option("--registry", help="Also plot the models this registry lists (local, hf, a path...).",
-                                 show_default=False)
+        str | None,
+        typer.Option(
+            "--registry", help="Also plot the models this registry lists (local, hf, a path...).", show_default=False
+        ),
     ] = None,
     plot: Annotated[
         bool, typer.Option("--plot/--no-plot", help="Draw the accuracy-vs-size plot (needs matplotlib).")
@@ -217,8 +248,10 @@ def card(
             note(f"{escape(str(left_out.path))} has no recorded accuracy; not plotted")
         else:
             dataset, split = left_out.measured_on
-            note(f"{escape(str(left_out.path))} was measured on {dataset} {split}, not {own.dataset} {own.split}; "
-                 "not plotted")
+            note(
+                f"{escape(str(left_out.path))} was measured on {dataset} {split}, not {own.dataset} {own.split}; "
+                "not plotted"
+            )
     points = list(siblings.points)
     if registry is not None:
         with quiet_hub():
@@ -227,8 +260,17 @@ def card(
     written = [files.readme, files.plot, files.eval_results]
     out.print(f"Wrote the card of {model_dir}: " + ", ".join(str(p.relative_to(model_dir)) for p in written if p))
     if files.plot is not None:
-        out.print(f"  plotted beside its teacher and {len(points)} other model(s)"
-                  + (f": {', '.join(p.label for p in points)}" if points else ""))
+        out.print(
+            f"  plotted beside its teacher and {len(points)} other model(s)"
+            + (f": {', '.join(p.label for p in points)}" if points else "")
+        )
     if files.plot is None and plot:
-        out.print("[dim]no plot: " + ("matplotlib is not installed (pip install 'zoo-compress[cards]')"
-                                      if files.has_results else "no accuracy is recorded") + "[/dim]")
+        out.print(
+            "[dim]no plot: "
+            + (
+                "matplotlib is not installed (pip install 'zoo-compress[cards]')"
+                if files.has_results
+                else "no accuracy is recorded"
+            )
+            + "[/dim]"
+        )

@@ -48,8 +48,13 @@ def fails_cleanly(fn):
             raise typer.Exit(1) from None
         except (KeyboardInterrupt, Terminated, Exception) as exc:
             # a signal: its own exception, or whatever an extension it interrupted made of it (zoo.console)
-            code = 143 if isinstance(exc, Terminated) else 130 if isinstance(exc, KeyboardInterrupt) \
+            code = (
+                143
+                if isinstance(exc, Terminated)
+                else 130
+                if isinstance(exc, KeyboardInterrupt)
                 else signal_exit_code()
+            )
             if code is None:
                 raise
             what = "terminated" if code == 143 else "interrupted"
@@ -112,8 +117,9 @@ def progress() -> Progress:
     )
 
 
-def stage_callback(label: str, unit: str, bar: Progress | None = None, task_id=None, *, start: str,
-                   lines: bool | None = None):
+def stage_callback(
+    label: str, unit: str, bar: Progress | None = None, task_id=None, *, start: str, lines: bool | None = None
+):
     """A progress callback (done, total) for one long stage: it moves `bar`'s task, and where stderr is not a
     terminal (or without a bar) prints a line at the start, every ZOO_LOG_EVERY seconds (30) with an ETA, and at
     the end."""
@@ -143,22 +149,31 @@ def print_made(loads_as, rounding, fidelity) -> None:
     """The lines `zoo compress` and `zoo info` both print of how a checkpoint was made: the class it loads as (when
     config.json names another), how a post-training checkpoint was rounded, and its fidelity to the dense model."""
     if loads_as is not None:
-        out.print(f"  loads as        {shown(loads_as.architecture)} (config.json names {shown(loads_as.named)}, "
-                  "whose head the weights lack)")
+        out.print(
+            f"  loads as        {shown(loads_as.architecture)} (config.json names {shown(loads_as.named)}, "
+            "whose head the weights lack)"
+        )
     if rounding is not None and not rounding.gptq:
         out.print(f"  rounding        to nearest (GPTQ {shown(rounding.on)})")
     elif rounding is not None:
         out.print(f"  rounding        GPTQ on {shown(rounding.on)}")
     if fidelity is not None:
-        out.print(f"  fidelity        cosine {fidelity.value:.4f} to the dense model's embeddings "
-                  f"({shown(fidelity.measured_on)}, before any fine-tuning)")
+        out.print(
+            f"  fidelity        cosine {fidelity.value:.4f} to the dense model's embeddings "
+            f"({shown(fidelity.measured_on)}, before any fine-tuning)"
+        )
 
 
 RecipeOpt = Annotated[
     str, typer.Option("--recipe", "-r", help="Built-in recipe name (see `zoo recipes`) or a path to a recipe YAML.")
 ]
-OverwriteOpt = Annotated[bool, typer.Option(
-    "--overwrite", help="Replace OUT if it is empty or an earlier zoo output (never a directory holding other files).")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace OUT if it is empty or an earlier zoo output (never a directory holding other files).",
+    ),
+]
 ShardOpt = Annotated[
     str, typer.Option("--max-shard-size", help="Split weights into safetensors shards of at most this size.")
 ]

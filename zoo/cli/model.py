@@ -47,8 +47,10 @@ def _print_result(verb: str, result, model_name: str) -> None:
     print_made(loads_as(m, read_config(result.path)), rounding(m), m.fidelity)
     if m.structure is not None:
         st = m.structure
-        out.print(f"  pruned          heads per layer {st.attention_heads} (of {st.heads_before}), FFN widths "
-                  f"{st.intermediate_sizes} (of {st.intermediate_size_before})")
+        out.print(
+            f"  pruned          heads per layer {st.attention_heads} (of {st.heads_before}), FFN widths "
+            f"{st.intermediate_sizes} (of {st.intermediate_size_before})"
+        )
 
 
 def _load_recipe(recipe: str, target_ratio: float | None):
@@ -59,8 +61,17 @@ def _load_recipe(recipe: str, target_ratio: float | None):
 
 
 def run_compact(
-    model: str, recipe: str, out_dir: Path | None, revision: str | None, overwrite: bool, max_shard_size: str,
-    *, pack: bool, target_ratio: float | None = None, calibration: Path | None = None, allow_untrained: bool = False,
+    model: str,
+    recipe: str,
+    out_dir: Path | None,
+    revision: str | None,
+    overwrite: bool,
+    max_shard_size: str,
+    *,
+    pack: bool,
+    target_ratio: float | None = None,
+    calibration: Path | None = None,
+    allow_untrained: bool = False,
 ) -> None:
     """`zoo compress` without --task, and `zoo pack`: write the compact checkpoint with progress, then say what
     it holds."""
@@ -79,8 +90,13 @@ def run_compact(
         searching = bar.add_task("searching", total=None, visible=False, unit="(module, setting) pairs")
         rounding = bar.add_task("rounding (GPTQ)", total=None, visible=False, unit="modules")
         task = bar.add_task("packing" if pack else "compressing", total=total, unit="bytes")
-        searched = stage_callback("search", "(module, setting) pairs measured", bar, searching,
-                                  start="measuring {total} (module, setting) pairs")
+        searched = stage_callback(
+            "search",
+            "(module, setting) pairs measured",
+            bar,
+            searching,
+            start="measuring {total} (module, setting) pairs",
+        )
         rounded = stage_callback("GPTQ", "modules rounded", bar, rounding, start="rounding {total} modules")
 
         result = write_compact(
@@ -119,12 +135,23 @@ def _warn_if_unfaithful(m, model: str, recipe: str) -> None:
         )
 
 
-TaskOpt = Annotated[str, typer.Option("--task", "-t", help="rotten_tomatoes, sst2, text-classification, fashion_mnist, "
-                                      "image-classification (or fidelity for `zoo eval`).")]
+TaskOpt = Annotated[
+    str,
+    typer.Option(
+        "--task",
+        "-t",
+        help="rotten_tomatoes, sst2, text-classification, fashion_mnist, "
+        "image-classification (or fidelity for `zoo eval`).",
+    ),
+]
 DataOpt = Annotated[
     str | None,
-    typer.Option("--data", "-d", help="Directory with train/validation/test files (.tsv/.csv/.jsonl, idx, npz), "
-                 "or a Hugging Face dataset name \\[default: the task's hub dataset]."),
+    typer.Option(
+        "--data",
+        "-d",
+        help="Directory with train/validation/test files (.tsv/.csv/.jsonl, idx, npz), "
+        "or a Hugging Face dataset name \\[default: the task's hub dataset].",
+    ),
 ]
 TextColOpt = Annotated[
     str | None, typer.Option("--text-column", help="Column holding the text \\[default: sentence or text].")
@@ -135,20 +162,42 @@ LimitOpt = Annotated[
     int | None,
     typer.Option("--limit", min=1, help="Use a seeded random subset of this many examples per split (quick checks)."),
 ]
-TaskNameOpt = Annotated[str | None, typer.Option(
-    "--task-name", help="The name results are recorded under (manifest, card) \\[default: the data's dataset card "
-    "pretty_name, else its folder's name, else the hub dataset].")]
-LabelNamesOpt = Annotated[str | None, typer.Option(
-    "--label-names", help="Comma-separated names of integer labels 0..N-1, e.g. World,Sports,Business "
-    "\\[default: labels.txt beside the data, else the numbers; string labels are their own names].")]
+TaskNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--task-name",
+        help="The name results are recorded under (manifest, card) \\[default: the data's dataset card "
+        "pretty_name, else its folder's name, else the hub dataset].",
+    ),
+]
+LabelNamesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--label-names",
+        help="Comma-separated names of integer labels 0..N-1, e.g. World,Sports,Business "
+        "\\[default: labels.txt beside the data, else the numbers; string labels are their own names].",
+    ),
+]
 
 
-def _task(name: str, data: str | None, text_column: str | None, label_column: str | None,
-          task_name: str | None = None, label_names: str | None = None):
+def _task(
+    name: str,
+    data: str | None,
+    text_column: str | None,
+    label_column: str | None,
+    task_name: str | None = None,
+    label_names: str | None = None,
+):
     from ..tasks import get_task
 
-    return get_task(name, data, text_column=text_column, label_column=label_column, task_name=task_name,
-                    label_names=_names(label_names))
+    return get_task(
+        name,
+        data,
+        text_column=text_column,
+        label_column=label_column,
+        task_name=task_name,
+        label_names=_names(label_names),
+    )
 
 
 def _names(label_names: str | None) -> list[str] | None:
@@ -172,21 +221,36 @@ def compress(
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")] = None,
     task: Annotated[
         str | None,
-        typer.Option("--task", "-t", help="Fine-tune the compressed model on this task with distillation "
-                     "(rotten_tomatoes, sst2, text-classification, ...). Without it: post-training only."),
+        typer.Option(
+            "--task",
+            "-t",
+            help="Fine-tune the compressed model on this task with distillation "
+            "(rotten_tomatoes, sst2, text-classification, ...). Without it: post-training only.",
+        ),
     ] = None,
     data: DataOpt = None,
     teacher: Annotated[
-        str | None, typer.Option("--teacher", help="Fine-tuned dense model to distil from \\[default: MODEL if it "
-                                    "has the task's head, else MODEL fine-tuned first].")
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Fine-tuned dense model to distil from \\[default: MODEL if it "
+            "has the task's head, else MODEL fine-tuned first].",
+        ),
     ] = None,
-    epochs: Annotated[float | None, typer.Option(
-        min=0, help="Student training epochs \\[default: the recipe's]. 0: no training, the compressed teacher is "
-        "evaluated as it is (a search recipe still measures its layers on the task).")] = None,
-    learning_rate: Annotated[float | None, typer.Option(
-        "--learning-rate", "--lr", help="Student learning rate \\[default: the recipe's].")] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Student examples per step \\[default: the recipe's].")] = None,
+    epochs: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Student training epochs \\[default: the recipe's]. 0: no training, the compressed teacher is "
+            "evaluated as it is (a search recipe still measures its layers on the task).",
+        ),
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--learning-rate", "--lr", help="Student learning rate \\[default: the recipe's].")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Student examples per step \\[default: the recipe's].")
+    ] = None,
     teacher_epochs: Annotated[float, typer.Option(help="Epochs when the teacher is fine-tuned here.")] = 2.0,
     text_column: TextColOpt = None,
     label_column: LabelColOpt = None,
@@ -197,22 +261,40 @@ def compress(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last epoch checkpoint in OUT.work/.")
     ] = False,
-    max_length: Annotated[int | None, typer.Option(
-        "--max-length", min=8, help="With --task: tokens per text example, in training and scoring \\[default: the "
-        "length the teacher was trained with, else the recipe's, else 64].")] = None,
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            "--max-length",
+            min=8,
+            help="With --task: tokens per text example, in training and scoring \\[default: the "
+            "length the teacher was trained with, else the recipe's, else 64].",
+        ),
+    ] = None,
     target_ratio: Annotated[
-        float | None, typer.Option("--target-ratio",
-                                   help="Search recipes: how many times smaller than the dense model the whole "
-                                   "checkpoint must be \\[default: the recipe's].")
+        float | None,
+        typer.Option(
+            "--target-ratio",
+            help="Search recipes: how many times smaller than the dense model the whole "
+            "checkpoint must be \\[default: the recipe's].",
+        ),
     ] = None,
     calibration: Annotated[
-        Path | None, typer.Option("--calibration", help="Post-training only: text to measure on, for recipes that "
-                                  "round with GPTQ and for a search's sensitivity: a .txt file (one text per line) or "
-                                  "a data directory (its train split's texts) \\[default: built-in sample sentences].")
+        Path | None,
+        typer.Option(
+            "--calibration",
+            help="Post-training only: text to measure on, for recipes that "
+            "round with GPTQ and for a search's sensitivity: a .txt file (one text per line) or "
+            "a data directory (its train split's texts) \\[default: built-in sample sentences].",
+        ),
     ] = None,
-    allow_untrained: Annotated[bool, typer.Option(
-        "--allow-untrained", help="Post-training only: write a recipe that needs --task (kron-8x, kron-19x) "
-        "without fine-tuning; its fidelity is reported.")] = False,
+    allow_untrained: Annotated[
+        bool,
+        typer.Option(
+            "--allow-untrained",
+            help="Post-training only: write a recipe that needs --task (kron-8x, kron-19x) "
+            "without fine-tuning; its fidelity is reported.",
+        ),
+    ] = False,
     overwrite: OverwriteOpt = False,
     max_shard_size: ShardOpt = "2GB",
 ) -> None:
@@ -225,22 +307,48 @@ def compress(
       [bold]zoo compress minilm --recipe search --target-ratio 12[/bold]   (per-layer settings under a ratio budget)
     """
     if task is None:
-        training_only = {"--data": data, "--teacher": teacher, "--epochs": epochs, "--learning-rate": learning_rate,
-                         "--batch-size": batch_size, "--limit": limit, "--resume": resume or None,
-                         "--max-length": max_length, "--task-name": task_name, "--label-names": label_names}
+        training_only = {
+            "--data": data,
+            "--teacher": teacher,
+            "--epochs": epochs,
+            "--learning-rate": learning_rate,
+            "--batch-size": batch_size,
+            "--limit": limit,
+            "--resume": resume or None,
+            "--max-length": max_length,
+            "--task-name": task_name,
+            "--label-names": label_names,
+        }
         given = [name for name, value in training_only.items() if value is not None]
         if given:
-            raise ZooError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with --task",
-                           hint="add --task to fine-tune while compressing")
-        run_compact(model, recipe, out_dir, revision, overwrite, max_shard_size, pack=False, target_ratio=target_ratio,
-                     calibration=calibration, allow_untrained=allow_untrained)
+            raise ZooError(
+                f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with --task",
+                hint="add --task to fine-tune while compressing",
+            )
+        run_compact(
+            model,
+            recipe,
+            out_dir,
+            revision,
+            overwrite,
+            max_shard_size,
+            pack=False,
+            target_ratio=target_ratio,
+            calibration=calibration,
+            allow_untrained=allow_untrained,
+        )
         return
     if calibration is not None:
-        raise ZooError("--calibration applies to post-training compression; with --task the student is fine-tuned "
-                       "on the task's data", hint="leave out --calibration (or --task)")
+        raise ZooError(
+            "--calibration applies to post-training compression; with --task the student is fine-tuned "
+            "on the task's data",
+            hint="leave out --calibration (or --task)",
+        )
     if allow_untrained:
-        raise ZooError("--allow-untrained applies to post-training compression; with --task the model is trained",
-                       hint="leave out --allow-untrained (or --task)")
+        raise ZooError(
+            "--allow-untrained applies to post-training compression; with --task the model is trained",
+            hint="leave out --allow-untrained (or --task)",
+        )
     from ..resolve import resolve_model
     from ..train.pipeline import compress_with_training
     from ..train.progress import RichProgress
@@ -250,23 +358,39 @@ def compress(
     task_spec = _task(task, data, text_column, label_column, task_name, label_names)
     resolved = resolve_model(model, revision)
     result = compress_with_training(
-        resolved, spec, task_spec, target, teacher=teacher, epochs=epochs, learning_rate=learning_rate,
-        batch_size=batch_size, teacher_epochs=teacher_epochs, device=device, limit=limit, resume=resume,
-        overwrite=overwrite, max_length=max_length,
+        resolved,
+        spec,
+        task_spec,
+        target,
+        teacher=teacher,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        teacher_epochs=teacher_epochs,
+        device=device,
+        limit=limit,
+        resume=resume,
+        overwrite=overwrite,
+        max_length=max_length,
         callbacks=lambda stage: [
-            RichProgress(f"{'fine-tuning teacher' if stage == 'teacher' else 'training ' + spec.name}", err)],
-        search_progress=stage_callback("search", "(module, setting) pairs measured",
-                                       start="measuring {total} (module, setting) pairs on the task"),
+            RichProgress(f"{'fine-tuning teacher' if stage == 'teacher' else 'training ' + spec.name}", err)
+        ],
+        search_progress=stage_callback(
+            "search", "(module, setting) pairs measured", start="measuring {total} (module, setting) pairs on the task"
+        ),
     )
     _print_result("Compressed", result, model)
     s = result.scores
     teacher_acc, student_acc = s.teacher_test.value, s.compressed_test.value
     out.print(f"  teacher         {result.teacher}")
-    out.print(f"  test accuracy   teacher {teacher_acc:.4f}, compressed {student_acc:.4f} "
-              f"(retention {student_acc / teacher_acc:.2%}, agreement {s.agreement.value:.2%}, "
-              f"{s.compressed_test.n_examples} examples, {result.manifest.training.max_length} tokens each)")
-    out.print(f"  val accuracy    teacher {s.teacher_validation.value:.4f}, "
-              f"compressed {s.compressed_validation.value:.4f}")
+    out.print(
+        f"  test accuracy   teacher {teacher_acc:.4f}, compressed {student_acc:.4f} "
+        f"(retention {student_acc / teacher_acc:.2%}, agreement {s.agreement.value:.2%}, "
+        f"{s.compressed_test.n_examples} examples, {result.manifest.training.max_length} tokens each)"
+    )
+    out.print(
+        f"  val accuracy    teacher {s.teacher_validation.value:.4f}, compressed {s.compressed_validation.value:.4f}"
+    )
 
 
 @fails_cleanly
@@ -278,9 +402,15 @@ def finetune(
     epochs: Annotated[float, typer.Option(help="Training epochs.")] = 2.0,
     learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr", help="Peak learning rate.")] = 5e-5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step.")] = 32,
-    max_length: Annotated[int | None, typer.Option(
-        "--max-length", min=8, help="Tokens per text example, in training and scoring; recorded with the model, so "
-        "`zoo compress --task` and `zoo eval` use it too \\[default: 64].")] = None,
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            "--max-length",
+            min=8,
+            help="Tokens per text example, in training and scoring; recorded with the model, so "
+            "`zoo compress --task` and `zoo eval` use it too \\[default: 64].",
+        ),
+    ] = None,
     text_column: TextColOpt = None,
     label_column: LabelColOpt = None,
     task_name: TaskNameOpt = None,
@@ -303,12 +433,23 @@ def finetune(
     spec = _task(task, data, text_column, label_column, task_name, label_names)
     resolved = resolve_model(model)
     result = run_finetune(
-        resolved, spec, out_dir, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
-        max_length=max_length, device=device, limit=limit, resume=resume, overwrite=overwrite,
+        resolved,
+        spec,
+        out_dir,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        limit=limit,
+        resume=resume,
+        overwrite=overwrite,
         callbacks=[RichProgress(f"fine-tuning {model}", err)],
     )
-    out.print(f"Fine-tuned {model} on {escape(spec.dataset)} at {result.max_length} tokens per example in "
-              f"{result.seconds / 60:.1f} min -> {result.path}")
+    out.print(
+        f"Fine-tuned {model} on {escape(spec.dataset)} at {result.max_length} tokens per example in "
+        f"{result.seconds / 60:.1f} min -> {result.path}"
+    )
     for score in (result.validation, result.test):
         out.print(f"  {score.split:10s} {score.metric} {score.value:.4f} ({score.n_examples} examples)")
 
@@ -320,8 +461,10 @@ def eval_(
     data: DataOpt = None,
     split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
     reference: Annotated[
-        str | None, typer.Option(help="fidelity only: the dense model to compare with \\[default: the manifest's "
-                                 "teacher or base model].")
+        str | None,
+        typer.Option(
+            help="fidelity only: the dense model to compare with \\[default: the manifest's teacher or base model]."
+        ),
     ] = None,
     text_column: TextColOpt = None,
     label_column: LabelColOpt = None,
@@ -347,15 +490,27 @@ def eval_(
     """
     from ..tasks.evaluation import run_eval
 
-    result = run_eval(model_dir, task, data=data, split=split, reference=reference, text_column=text_column,
-                      label_column=label_column, limit=limit, mode=mode, max_length=max_length, task_name=task_name,
-                      label_names=_names(label_names))
+    result = run_eval(
+        model_dir,
+        task,
+        data=data,
+        split=split,
+        reference=reference,
+        text_column=text_column,
+        label_column=label_column,
+        limit=limit,
+        mode=mode,
+        max_length=max_length,
+        task_name=task_name,
+        label_names=_names(label_names),
+    )
     if as_json:
         out.print_json(json.dumps(result.to_json()))
         return
     for key, value in result.metrics.items():
         out.print(f"{key:12s} {value:.4f}")
     length = f", {result.max_length} tokens each" if result.max_length else ""
-    out.print(f"[dim]{escape(result.model)} on {escape(result.dataset)} {result.split}, "
-              f"{result.n_examples} examples{length}[/dim]")
-
+    out.print(
+        f"[dim]{escape(result.model)} on {escape(result.dataset)} {result.split}, "
+        f"{result.n_examples} examples{length}[/dim]"
+    )

@@ -15,14 +15,21 @@ from .common import err, fails_cleanly, hf_token, mb, note, out, quiet_hub, show
 
 RegistryOpt = Annotated[
     str | None,
-    typer.Option("--registry", help="local, hf, hf:NAMESPACE, a folder, or the http(s):// URL of a Hub-compatible "
-                 "server \\[default: $ZOO_REGISTRY, else local ($ZOO_HOME)].", show_default=False),
+    typer.Option(
+        "--registry",
+        help="local, hf, hf:NAMESPACE, a folder, or the http(s):// URL of a Hub-compatible "
+        "server \\[default: $ZOO_REGISTRY, else local ($ZOO_HOME)].",
+        show_default=False,
+    ),
 ]
 # read from HF_TOKEN in the command (common.hf_token), not by click's envvar: a value click knows may show up in --help
 TokenOpt = Annotated[
     str | None,
-    typer.Option("--token", help="Hugging Face token \\[default: $HF_TOKEN, else huggingface_hub's login]. "
-                 "Never printed.", show_default=False),
+    typer.Option(
+        "--token",
+        help="Hugging Face token \\[default: $HF_TOKEN, else huggingface_hub's login]. Never printed.",
+        show_default=False,
+    ),
 ]
 
 
@@ -36,13 +43,22 @@ def upload(
     private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private (hub registries).")] = False,
     token: TokenOpt = None,
     card: Annotated[
-        bool, typer.Option("--card/--no-card", help="Publish a regenerated model card that names NAME and plots the "
-                           "registry's measured models beside this one (DIR itself is not modified). Without it "
-                           "DIR's files are published exactly as they are.")
+        bool,
+        typer.Option(
+            "--card/--no-card",
+            help="Publish a regenerated model card that names NAME and plots the "
+            "registry's measured models beside this one (DIR itself is not modified). Without it "
+            "DIR's files are published exactly as they are.",
+        ),
     ] = False,
-    include_hidden: Annotated[bool, typer.Option(
-        "--include-hidden", help="Publish hidden files too (.env, .DS_Store...), which are left out and named by "
-        "default; `.eval_results/` (the card's results) always goes.")] = False,
+    include_hidden: Annotated[
+        bool,
+        typer.Option(
+            "--include-hidden",
+            help="Publish hidden files too (.env, .DS_Store...), which are left out and named by "
+            "default; `.eval_results/` (the card's results) always goes.",
+        ),
+    ] = False,
 ) -> None:
     """Publish a zoo checkpoint under NAME: verified first, every file's sha256 recorded in the
     registry's index, which gives it a revision. With --card the published model card names NAME.
@@ -62,13 +78,18 @@ def upload(
             source = stack.enter_context(staged_upload(model_dir, name, registry=registry, token=hf_token(token))).path
         with err.status(f"uploading {model_dir} to {reg.where}"):
             published = reg.upload(source, name, private=private, include_hidden=include_hidden)
-    out.print(f"Uploaded {model_dir} as zoo:{published.name}@{published.revision} ({published.nfiles} files, "
-              f"{mb(published.nbytes)}) -> {published.location}", highlight=False)
+    out.print(
+        f"Uploaded {model_dir} as zoo:{published.name}@{published.revision} ({published.nfiles} files, "
+        f"{mb(published.nbytes)}) -> {published.location}",
+        highlight=False,
+    )
     if published.skipped:
         note(f"hidden files not uploaded: {shown(', '.join(published.skipped))} (--include-hidden publishes them)")
     if not (model_dir / "README.md").is_file():
-        note(f"uploaded without a model card: `zoo card {escape(str(model_dir))}` writes README.md; upload again to "
-             "publish it")
+        note(
+            f"uploaded without a model card: `zoo card {escape(str(model_dir))}` writes README.md; upload again to "
+            "publish it"
+        )
 
 
 @fails_cleanly
@@ -117,12 +138,20 @@ def list_(
     table.add_column("name", overflow="fold", min_width=max(len(m.name) for m in models))  # never elide names
     table.add_column("revision", min_width=12, no_wrap=True)
     for col in ("recipe", "size", "ratio", "linear ratio", "result", "measured on"):
-        table.add_column(col, justify="right" if col in ("size", "ratio", "linear ratio", "result") else "left",
-                         overflow="fold")
+        table.add_column(
+            col, justify="right" if col in ("size", "ratio", "linear ratio", "result") else "left", overflow="fold"
+        )
     for m in models:
         res = m.result
         value = "-" if res is None else f"{res.value:.2%}" if res.metric == "accuracy" else f"{res.value:.4f}"
-        table.add_row(shown(m.name), shown(m.revision[:12]), shown(m.recipe), mb(m.size_nbytes),
-                      f"{m.checkpoint_ratio:.2f}x", f"{m.encoder_linear_ratio:.2f}x", value,
-                      shown(f"{res.metric}, {res.dataset} {res.split}") if res else "-")
+        table.add_row(
+            shown(m.name),
+            shown(m.revision[:12]),
+            shown(m.recipe),
+            mb(m.size_nbytes),
+            f"{m.checkpoint_ratio:.2f}x",
+            f"{m.encoder_linear_ratio:.2f}x",
+            value,
+            shown(f"{res.metric}, {res.dataset} {res.split}") if res else "-",
+        )
     out.print(table)

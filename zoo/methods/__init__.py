@@ -66,8 +66,9 @@ def check_plan(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
         try:
             codecs.layout(shape, spec)
         except CodecError as exc:
-            raise RecipeError(f"recipe {recipe.name}: module {name} {list(shape)}: {exc}", hint=exc.hint,
-                              module=name) from None
+            raise RecipeError(
+                f"recipe {recipe.name}: module {name} {list(shape)}: {exc}", hint=exc.hint, module=name
+            ) from None
     return plan
 
 
@@ -105,8 +106,9 @@ def _linear_with(owner: nn.Module, tied: nn.Linear, x: torch.Tensor) -> torch.Te
 
 
 def _embedding_with(owner: nn.Module, tied: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
-    return nn.functional.embedding(ids, owner.weight, tied.padding_idx, tied.max_norm, tied.norm_type,
-                                   tied.scale_grad_by_freq, tied.sparse)
+    return nn.functional.embedding(
+        ids, owner.weight, tied.padding_idx, tied.max_norm, tied.norm_type, tied.scale_grad_by_freq, tied.sparse
+    )
 
 
 def stored_tensors(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
@@ -135,4 +137,13 @@ def export(model: nn.Module) -> None:
         model.tie_weights()
 
 
-__all__ = ["attach", "check_plan", "export", "fake_quantizer", "keep_layers", "layer_list", "plan_modules", "stored_tensors"]
+__all__ = [
+    "attach",
+    "check_plan",
+    "export",
+    "fake_quantizer",
+    "keep_layers",
+    "layer_list",
+    "plan_modules",
+    "stored_tensors",
+]

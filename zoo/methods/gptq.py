@@ -102,8 +102,9 @@ def _one_thread():
 
 
 @_one_thread()
-def round_weight(weight: torch.Tensor, hessian: torch.Tensor, spec: CodecSpec, damp: float = 0.01,
-                 block: int = 128) -> Rounded | None:
+def round_weight(
+    weight: torch.Tensor, hessian: torch.Tensor, spec: CodecSpec, damp: float = 0.01, block: int = 128
+) -> Rounded | None:
     """GPTQ-round a (rows, cols) weight for `spec` given H = 2 X X^T of its inputs; None if H is unusable.
 
     int-N: columns are rounded in decreasing order of H's diagonal (the inputs with the most energy first,
@@ -155,15 +156,24 @@ def _round_sparse(weight: torch.Tensor, hessian: torch.Tensor, spec: NMSpec, dam
         s = _scale(part * keep, q, values.scale_dtype)
         scales.append(s)
         cols_scale = s.expand(rows, end - start)
-        tail = _compensated(w[:, start:].clone(), factor[start:, start:], cols_scale, keep, q, end - start, stop=end - start)
+        tail = _compensated(
+            w[:, start:].clone(), factor[start:, start:], cols_scale, keep, q, end - start, stop=end - start
+        )
         out[:, start:end] = tail[:, : end - start]
         w[:, start:] = tail  # the columns after this group carry its errors
     scale = torch.cat(scales, dim=1).to(DTYPES[values.scale_dtype])
     return Rounded(weight=out.to(torch.float32), scale=scale)
 
 
-def _compensated(w: torch.Tensor, factor: torch.Tensor, col_scale: torch.Tensor, keep: torch.Tensor, q: int,
-                 block: int, stop: int | None = None) -> torch.Tensor:
+def _compensated(
+    w: torch.Tensor,
+    factor: torch.Tensor,
+    col_scale: torch.Tensor,
+    keep: torch.Tensor,
+    q: int,
+    block: int,
+    stop: int | None = None,
+) -> torch.Tensor:
     """Round the first `stop` columns of w (all by default) in order, each onto q-level grid of its column
     scale (or to zero where `keep` is false), spreading each error over the later columns through the upper
     Cholesky factor of H^-1. Returns the rounded columns, followed by the later ones as updated."""
@@ -195,7 +205,7 @@ def round_clipped(weight: torch.Tensor, spec: CodecSpec, rows: int = 2048) -> Ro
     q = (1 << (values.bits - 1)) - 1
     out, scales = [], []
     for start in range(0, weight.shape[0], rows):
-        w = weight[start:start + rows].detach().to(torch.float64)
+        w = weight[start : start + rows].detach().to(torch.float64)
         keep = torch.ones_like(w, dtype=torch.bool)
         if isinstance(spec, NMSpec):
             keep = select(w.float(), spec.n, spec.m)[0].view(w.shape)
@@ -203,9 +213,10 @@ def round_clipped(weight: torch.Tensor, spec: CodecSpec, rows: int = 2048) -> Ro
         else:
             width = min(values.group_size or w.shape[1], w.shape[1])
         bounds = range(0, w.shape[1], width)
-        scale = torch.cat([_scale(w[:, b:b + width] * keep[:, b:b + width], q, values.scale_dtype) for b in bounds],
-                          dim=1)
-        col = scale.repeat_interleave(width, dim=1)[:, :w.shape[1]]
+        scale = torch.cat(
+            [_scale(w[:, b : b + width] * keep[:, b : b + width], q, values.scale_dtype) for b in bounds], dim=1
+        )
+        col = scale.repeat_interleave(width, dim=1)[:, : w.shape[1]]
         safe = torch.where(col == 0, torch.ones_like(col), col)
         out.append(torch.where(keep, torch.round(w / safe).clamp(-q, q) * col, 0.0).to(torch.float32))
         scales.append(scale.to(DTYPES[values.scale_dtype]))
@@ -221,8 +232,10 @@ class _Hessians:
     pass of the whole model stops after the stage's last layer (`stop`)."""
 
     def __init__(self, model: nn.Module, names: list[str], stop: bool = True):
-        self.sums = {n: torch.zeros(model.get_submodule(n).in_features, model.get_submodule(n).in_features,
-                                    dtype=torch.float64) for n in names}
+        self.sums = {
+            n: torch.zeros(model.get_submodule(n).in_features, model.get_submodule(n).in_features, dtype=torch.float64)
+            for n in names
+        }
         self.counts = dict.fromkeys(names, 0)
         self.last = names[-1] if stop else None
         self.mask: torch.Tensor | None = None
@@ -291,14 +304,23 @@ def _stages(model: nn.Module, names: list[str], batch: dict) -> list[list[str]]:
 
 
 @torch.no_grad()
-def gptq(model: nn.Module, plan: dict[str, CodecSpec], batches: list[dict], *, damp: float = 0.01,
-         progress: Callable[[int, int], None] | None = None) -> dict[str, Rounded]:
+def gptq(
+    model: nn.Module,
+    plan: dict[str, CodecSpec],
+    batches: list[dict],
+    *,
+    damp: float = 0.01,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Rounded]:
     """Round the planned linear layers of `model` (module path -> codec) with GPTQ on `batches` (tokenized
     calibration inputs with an attention mask). The model's weights are replaced by the rounded ones as it
     goes (later layers are measured on rounded earlier ones); returns what each layer stores."""
     model.eval()
-    targets = [n for n, spec in plan.items() if isinstance(model.get_submodule(n), nn.Linear)
-               and serves(spec, tuple(model.get_submodule(n).weight.shape))]
+    targets = [
+        n
+        for n, spec in plan.items()
+        if isinstance(model.get_submodule(n), nn.Linear) and serves(spec, tuple(model.get_submodule(n).weight.shape))
+    ]
     if not targets:
         return {}
     out: dict[str, Rounded] = {}
@@ -380,15 +402,17 @@ def _plain(value) -> bool:
     return value is None or isinstance(value, (torch.Tensor, bool, int, float, str))
 
 
-def _collect_capturing(model: nn.Module, block: str | None, inputs: _Hessians,
-                       batches: list[dict]) -> list[tuple[tuple, dict]] | None:
+def _collect_capturing(
+    model: nn.Module, block: str | None, inputs: _Hessians, batches: list[dict]
+) -> list[tuple[tuple, dict]] | None:
     """Run the whole model for `inputs`, keeping what `block` is called with for each batch."""
     if block is None:
         inputs.collect(model, batches)
         return None
     seen: list[tuple[tuple, dict]] = []
     hook = model.get_submodule(block).register_forward_pre_hook(
-        lambda _m, args, kwargs: seen.append((args, kwargs)), with_kwargs=True)
+        lambda _m, args, kwargs: seen.append((args, kwargs)), with_kwargs=True
+    )
     try:
         inputs.collect(model, batches)
     finally:
@@ -412,15 +436,27 @@ def _inputs_match(model: nn.Module, block: str, batch: dict, chained: tuple[tupl
         pass
     finally:
         handle.remove()
-    return bool(seen) and _same(seen[0][0], chained[0]) and seen[0][1].keys() == chained[1].keys() \
+    return (
+        bool(seen)
+        and _same(seen[0][0], chained[0])
+        and seen[0][1].keys() == chained[1].keys()
         and all(_same(seen[0][1][k], chained[1][k]) for k in chained[1])
+    )
 
 
 def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape \
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
             and torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5)
+        )
     if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
-        return isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b) \
+        return (
+            isinstance(a, (tuple, list))
+            and isinstance(b, (tuple, list))
+            and len(a) == len(b)
             and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        )
     return a == b

@@ -74,12 +74,16 @@ def check_pruning(model: nn.Module, spec: PruningSpec, plan: dict | None = None)
             f"pruning resizes the transformer layers, so their linears cannot also get codecs ({inside[0]}...)",
             hint="limit the recipe's rules to modules outside the layers (embeddings, pooler)",
         )
-    for kind, share, units in (("heads", spec.heads, [x.heads for x in layers]),
-                               ("FFN blocks", spec.ffn, [x.width // spec.ffn_block for x in layers])):
+    for kind, share, units in (
+        ("heads", spec.heads, [x.heads for x in layers]),
+        ("FFN blocks", spec.ffn, [x.width // spec.ffn_block for x in layers]),
+    ):
         keep = sum(units) - round(share * sum(units))
         if share and keep < len(units):
-            raise RecipeError(f"pruning {share:.0%} of {sum(units)} {kind} leaves fewer than one per layer",
-                              hint="lower the share: every layer keeps at least one head and one FFN block")
+            raise RecipeError(
+                f"pruning {share:.0%} of {sum(units)} {kind} leaves fewer than one per layer",
+                hint="lower the share: every layer keeps at least one head and one FFN block",
+            )
     return layers
 
 
@@ -94,8 +98,9 @@ def cubic(progress: float, start: float, end: float) -> float:
 class Pruner:
     def __init__(self, model: nn.Module, spec: PruningSpec):
         self.spec = spec
-        self.layers = check_pruning(model, spec, {n for n, m in model.named_modules()
-                                                  if parametrize.is_parametrized(m, "weight")})
+        self.layers = check_pruning(
+            model, spec, {n for n, m in model.named_modules() if parametrize.is_parametrized(m, "weight")}
+        )
         _, modules = layer_list(model)
         self.head_gates: list[ColumnGate] = []
         self.ffn_gates: list[ColumnGate] = []
@@ -107,8 +112,10 @@ class Pruner:
             parametrize.register_parametrization(layer.get_submodule(parts.ffn_out), "weight", ffn, unsafe=True)
             self.head_gates.append(heads)
             self.ffn_gates.append(ffn)
-        self.scores = {"heads": [torch.zeros(x.heads) for x in self.layers],
-                       "ffn": [torch.zeros(x.width // spec.ffn_block) for x in self.layers]}
+        self.scores = {
+            "heads": [torch.zeros(x.heads) for x in self.layers],
+            "ffn": [torch.zeros(x.width // spec.ffn_block) for x in self.layers],
+        }
 
     def _gates(self, kind: str) -> list[ColumnGate]:
         return self.head_gates if kind == "heads" else self.ffn_gates
@@ -156,9 +163,12 @@ class Pruner:
         _, modules = layer_list(model)
         for layer, (heads, neurons) in zip(modules, kept, strict=True):
             resize(layer, heads, neurons)
-        return Structure(attention_heads=[len(h) for h, _ in kept], intermediate_sizes=[len(n) for _, n in kept],
-                         heads_before=max(x.heads for x in self.layers),
-                         intermediate_size_before=max(x.width for x in self.layers))
+        return Structure(
+            attention_heads=[len(h) for h, _ in kept],
+            intermediate_sizes=[len(n) for _, n in kept],
+            heads_before=max(x.heads for x in self.layers),
+            intermediate_size_before=max(x.width for x in self.layers),
+        )
 
 
 class PruningSchedule(TrainerCallback):
@@ -175,7 +185,9 @@ class PruningSchedule(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         progress = state.global_step / max(state.max_steps, 1)
-        if not self.final and (state.global_step % self.pruner.spec.interval == 0 or progress >= self.pruner.spec.ramp[1]):
+        if not self.final and (
+            state.global_step % self.pruner.spec.interval == 0 or progress >= self.pruner.spec.ramp[1]
+        ):
             self.pruner.update(progress)
             self.final = progress >= self.pruner.spec.ramp[1]
 

@@ -65,8 +65,7 @@ class KroneckerTarget(BaseModel):
     def resolve(self, shape: tuple[int, ...], kind: str) -> KroneckerSpec:
         from zoo.formats.codecs.kronecker import shapes_for_ratio
 
-        return shapes_for_ratio(shape, self.ratio, rank=self.rank, factors=self.factors,
-                                one_row_b=kind == "embedding")
+        return shapes_for_ratio(shape, self.ratio, rank=self.rank, factors=self.factors, one_row_b=kind == "embedding")
 
 
 def _codec_tag(value: Any) -> str:
@@ -120,7 +119,9 @@ class Recipe(BaseModel):
         None, description="choose each module's codec by a ratio-budget search; the rules only select the modules"
     )
     searched: SearchRecord | None = Field(None, description="what a search chose (set by zoo, not written by hand)")
-    pruning: PruningSpec | None = Field(None, description="block movement pruning of heads and FFN neurons (needs --task)")
+    pruning: PruningSpec | None = Field(
+        None, description="block movement pruning of heads and FFN neurons (needs --task)"
+    )
     gptq: GPTQSpec | None = Field(
         None, description="post-training rounding with GPTQ on calibration text instead of round-to-nearest"
     )
@@ -148,8 +149,9 @@ class Recipe(BaseModel):
             try:
                 spec = spec.resolve(tuple(shape), kind)
             except CodecError as exc:
-                raise RecipeError(f"recipe {self.name}: module {module} {list(shape)}: {exc}", hint=exc.hint,
-                                  module=module) from None
+                raise RecipeError(
+                    f"recipe {self.name}: module {module} {list(shape)}: {exc}", hint=exc.hint, module=module
+                ) from None
         if spec is not None:
             self._check_rows(module, kind, shape, spec)
         return spec
@@ -166,15 +168,17 @@ class Recipe(BaseModel):
             fits = [g for g in (256, 128, 96, 64, 32) if g < cols and cols % g == 0][:3]
             raise RecipeError(
                 f"recipe {self.name}: group_size {group} does not tile the {cols}-wide rows of the {kind} {module}",
-                hint=f"use a size that divides {cols}" + (f" ({', '.join(map(str, fits))})" if fits else "")
+                hint=f"use a size that divides {cols}"
+                + (f" ({', '.join(map(str, fits))})" if fits else "")
                 + " or null (one scale per row)",
             )
 
     def spec_for_tied(self, module: str, kind: str, partners: list[tuple[str, str]], shape) -> CodecSpec | None:
         """`spec_for` a module and the (name, kind) partners whose weights the model ties to it: they are one
         tensor, stored once, so the rules that take any of them must agree; one no rule takes follows the others."""
-        given = {name: spec for name, k in [(module, kind), *partners]
-                 if (spec := self.spec_for(name, k, shape)) is not None}
+        given = {
+            name: spec for name, k in [(module, kind), *partners] if (spec := self.spec_for(name, k, shape)) is not None
+        }
         specs = list(given.values())
         if any(spec != specs[0] for spec in specs[1:]):
             described = ", ".join(f"{name}: {spec.describe()}" for name, spec in given.items())
@@ -217,7 +221,9 @@ def parse_recipe(text: str, source: str) -> Recipe:
         problems = _problems(exc)
         if len(problems) == 1:
             raise RecipeError(f"{source}: {problems[0]}") from None
-        raise RecipeError(f"{source} has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)) from None
+        raise RecipeError(
+            f"{source} has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+        ) from None
 
 
 @functools.cache
@@ -268,8 +274,10 @@ def _problems(exc: ValidationError) -> list[str]:
         elif err["type"] == "literal_error":
             choices = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
             close = difflib.get_close_matches(str(err["input"]), choices, n=1)
-            problems.append(f"{_where(loc)}: {err['input']!r} is not one of {', '.join(choices)}"
-                            + (f" (did you mean {close[0]!r}?)" if close else ""))
+            problems.append(
+                f"{_where(loc)}: {err['input']!r} is not one of {', '.join(choices)}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
         else:
             problems.append(f"{_where(loc)}: {err['msg']}")
     return list(dict.fromkeys(problems))
@@ -296,8 +304,10 @@ def with_target_ratio(recipe: Recipe, target_ratio: float) -> Recipe:
     """`recipe` with its search aiming at `target_ratio` (how many times smaller than the dense model the whole
     checkpoint must be): `--target-ratio`. A recipe without a search section fixes its codecs, so it is refused."""
     if recipe.search is None:
-        raise RecipeError(f"--target-ratio applies to search recipes; {recipe.name} fixes its codecs",
-                          hint="use --recipe search --target-ratio 12, or leave --target-ratio out")
+        raise RecipeError(
+            f"--target-ratio applies to search recipes; {recipe.name} fixes its codecs",
+            hint="use --recipe search --target-ratio 12, or leave --target-ratio out",
+        )
     if not target_ratio > 1:  # NaN too
         raise RecipeError(f"--target-ratio must be above 1 (got {target_ratio:g})", hint="e.g. --target-ratio 12")
     return recipe.model_copy(update={"search": recipe.search.model_copy(update={"target_ratio": target_ratio})})

@@ -19,7 +19,9 @@ class PruningSpec(BaseModel):
     heads: float = Field(0.0, ge=0, lt=1, description="share of all attention heads removed")
     ffn: float = Field(0.0, ge=0, lt=1, description="share of all FFN neurons removed (in blocks of ffn_block)")
     ffn_block: int = Field(32, ge=1, description="FFN neurons scored and removed together (must tile the FFN width)")
-    ramp: tuple[float, float] = Field((0.1, 0.7), description="share of training over which pruning grows to its target")
+    ramp: tuple[float, float] = Field(
+        (0.1, 0.7), description="share of training over which pruning grows to its target"
+    )
     interval: int = Field(10, ge=1, description="masks are recomputed from the scores every this many steps")
 
     @model_validator(mode="after")

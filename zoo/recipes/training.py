@@ -35,8 +35,9 @@ class DropoutSchedule(_Spec):
 
 class TrainingSpec(_Spec):
     required: bool = Field(
-        False, description="the recipe makes a usable model only with fine-tuning (--task): a post-training "
-        "compress is refused unless --allow-untrained"
+        False,
+        description="the recipe makes a usable model only with fine-tuning (--task): a post-training "
+        "compress is refused unless --allow-untrained",
     )
     epochs: float = Field(3.0, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
@@ -56,7 +57,9 @@ class TrainingSpec(_Spec):
     clip: Literal["absmax", "learned"] = Field(
         "absmax", description="int-N scales: from each group's |w| max every step, or learned clip values (LSQ)"
     )
-    clip_init_percentile: float = Field(100.0, gt=50, le=100, description="learned clip starts at this percentile of |w|")
+    clip_init_percentile: float = Field(
+        100.0, gt=50, le=100, description="learned clip starts at this percentile of |w|"
+    )
     mask_interval: int = Field(
         50, ge=0, description="N:M masks are recomputed from the latent weights every this many steps (0: fixed)"
     )

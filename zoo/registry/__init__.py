@@ -61,15 +61,23 @@ def open_registry(spec: str | None = None, *, token: str | None = None) -> Local
         url = urlsplit(spec)
         if not url.netloc:
             raise RegistryError(f"registry {spec!r} has no host")
-        return HubRegistry(endpoint=f"{url.scheme}://{url.netloc}", namespace=_namespace(url.path.strip("/"), spec),
-                           token=token)
+        return HubRegistry(
+            endpoint=f"{url.scheme}://{url.netloc}", namespace=_namespace(url.path.strip("/"), spec), token=token
+        )
     if "://" not in spec and ("/" in spec or spec.startswith((".", "~")) or Path(spec).is_dir()):
         return LocalRegistry(Path(spec))
     raise RegistryError(f"unknown registry {spec!r}", hint=f"--registry takes {REGISTRY_KINDS}")
 
 
-def upload(src: str | Path, name: str, *, registry: str | None = None, private: bool = False,
-           token: str | None = None, include_hidden: bool = False) -> Published:
+def upload(
+    src: str | Path,
+    name: str,
+    *,
+    registry: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    include_hidden: bool = False,
+) -> Published:
     """Verify the checkpoint in `src` and publish it under `name`; returns the revision it got. Hidden files
     (.env, .DS_Store...) stay behind unless `include_hidden` (Published.skipped names them)."""
     return open_registry(registry, token=token).upload(Path(src), name, private=private, include_hidden=include_hidden)
@@ -91,8 +99,10 @@ def pull(name: str, *, revision: str | None = None, registry: str | None = None,
             raise ChecksumError(f"{where}: the download does not hold the files the repo lists")
         manifest = Checkpoint.open(path).manifest  # and the sha256 of every file the manifest lists
         if not isinstance(resolved.files, dict) and not manifest.files:
-            raise RegistryError(f"{where}: its manifest records no file hashes, so its files cannot be verified",
-                                hint="upload it with `zoo upload`, which records every file's sha256")
+            raise RegistryError(
+                f"{where}: its manifest records no file hashes, so its files cannot be verified",
+                hint="upload it with `zoo upload`, which records every file's sha256",
+            )
 
     return install(target, zoo_home() / ".locks", lambda dest: reg.fetch(resolved, dest), verify)
 
@@ -104,7 +114,22 @@ def list_models(*, registry: str | None = None, token: str | None = None) -> Lis
 
 
 __all__ = [
-    "STUB_PREFIX", "HubRegistry", "Index", "ListedModel", "Listing", "LocalRegistry", "ModelRef", "Published", "Resolved",
-    "StagedUpload", "list_models", "open_registry", "parse_name", "pull", "stage_upload", "staged_upload", "upload",
+    "STUB_PREFIX",
+    "HubRegistry",
+    "Index",
+    "ListedModel",
+    "Listing",
+    "LocalRegistry",
+    "ModelRef",
+    "Published",
+    "Resolved",
+    "StagedUpload",
+    "list_models",
+    "open_registry",
+    "parse_name",
+    "pull",
+    "stage_upload",
+    "staged_upload",
+    "upload",
     "zoo_home",
 ]

@@ -35,7 +35,9 @@ LOCK_TIMEOUT_S = 30 * 60  # a concurrent pull of a large model may take a while
 def open_source(src: Path) -> Checkpoint:
     """The checkpoint to upload, checked for structure (manifest, tensors) before anything is copied."""
     if not src.is_dir():
-        raise RegistryError(f"{src} is not a directory", hint="upload a zoo checkpoint directory (zoo compress writes one)")
+        raise RegistryError(
+            f"{src} is not a directory", hint="upload a zoo checkpoint directory (zoo compress writes one)"
+        )
     return Checkpoint.open(src, verify=False)
 
 
@@ -45,11 +47,14 @@ ZOO_HIDDEN = {".eval_results"}  # hidden, but zoo's own: the card's evaluation r
 def hidden_files(directory: Path) -> list[str]:
     """Dot-files and dot-folders an upload leaves out unless asked (.env, .DS_Store, editor state...), except
     those zoo writes for the Hub; `.git/` and `.cache/` are never uploaded."""
-    return sorted(p.name for p in Path(directory).iterdir()
-                  if p.name.startswith(".") and p.name not in ZOO_HIDDEN | RESERVED_TOP)
+    return sorted(
+        p.name for p in Path(directory).iterdir() if p.name.startswith(".") and p.name not in ZOO_HIDDEN | RESERVED_TOP
+    )
 
 
-def checkpoint_files(directory: Path, where: str | None = None, *, skip: set[str] | frozenset = frozenset()) -> list[str]:
+def checkpoint_files(
+    directory: Path, where: str | None = None, *, skip: set[str] | frozenset = frozenset()
+) -> list[str]:
     """Every regular file under `directory` as a relative POSIX path (sorted), skipping `.git/` and
     `.cache/` at the top, and the top-level entries in `skip`. A symbolic link or any other special file is
     refused."""
@@ -65,8 +70,10 @@ def checkpoint_files(directory: Path, where: str | None = None, *, skip: set[str
             mode = path.lstat().st_mode
             rel = (rel_root / entry).as_posix()
             if stat.S_ISLNK(mode):
-                raise RegistryError(f"{where}: {rel} is a symbolic link; a registry holds plain files only",
-                                    hint="replace the link with a copy of the file")
+                raise RegistryError(
+                    f"{where}: {rel} is a symbolic link; a registry holds plain files only",
+                    hint="replace the link with a copy of the file",
+                )
             if entry in files:
                 if not stat.S_ISREG(mode):
                     raise RegistryError(f"{where}: {rel} is not a regular file")
@@ -89,8 +96,10 @@ def verify_files(directory: Path, expected: dict[str, FileInfo], where: str) -> 
     found = set(checkpoint_files(directory, where))
     missing = sorted(set(expected) - found)
     if missing:
-        raise ChecksumError(f"{where}: {missing[0]} is missing ({len(missing)} of {len(expected)} files)",
-                            hint="the registry copy is incomplete; upload the model again")
+        raise ChecksumError(
+            f"{where}: {missing[0]} is missing ({len(missing)} of {len(expected)} files)",
+            hint="the registry copy is incomplete; upload the model again",
+        )
     extra = sorted(found - set(expected))
     if extra:
         raise ChecksumError(f"{where}: {extra[0]} is not listed in the registry's index")
@@ -114,8 +123,10 @@ def copy_files(src: Path, dest: Path, names: list[str], where: str, *, link: boo
         for part in name.split("/"):
             path = path / part
             if path.is_symlink():
-                raise RegistryError(f"{where}: {name} passes through a symbolic link; refusing to copy it",
-                                    hint="a registry holds plain files only")
+                raise RegistryError(
+                    f"{where}: {name} passes through a symbolic link; refusing to copy it",
+                    hint="a registry holds plain files only",
+                )
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if link:

@@ -53,8 +53,13 @@ def _status(exc: BaseException) -> int | None:
 class HubRegistry:
     kind = "hub"
 
-    def __init__(self, endpoint: str | None = None, namespace: str | None = None, token: str | None = None,
-                 timeout_s: float | None = None):
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        namespace: str | None = None,
+        token: str | None = None,
+        timeout_s: float | None = None,
+    ):
         from huggingface_hub import HfApi
 
         self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
@@ -86,8 +91,9 @@ class HubRegistry:
             try:
                 return fn(*args, **kwargs)
             except OfflineModeIsEnabled:
-                raise RegistryError(f"cannot {what}: HF_HUB_OFFLINE is set",
-                                    hint="unset HF_HUB_OFFLINE, or use --registry local") from None
+                raise RegistryError(
+                    f"cannot {what}: HF_HUB_OFFLINE is set", hint="unset HF_HUB_OFFLINE, or use --registry local"
+                ) from None
             except (httpx.TransportError, LocalEntryNotFoundError) as exc:  # snapshot_download wraps the former
                 last = exc
             except (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError):
@@ -123,8 +129,9 @@ class HubRegistry:
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
         try:
-            info = self._call("read the index", self.api.model_info, self.index_repo, revision="main",
-                              timeout=self.timeout_s)
+            info = self._call(
+                "read the index", self.api.model_info, self.index_repo, revision="main", timeout=self.timeout_s
+            )
         except RepositoryNotFoundError:
             return Index(), None
         if not any(s.rfilename == INDEX_FILE for s in info.siblings or []):
@@ -155,13 +162,22 @@ class HubRegistry:
             index.add(name, revision, record)
             operation = CommitOperationAdd(INDEX_FILE, index.dump().encode())
             try:
-                self._call("update the index", self.api.create_commit, self.index_repo, [operation],
-                           commit_message=f"zoo: {name} -> {revision}", parent_commit=parent, keep=(409, 412))
+                self._call(
+                    "update the index",
+                    self.api.create_commit,
+                    self.index_repo,
+                    [operation],
+                    commit_message=f"zoo: {name} -> {revision}",
+                    parent_commit=parent,
+                    keep=(409, 412),
+                )
                 return
             except HfHubHTTPError:  # 409/412: the index moved since it was read; redo on the new one
                 continue
-        raise RegistryError(f"the index of {self.where} kept changing; {INDEX_UPDATE_ATTEMPTS} attempts to update it failed",
-                            hint="try the upload again")
+        raise RegistryError(
+            f"the index of {self.where} kept changing; {INDEX_UPDATE_ATTEMPTS} attempts to update it failed",
+            hint="try the upload again",
+        )
 
     # -- upload and pull --------------------------------------------------------------------------
     def _repo_for(self, ref: ModelRef, index: Index) -> str:
@@ -171,8 +187,10 @@ class HubRegistry:
         repo = hub_repo_for(ref.name, self.namespace, stub=ref.stub)
         for other, record in index.models.items():
             if other != ref.name and any(r.repo == repo for r in record.revisions.values()):
-                raise RegistryError(f"{ref.name} would be stored in {repo}, which already holds {other}",
-                                    hint="choose a name that differs by more than '/' vs '.'")
+                raise RegistryError(
+                    f"{ref.name} would be stored in {repo}, which already holds {other}",
+                    hint="choose a name that differs by more than '/' vs '.'",
+                )
         return repo
 
     def upload(self, src: Path, name: str, *, private: bool = False, include_hidden: bool = False) -> Published:
@@ -195,13 +213,21 @@ class HubRegistry:
         present = self._call(f"list {repo}", self.api.list_repo_files, repo, revision="main")
         operations = list(additions)
         operations += [CommitOperationDelete(p) for p in present if p not in files and p not in HUB_ONLY_FILES]
-        commit = self._call(f"upload to {repo}", self.api.create_commit, repo, operations,
-                            commit_message=f"zoo upload {ref.name}")
-        record = RevisionRecord(created=now(), files=files, summary=summary_of(ckpt.manifest, files), repo=repo,
-                                private=private)
+        commit = self._call(
+            f"upload to {repo}", self.api.create_commit, repo, operations, commit_message=f"zoo upload {ref.name}"
+        )
+        record = RevisionRecord(
+            created=now(), files=files, summary=summary_of(ckpt.manifest, files), repo=repo, private=private
+        )
         self._update_index(ref.name, commit.oid, record)
-        return Published(name=ref.name, revision=commit.oid, location=f"{self.endpoint}/{repo}", nfiles=len(files),
-                         nbytes=record.summary.total_nbytes, skipped=skipped)
+        return Published(
+            name=ref.name,
+            revision=commit.oid,
+            location=f"{self.endpoint}/{repo}",
+            nfiles=len(files),
+            nbytes=record.summary.total_nbytes,
+            skipped=skipped,
+        )
 
     def resolve(self, ref: ModelRef) -> Resolved:
         from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
@@ -212,8 +238,13 @@ class HubRegistry:
             return Resolved(name=ref.name, revision=revision, files=record.files, record=record, repo=record.repo)
         # a plain repo id the index does not list: the repo's own listing, checked against its manifest
         try:
-            info = self._call(f"look up {ref.name}", self.api.model_info, ref.name, revision=ref.revision or "main",
-                              timeout=self.timeout_s)
+            info = self._call(
+                f"look up {ref.name}",
+                self.api.model_info,
+                ref.name,
+                revision=ref.revision or "main",
+                timeout=self.timeout_s,
+            )
         except (RepositoryNotFoundError, RevisionNotFoundError):
             error = index.not_found(ref, self.where)
             at = f" at revision {ref.revision}" if ref.revision else ""
@@ -232,10 +263,20 @@ class HubRegistry:
         for n in names:
             check_file_name(n, where)
         try:
-            self._call(f"download {resolved.repo}@{resolved.revision[:12]}", snapshot_download, resolved.repo,
-                       revision=resolved.revision, local_dir=dest, allow_patterns=names, endpoint=self.endpoint,
-                       token=self.token, etag_timeout=self.timeout_s)
+            self._call(
+                f"download {resolved.repo}@{resolved.revision[:12]}",
+                snapshot_download,
+                resolved.repo,
+                revision=resolved.revision,
+                local_dir=dest,
+                allow_patterns=names,
+                endpoint=self.endpoint,
+                token=self.token,
+                etag_timeout=self.timeout_s,
+            )
         except (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError) as exc:
-            raise RegistryError(f"{where} at {resolved.revision[:12]} lacks what the index lists: {_first_line(exc)}",
-                                hint="the repo was changed behind the index; upload the model again") from None
+            raise RegistryError(
+                f"{where} at {resolved.revision[:12]} lacks what the index lists: {_first_line(exc)}",
+                hint="the repo was changed behind the index; upload the model again",
+            ) from None
         shutil.rmtree(dest / ".cache", ignore_errors=True)  # huggingface_hub's download metadata

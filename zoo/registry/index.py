@@ -81,7 +81,9 @@ class Index(_Model):
             index = cls.model_validate(data)
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise RegistryError(f"the index of {where} is invalid: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            raise RegistryError(
+                f"the index of {where} is invalid: {'.'.join(map(str, err['loc']))}: {err['msg']}"
+            ) from None
         for name, record in index.models.items():  # names and revisions become paths: check them
             parse_name(name)
             for rev in (record.main, *record.revisions):
@@ -175,18 +177,20 @@ def listing(index: Index) -> list[ListedModel]:
         entry = index.models[name]
         rec = entry.revisions[entry.main]
         s = rec.summary
-        rows.append(ListedModel(
-            name=f"zoo:{name}",
-            revision=entry.main,
-            revisions=len(entry.revisions),
-            recipe=s.recipe,
-            base_model=s.base_model,
-            size_nbytes=s.total_nbytes,
-            checkpoint_nbytes=s.checkpoint_nbytes,
-            checkpoint_ratio=s.checkpoint_ratio,
-            encoder_linear_ratio=s.encoder_linear_ratio,
-            result=s.result,
-            created=rec.created,
-            repo=rec.repo,
-        ))
+        rows.append(
+            ListedModel(
+                name=f"zoo:{name}",
+                revision=entry.main,
+                revisions=len(entry.revisions),
+                recipe=s.recipe,
+                base_model=s.base_model,
+                size_nbytes=s.total_nbytes,
+                checkpoint_nbytes=s.checkpoint_nbytes,
+                checkpoint_ratio=s.checkpoint_ratio,
+                encoder_linear_ratio=s.encoder_linear_ratio,
+                result=s.result,
+                created=rec.created,
+                repo=rec.repo,
+            )
+        )
     return rows

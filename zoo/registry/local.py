@@ -108,12 +108,20 @@ class LocalRegistry:
                     index.add(ref.name, revision, record)
                     self._write_index(index)
             except Timeout:
-                raise RegistryError(f"{self.where}: the index lock was held for {LOCK_TIMEOUT_S // 60} minutes",
-                                    hint=f"if no zoo process is running, delete {self.root / '.locks'}") from None
+                raise RegistryError(
+                    f"{self.where}: the index lock was held for {LOCK_TIMEOUT_S // 60} minutes",
+                    hint=f"if no zoo process is running, delete {self.root / '.locks'}",
+                ) from None
         finally:
             shutil.rmtree(staged, ignore_errors=True)
-        return Published(name=ref.name, revision=revision, location=str(target), nfiles=len(files),
-                         nbytes=record.summary.total_nbytes, skipped=skipped)
+        return Published(
+            name=ref.name,
+            revision=revision,
+            location=str(target),
+            nfiles=len(files),
+            nbytes=record.summary.total_nbytes,
+            skipped=skipped,
+        )
 
     def resolve(self, ref: ModelRef) -> Resolved:
         revision, record = self.read_index().lookup(ref, self.where)
@@ -122,7 +130,10 @@ class LocalRegistry:
     def fetch(self, resolved: Resolved, dest: Path) -> None:
         stored = self.models.joinpath(*resolved.name.split("/"), resolved.revision)
         if not stored.is_dir() or stored.is_symlink():
-            raise RegistryError(f"{self.where}: the index lists {resolved.name}@{resolved.revision} but its folder "
-                                f"{stored} is missing", hint="upload the model again")
-        copy_files(stored, dest, sorted(resolved.files), f"{self.where} ({resolved.name}@{resolved.revision})",
-                   link=True)
+            raise RegistryError(
+                f"{self.where}: the index lists {resolved.name}@{resolved.revision} but its folder {stored} is missing",
+                hint="upload the model again",
+            )
+        copy_files(
+            stored, dest, sorted(resolved.files), f"{self.where} ({resolved.name}@{resolved.revision})", link=True
+        )

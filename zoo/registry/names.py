@@ -43,7 +43,7 @@ def parse_name(text: str, revision: str | None = None) -> ModelRef:
     contradict an `@rev` in the text."""
     raw = text.strip(" ")  # a newline or tab in a name is refused below, not trimmed away
     stub = raw.startswith(STUB_PREFIX)
-    body = raw[len(STUB_PREFIX):] if stub else raw
+    body = raw[len(STUB_PREFIX) :] if stub else raw
     name, at, rev = body.partition("@")
     if at:
         if revision is not None and revision != rev:
@@ -51,8 +51,10 @@ def parse_name(text: str, revision: str | None = None) -> ModelRef:
         revision = rev
     parts = name.split("/")
     if len(name) > MAX_NAME or len(parts) > MAX_PARTS:
-        raise RegistryError(f"model name of {len(name)} characters in {len(parts)} parts is too long",
-                            hint=f"at most {MAX_NAME} characters in {MAX_PARTS} parts of {MAX_PART}")
+        raise RegistryError(
+            f"model name of {len(name)} characters in {len(parts)} parts is too long",
+            hint=f"at most {MAX_NAME} characters in {MAX_PARTS} parts of {MAX_PART}",
+        )
     if not name or not all(_PART.match(p) and len(p) <= MAX_PART for p in parts):
         raise RegistryError(
             f"{text!r} is not a model name",
@@ -65,7 +67,9 @@ def parse_name(text: str, revision: str | None = None) -> ModelRef:
 
 def check_revision(revision: str) -> str:
     if not _REVISION.match(revision) or ".." in revision:
-        raise RegistryError(f"{revision!r} is not a revision", hint="a revision is a commit id, content hash, tag or branch")
+        raise RegistryError(
+            f"{revision!r} is not a revision", hint="a revision is a commit id, content hash, tag or branch"
+        )
     return revision
 
 

@@ -31,8 +31,9 @@ class StagedUpload:
     copied: int  # files copied (another filesystem, or one that refuses hard links)
 
 
-def stage_upload(model_dir: str | Path, into: str | Path, *, card_name: str,
-                 siblings: Sequence[Point] = ()) -> StagedUpload:
+def stage_upload(
+    model_dir: str | Path, into: str | Path, *, card_name: str, siblings: Sequence[Point] = ()
+) -> StagedUpload:
     """Copy the checkpoint in `model_dir` to `into`/its folder name and write the copy's model card, naming it
     `card_name` and plotting `siblings`. Symbolic links are copied as links (the registry then refuses them)."""
     model_dir = Path(model_dir)
@@ -54,8 +55,9 @@ def stage_upload(model_dir: str | Path, into: str | Path, *, card_name: str,
 
 
 @contextmanager
-def staged_upload(model_dir: str | Path, name: str, *, registry: str | None = None,
-                  token: str | None = None) -> Iterator[StagedUpload]:
+def staged_upload(
+    model_dir: str | Path, name: str, *, registry: str | None = None, token: str | None = None
+) -> Iterator[StagedUpload]:
     """`stage_upload` into a temporary directory, removed afterwards, for publishing `model_dir` as `name` in
     `registry`: the card names `name` and, when the checkpoint has measured results, plots the models the
     registry lists that were measured like it (the registry is not read for an unmeasured one)."""

@@ -56,10 +56,17 @@ def get_task(
     if kind == "image":
         if label_names is not None:
             raise TaskError("--label-names applies to text tasks; image folders name their classes by subfolder")
-        return ImageClassification(name=task_name or (name if name != "image-classification" else source),
-                                   source=str(source))
-    task = TextClassification(name=name, source=str(source), text_column=text_column, label_column=label_column,
-                              given_name=task_name, given_labels=label_names)
+        return ImageClassification(
+            name=task_name or (name if name != "image-classification" else source), source=str(source)
+        )
+    task = TextClassification(
+        name=name,
+        source=str(source),
+        text_column=text_column,
+        label_column=label_column,
+        given_name=task_name,
+        given_labels=label_names,
+    )
     if max_length is not None:
         task.max_length = max_length
     if name == "rotten_tomatoes" and text_column is None and not _is_dir(source):
@@ -79,12 +86,21 @@ class Score:
     split: str
 
 
-def evaluate(model, task: Task, model_dir, split: str = "test", *, limit: int | None = None, batch_size: int = 64,
-             max_length: int | None = None):
+def evaluate(
+    model,
+    task: Task,
+    model_dir,
+    split: str = "test",
+    *,
+    limit: int | None = None,
+    batch_size: int = 64,
+    max_length: int | None = None,
+):
     """Accuracy of `model` on a split, and the logits (for agreement with a teacher)."""
     features = task.features(check_split(split), model_dir, limit=limit, max_length=max_length)
-    logits = predict(model, features, task.collator(model_dir), batch_size=batch_size,
-                     what=f"evaluating on {task.dataset} {split}")
+    logits = predict(
+        model, features, task.collator(model_dir), batch_size=batch_size, what=f"evaluating on {task.dataset} {split}"
+    )
     labels = [f["labels"] for f in features]
     if logits.shape[-1] != len(task.label_names):
         raise TaskError(
@@ -95,6 +111,15 @@ def evaluate(model, task: Task, model_dir, split: str = "test", *, limit: int | 
 
 
 __all__ = [
-    "BUILTIN", "SPLITS", "TASK_NAMES", "Examples", "Score", "Task", "TaskError", "ZooError",
-    "evaluate", "get_task", "predict",
+    "BUILTIN",
+    "SPLITS",
+    "TASK_NAMES",
+    "Examples",
+    "Score",
+    "Task",
+    "TaskError",
+    "ZooError",
+    "evaluate",
+    "get_task",
+    "predict",
 ]

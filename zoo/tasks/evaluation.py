@@ -27,8 +27,10 @@ def _load(model_dir: Path, auto_task: str | None, mode: str):
 def _default_reference(model_dir: Path) -> str:
     q = read_config(model_dir).get("quantization_config")
     if not (isinstance(q, dict) and q.get("quant_method") == QUANT_METHOD):
-        raise TaskError(f"{model_dir} is not a zoo checkpoint, so it has no dense reference",
-                        hint="pass --reference DIR (the dense model to compare with)")
+        raise TaskError(
+            f"{model_dir} is not a zoo checkpoint, so it has no dense reference",
+            hint="pass --reference DIR (the dense model to compare with)",
+        )
     training = q.get("training") or {}
     return training.get("teacher") or q["base_model"]["id"]
 
@@ -36,7 +38,7 @@ def _default_reference(model_dir: Path) -> str:
 def trained_length(model_dir: Path) -> int | None:
     """The tokens per example a model was fine-tuned and scored with, as zoo recorded it: in a `zoo finetune`
     output's mark, or a zoo checkpoint's training record. None when zoo did not train it."""
-    length = ((output_mark(model_dir).get("training") or {}).get("max_length"))
+    length = (output_mark(model_dir).get("training") or {}).get("max_length")
     if length is None:
         try:
             q = read_config(Path(model_dir)).get("quantization_config")
@@ -61,14 +63,32 @@ class EvalReport:
     def to_json(self) -> dict[str, Any]:
         """As `zoo eval --json` prints it."""
         length = {} if self.max_length is None else {"max_length": self.max_length}
-        return {"model": self.model, "task": self.task, "dataset": self.dataset, "split": self.split,
-                "n_examples": self.n_examples, **length, "metrics": self.metrics}
+        return {
+            "model": self.model,
+            "task": self.task,
+            "dataset": self.dataset,
+            "split": self.split,
+            "n_examples": self.n_examples,
+            **length,
+            "metrics": self.metrics,
+        }
 
 
-def run_eval(model_dir: Path, task: str, *, data: str | None = None, split: str = "test", reference: str | None = None,
-             text_column: str | None = None, label_column: str | None = None, limit: int | None = None,
-             mode: str = "materialize", max_length: int | None = None, task_name: str | None = None,
-             label_names: list[str] | None = None) -> EvalReport:
+def run_eval(
+    model_dir: Path,
+    task: str,
+    *,
+    data: str | None = None,
+    split: str = "test",
+    reference: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    limit: int | None = None,
+    mode: str = "materialize",
+    max_length: int | None = None,
+    task_name: str | None = None,
+    label_names: list[str] | None = None,
+) -> EvalReport:
     from ..resolve import resolve_model
     from . import evaluate, get_task
     from .fidelity import base_cosine, head_fidelity, sample_texts, text_batch
@@ -85,14 +105,17 @@ def run_eval(model_dir: Path, task: str, *, data: str | None = None, split: str 
         if not new and not ref_new:  # heads only where both hold a trained one
             metrics.update(head_fidelity(model, ref, batch))
         return EvalReport(str(model_dir), task, f"zoo sample text vs {ref_dir}", "samples", len(texts), metrics)
-    spec = get_task(task, data, text_column=text_column, label_column=label_column, task_name=task_name,
-                    label_names=label_names)
+    spec = get_task(
+        task, data, text_column=text_column, label_column=label_column, task_name=task_name, label_names=label_names
+    )
     spec.examples("train")  # label vocabulary
     model, new = _load(model_dir, spec.auto_task, mode)
     if new:
-        raise TaskError(f"{model_dir} holds no trained {spec.auto_task} head: its {len(new)} parameters "
-                        f"({', '.join(new[:3])}{', ...' if len(new) > 3 else ''}) would be random",
-                        hint="fine-tune first (zoo finetune, or zoo compress --task), or measure --task fidelity")
+        raise TaskError(
+            f"{model_dir} holds no trained {spec.auto_task} head: its {len(new)} parameters "
+            f"({', '.join(new[:3])}{', ...' if len(new) > 3 else ''}) would be random",
+            hint="fine-tune first (zoo finetune, or zoo compress --task), or measure --task fidelity",
+        )
     length = max_length or trained_length(model_dir) or DEFAULT_MAX_LENGTH  # as trained, unless told
     score, _ = evaluate(model, spec, model_dir, split, limit=limit, max_length=length)
     return EvalReport(str(model_dir), task, spec.dataset, split, score.n_examples, {score.metric: score.value}, length)

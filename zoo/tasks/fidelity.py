@@ -45,8 +45,10 @@ def calibration_texts(source: str | Path | None, limit: int) -> tuple[list[str],
         texts = [examples[i] for i in sorted(random.Random(0).sample(range(len(examples)), min(limit, len(examples))))]
         where = f"{path.name} train"
     else:
-        raise TaskError(f"calibration text {path} does not exist",
-                        hint="give a .txt file (one text per line) or a data directory with a train split")
+        raise TaskError(
+            f"calibration text {path} does not exist",
+            hint="give a .txt file (one text per line) or a data directory with a train split",
+        )
     if not texts:
         raise TaskError(f"calibration text {path} holds no text")
     return texts, f"{len(texts)} texts from {where}"
@@ -74,8 +76,10 @@ def head_fidelity(model, reference, batch: dict) -> dict[str, float]:
     want, _ = model_outputs(reference, batch)
     if not head:
         return {}
-    return {"agreement": float((got.argmax(-1) == want.argmax(-1)).float().mean()),
-            "kl": float(F.kl_div(got.log_softmax(-1), want.log_softmax(-1), log_target=True, reduction="batchmean"))}
+    return {
+        "agreement": float((got.argmax(-1) == want.argmax(-1)).float().mean()),
+        "kl": float(F.kl_div(got.log_softmax(-1), want.log_softmax(-1), log_target=True, reduction="batchmean")),
+    }
 
 
 def text_batch(model_dir, texts: list[str], max_length: int = 128) -> dict:
@@ -100,8 +104,14 @@ def base_cosine(model, reference, batch: dict) -> float:
     return float(F.cosine_similarity(got, want).mean())
 
 
-def embedding_cosine(model_dir: str | Path, reference_dir: str | Path, texts: list[str], *, mode: str = "materialize",
-                     max_length: int = 128) -> float:
+def embedding_cosine(
+    model_dir: str | Path,
+    reference_dir: str | Path,
+    texts: list[str],
+    *,
+    mode: str = "materialize",
+    max_length: int = 128,
+) -> float:
     """Mean cosine of the base models' mean-pooled last hidden states (an encoder-decoder's encoder), `model_dir`
     (loaded in `mode`) against `reference_dir`: never through a head, which may be one the weights lack."""
     from zoo.loaders import load, quiet_transformers
@@ -113,8 +123,9 @@ def embedding_cosine(model_dir: str | Path, reference_dir: str | Path, texts: li
     return base_cosine(model, reference, batch)
 
 
-def embedding_fidelity(model_dir: str | Path, reference_dir: str | Path, reference_name: str | None = None,
-                       *, max_length: int = 128):
+def embedding_fidelity(
+    model_dir: str | Path, reference_dir: str | Path, reference_name: str | None = None, *, max_length: int = 128
+):
     """Mean cosine of the base model's mean-pooled last hidden states, `model_dir` against the dense
     `reference_dir`, on built-in sentences that no calibration uses: what a sentence-embedding user gets, and a sign of
     how much a classifier fine-tuned from it would have to recover. No labels, no heads (a head the weights
@@ -129,5 +140,9 @@ def embedding_fidelity(model_dir: str | Path, reference_dir: str | Path, referen
         return None
     texts = sample_texts("fidelity.txt")  # held out: GPTQ and the search fit to samples.txt
     value = embedding_cosine(model_dir, reference_dir, texts, max_length=max_length)
-    return FidelityRecord(value=value, measured_on=f"{len(texts)} held-out built-in sentences",
-                          n_examples=len(texts), reference=str(reference_name or reference_dir))
+    return FidelityRecord(
+        value=value,
+        measured_on=f"{len(texts)} held-out built-in sentences",
+        n_examples=len(texts),
+        reference=str(reference_name or reference_dir),
+    )

@@ -20,8 +20,23 @@ import torch.nn.functional as F
 
 from .base import Examples, TaskError, check_split
 
-FASHION_MNIST_DIRS = ("/usr/share/fashion-mnist", "/usr/share/datasets/fashion-mnist", "/usr/share/dataset-fashion-mnist")
-FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_DIRS = (
+    "/usr/share/fashion-mnist",
+    "/usr/share/datasets/fashion-mnist",
+    "/usr/share/dataset-fashion-mnist",
+)
+FASHION_MNIST_LABELS = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 IDX_PREFIX = {"train": "train", "validation": "train", "test": "t10k"}
 VALIDATION_SHARE = 0.1
 

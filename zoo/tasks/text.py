@@ -71,7 +71,9 @@ class TextClassification:
         root = Path(self.source)
         if not root.is_dir():
             return self.source
-        return _card_name(root) or (root.resolve().parent.name if root.resolve().name.lower() in _GENERIC else root.name)
+        return _card_name(root) or (
+            root.resolve().parent.name if root.resolve().name.lower() in _GENERIC else root.name
+        )
 
     @property
     def num_labels(self) -> int:
@@ -139,7 +141,12 @@ class TextClassification:
         except (OSError, ValueError):
             return
         names = [str(id2label.get(str(i), id2label.get(i, ""))) for i in range(len(self._values))]
-        if len(id2label) == len(self._values) and all(names) and names != self._values and len(set(names)) == len(names):
+        if (
+            len(id2label) == len(self._values)
+            and all(names)
+            and names != self._values
+            and len(set(names)) == len(names)
+        ):
             self.label_names = names
 
     def collator(self, model_dir):
@@ -191,12 +198,17 @@ def _display_names(values: list[str], given: list[str] | None, where: str) -> li
         return values
     if all(v.isdigit() for v in values):
         if len(given) != len(values) or len(set(given)) != len(given):
-            raise TaskError(f"{len(given)} label names ({', '.join(given)}) for the {len(values)} labels 0..{len(values) - 1} "
-                            f"of {where}", hint="give one distinct name per label, in the order of their numbers")
+            raise TaskError(
+                f"{len(given)} label names ({', '.join(given)}) for the {len(values)} labels 0..{len(values) - 1} "
+                f"of {where}",
+                hint="give one distinct name per label, in the order of their numbers",
+            )
         return list(given)
     if sorted(given) != sorted(values):
-        raise TaskError(f"label names {', '.join(given)} are not the labels of {where} ({', '.join(values)})",
-                        hint="string labels are their own names; --label-names may only give their order")
+        raise TaskError(
+            f"label names {', '.join(given)} are not the labels of {where} ({', '.join(values)})",
+            hint="string labels are their own names; --label-names may only give their order",
+        )
     return list(given)
 
 

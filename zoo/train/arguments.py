@@ -9,9 +9,20 @@ import numpy as np
 from ..tasks import TaskError
 
 
-def training_arguments(work: Path, *, epochs: float, learning_rate: float, batch_size: int, device: str,
-                       warmup_ratio: float = 0.1, lr_scheduler: str = "linear", weight_decay: float = 0.0,
-                       evaluate: bool = True, seed: int = 42, logging_steps: int = 10):
+def training_arguments(
+    work: Path,
+    *,
+    epochs: float,
+    learning_rate: float,
+    batch_size: int,
+    device: str,
+    warmup_ratio: float = 0.1,
+    lr_scheduler: str = "linear",
+    weight_decay: float = 0.0,
+    evaluate: bool = True,
+    seed: int = 42,
+    logging_steps: int = 10,
+):
     from transformers import TrainingArguments
 
     if device not in ("cpu", "cuda", "auto"):

@@ -45,16 +45,23 @@ class DistillTrainer(Trainer):
                 t = self.teacher(**inputs, output_hidden_states=hidden, output_attentions=attention)
             if d.logits > 0:
                 temp = d.temperature
-                kl = F.kl_div(F.log_softmax(out.logits / temp, -1), F.log_softmax(t.logits / temp, -1),
-                              log_target=True, reduction="batchmean")
+                kl = F.kl_div(
+                    F.log_softmax(out.logits / temp, -1),
+                    F.log_softmax(t.logits / temp, -1),
+                    log_target=True,
+                    reduction="batchmean",
+                )
                 loss = loss + d.logits * temp * temp * kl
             if hidden:
                 pairs = [(s, t.hidden_states[j]) for s, j in zip(out.hidden_states, self.layer_map)]
                 loss = loss + d.hidden * torch.stack([F.mse_loss(s, tt) for s, tt in pairs]).mean()
             if attention:
                 if not out.attentions or not t.attentions:
-                    raise RecipeError("attention distillation needs attention probabilities, which this model's "
-                                      "attention implementation does not return", hint="set distill.attention: 0")
+                    raise RecipeError(
+                        "attention distillation needs attention probabilities, which this model's "
+                        "attention implementation does not return",
+                        hint="set distill.attention: 0",
+                    )
                 pairs = [(s, t.attentions[j - 1]) for s, j in zip(out.attentions, self.layer_map[1:])]
                 loss = loss + d.attention * torch.stack([F.mse_loss(s, tt) for s, tt in pairs]).mean()
         # evaluation gathers only the logits (hidden states of every batch would not concatenate)

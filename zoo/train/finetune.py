@@ -41,8 +41,12 @@ def load_for_task(model_dir: Path, task: Task, *, new_head: bool = False):
     kwargs = {}
     if new_head:
         # a head trained for other labels (an ImageNet classifier, say) is replaced, not reused
-        kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                  "label2id": {name: i for i, name in enumerate(labels)}, "ignore_mismatched_sizes": True}
+        kwargs = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+            "ignore_mismatched_sizes": True,
+        }
     with quiet_transformers():
         return load(model_dir, task=task.auto_task, new_head=new_head, **kwargs)
 
@@ -59,9 +63,21 @@ def is_finetuned(model_dir: Path, task: Task) -> bool:
     return bool(head) and any(a.endswith(head) for a in archs) and n == task.num_labels
 
 
-def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float = 2.0, learning_rate: float = 5e-5,
-             batch_size: int = 32, max_length: int | None = None, device: str = "cpu", limit: int | None = None,
-             resume: bool = False, overwrite: bool = False, callbacks=()) -> FinetuneResult:
+def finetune(
+    model: ResolvedModel,
+    task: Task,
+    out: str | Path,
+    *,
+    epochs: float = 2.0,
+    learning_rate: float = 5e-5,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    device: str = "cpu",
+    limit: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks=(),
+) -> FinetuneResult:
     """Fine-tune `model` with a new head for `task` into `out`, trained and scored at `max_length` tokens per
     example (default DEFAULT_MAX_LENGTH), which the output records (trained_length) for what comes next."""
     import time
@@ -80,8 +96,9 @@ def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float
     if not resume and (work / "checkpoints").exists():
         shutil.rmtree(work / "checkpoints")
     net = load_for_task(model.path, task, new_head=True)
-    args = training_arguments(work / "checkpoints", epochs=epochs, learning_rate=learning_rate,
-                              batch_size=batch_size, device=device)
+    args = training_arguments(
+        work / "checkpoints", epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, device=device
+    )
     trainer = Trainer(
         model=net,
         args=args,
@@ -101,10 +118,19 @@ def finetune(model: ResolvedModel, task: Task, out: str | Path, *, epochs: float
     copy_processor(model.path, staged)
     validation, _ = evaluate(trainer.model, task, staged, "validation", limit=limit, max_length=max_length)
     test, _ = evaluate(trainer.model, task, staged, "test", limit=limit, max_length=max_length)
-    write_output_mark(staged, "zoo finetune", training={
-        "task": task.name, "dataset": task.dataset, "max_length": max_length, "epochs": epochs,
-        "labels": list(task.label_names), "validation_accuracy": round(validation.value, 6),
-        "test_accuracy": round(test.value, 6)})
+    write_output_mark(
+        staged,
+        "zoo finetune",
+        training={
+            "task": task.name,
+            "dataset": task.dataset,
+            "max_length": max_length,
+            "epochs": epochs,
+            "labels": list(task.label_names),
+            "validation_accuracy": round(validation.value, 6),
+            "test_accuracy": round(test.value, 6),
+        },
+    )
     replace_dir(staged, out)
     shutil.rmtree(work, ignore_errors=True)
     return FinetuneResult(out, test, validation, time.perf_counter() - start, max_length)

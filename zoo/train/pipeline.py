@@ -53,8 +53,13 @@ class TrainedScores:
 
     def by_role(self) -> list[tuple[str, Score]]:
         """(role, score) in the order the manifest records them."""
-        return [("teacher", self.teacher_validation), ("compressed", self.compressed_validation),
-                ("teacher", self.teacher_test), ("compressed", self.compressed_test), ("compressed", self.agreement)]
+        return [
+            ("teacher", self.teacher_validation),
+            ("compressed", self.compressed_validation),
+            ("teacher", self.teacher_test),
+            ("compressed", self.compressed_test),
+            ("compressed", self.agreement),
+        ]
 
 
 @dataclass(frozen=True)
@@ -68,28 +73,62 @@ class TrainedResult:
     resumed_from_step: int | None
 
 
-def _teacher(model: ResolvedModel, task: Task, work: Path, teacher: str | None, *, epochs: float, max_length: int,
-             device: str, limit: int | None, callbacks) -> Path:
+def _teacher(
+    model: ResolvedModel,
+    task: Task,
+    work: Path,
+    teacher: str | None,
+    *,
+    epochs: float,
+    max_length: int,
+    device: str,
+    limit: int | None,
+    callbacks,
+) -> Path:
     if teacher is not None:
         path = resolve_model(teacher).path
         if not is_finetuned(path, task):
-            raise TaskError(f"teacher {teacher} has no {task.num_labels}-label head for task {task.name}",
-                            hint="fine-tune it first with `zoo finetune`, or leave out --teacher")
+            raise TaskError(
+                f"teacher {teacher} has no {task.num_labels}-label head for task {task.name}",
+                hint="fine-tune it first with `zoo finetune`, or leave out --teacher",
+            )
         return path
     if is_finetuned(model.path, task):
         return model.path
     path = work / "teacher"
     if not (path / "config.json").is_file():
-        finetune(model, task, path, epochs=epochs, max_length=max_length, device=device, limit=limit,
-                 resume=last_checkpoint(work / "teacher.work" / "checkpoints") is not None, callbacks=callbacks("teacher"))
+        finetune(
+            model,
+            task,
+            path,
+            epochs=epochs,
+            max_length=max_length,
+            device=device,
+            limit=limit,
+            resume=last_checkpoint(work / "teacher.work" / "checkpoints") is not None,
+            callbacks=callbacks("teacher"),
+        )
     return path
 
 
 def compress_with_training(
-    model: ResolvedModel, recipe: Recipe, task: Task, out: str | Path, *, teacher: str | None = None,
-    epochs: float | None = None, learning_rate: float | None = None, batch_size: int | None = None,
-    teacher_epochs: float = 2.0, device: str = "cpu", limit: int | None = None, resume: bool = False,
-    overwrite: bool = False, callbacks=lambda stage: [], search_progress=None, max_length: int | None = None,
+    model: ResolvedModel,
+    recipe: Recipe,
+    task: Task,
+    out: str | Path,
+    *,
+    teacher: str | None = None,
+    epochs: float | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    teacher_epochs: float = 2.0,
+    device: str = "cpu",
+    limit: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks=lambda stage: [],
+    search_progress=None,
+    max_length: int | None = None,
 ) -> TrainedResult:
     """Fine-tune `recipe`'s compressed student of `model` on `task` and write it to `out`.
     `callbacks(stage)` gives extra Trainer callbacks for the "teacher" and "student" runs. Tokens per example:
@@ -106,8 +145,10 @@ def compress_with_training(
 
     if recipe.search is not None:  # an unreachable target fails here, before any fine-tuning
         if t.keep_layers:
-            raise RecipeError(f"recipe {recipe.name}: a search and keep_layers cannot be combined yet",
-                              hint="search on the full model, or fix the codecs of a layer-reduced recipe")
+            raise RecipeError(
+                f"recipe {recipe.name}: a search and keep_layers cannot be combined yet",
+                hint="search on the full model, or fix the codecs of a layer-reduced recipe",
+            )
         from ..search import check_reachable, search_budget, searched_modules
 
         meta = meta_model(model.path)
@@ -120,15 +161,25 @@ def compress_with_training(
         planned = check_plan(meta, recipe) if recipe.rules else {}
         if recipe.pruning is not None:  # ... and pruning blocks that do not tile the layers
             if t.epochs == 0:
-                raise RecipeError(f"recipe {recipe.name} prunes by movement scores, which only training measures",
-                                  hint="give it at least one epoch (leave out --epochs 0)")
+                raise RecipeError(
+                    f"recipe {recipe.name} prunes by movement scores, which only training measures",
+                    hint="give it at least one epoch (leave out --epochs 0)",
+                )
             check_pruning(meta, recipe.pruning, planned)
     work = work_dir_for(out)
     if not resume and (work / "student").exists():
         shutil.rmtree(work / "student")
-    teacher_dir = _teacher(model, task, work, teacher, epochs=teacher_epochs,
-                           max_length=max_length or t.max_length or DEFAULT_MAX_LENGTH, device=device, limit=limit,
-                           callbacks=callbacks)
+    teacher_dir = _teacher(
+        model,
+        task,
+        work,
+        teacher,
+        epochs=teacher_epochs,
+        max_length=max_length or t.max_length or DEFAULT_MAX_LENGTH,
+        device=device,
+        limit=limit,
+        callbacks=callbacks,
+    )
     task.name_labels_from(teacher_dir)  # the teacher's label names, where the data gives only numbers
     length = max_length or trained_length(teacher_dir) or t.max_length or DEFAULT_MAX_LENGTH
     t = t.model_copy(update={"max_length": length})
@@ -149,8 +200,9 @@ def compress_with_training(
     attach(student, plan, t)
     pruner = Pruner(student, recipe.pruning) if recipe.pruning is not None else None
 
-    trainer = _trainer(student, teacher_net, teacher_dir, task, t, kept, work / "student", device, limit,
-                       callbacks("student"), pruner)
+    trainer = _trainer(
+        student, teacher_net, teacher_dir, task, t, kept, work / "student", device, limit, callbacks("student"), pruner
+    )
     checkpoint = last_checkpoint(work / "student") if resume else None
     if t.epochs > 0:  # --epochs 0: the compressed teacher as it is, measured the same way
         with quiet_transformers():
@@ -161,17 +213,39 @@ def compress_with_training(
 
     staged, packed = _pack(student, model, recipe, teacher_dir, work, stored, structure)
     if set(packed.manifest.modules) != set(plan):
-        raise RecipeError(f"the packed modules differ from the trained ones: {sorted(set(plan) ^ set(packed.manifest.modules))}")
+        raise RecipeError(
+            f"the packed modules differ from the trained ones: {sorted(set(plan) ^ set(packed.manifest.modules))}"
+        )
     scores = _measure(teacher_net, teacher_dir, staged, task, limit, t.max_length)
-    manifest = packed.manifest.model_copy(update={
-        "evaluation": [EvalResult(role=role, task=task.name, dataset=task.dataset, split=s.split,
-                                  metric=s.metric, value=round(s.value, 6), n_examples=s.n_examples)
-                       for role, s in scores.by_role()],
-        "training": TrainingRecord(task=task.name, dataset=task.dataset, base_model=model.id, teacher=str(teacher_dir),
-                                   epochs=t.epochs, steps=trainer.state.global_step, device=device, keep_layers=kept,
-                                   max_length=t.max_length, labels=list(task.label_names),
-                                   seconds=round(time.perf_counter() - start, 1)),
-    })
+    manifest = packed.manifest.model_copy(
+        update={
+            "evaluation": [
+                EvalResult(
+                    role=role,
+                    task=task.name,
+                    dataset=task.dataset,
+                    split=s.split,
+                    metric=s.metric,
+                    value=round(s.value, 6),
+                    n_examples=s.n_examples,
+                )
+                for role, s in scores.by_role()
+            ],
+            "training": TrainingRecord(
+                task=task.name,
+                dataset=task.dataset,
+                base_model=model.id,
+                teacher=str(teacher_dir),
+                epochs=t.epochs,
+                steps=trainer.state.global_step,
+                device=device,
+                keep_layers=kept,
+                max_length=t.max_length,
+                labels=list(task.label_names),
+                seconds=round(time.perf_counter() - start, 1),
+            ),
+        }
+    )
     config_path = staged / "config.json"
     config = json.loads(config_path.read_text())
     config["quantization_config"] = manifest.to_quantization_config()
@@ -187,23 +261,48 @@ def compress_with_training(
     return TrainedResult(out, manifest, time.perf_counter() - start, teacher_dir, scores, losses, resumed_from)
 
 
-def _trainer(student, teacher_net, teacher_dir: Path, task: Task, t, kept, work: Path, device: str,
-             limit: int | None, extra_callbacks: list, pruner: Pruner | None = None) -> DistillTrainer:
+def _trainer(
+    student,
+    teacher_net,
+    teacher_dir: Path,
+    task: Task,
+    t,
+    kept,
+    work: Path,
+    device: str,
+    limit: int | None,
+    extra_callbacks: list,
+    pruner: Pruner | None = None,
+) -> DistillTrainer:
     train_features = task.features("train", teacher_dir, limit=limit, max_length=t.max_length)
     steps = math.ceil(len(train_features) / t.batch_size * t.epochs)
-    args = training_arguments(work, epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size,
-                              device=device, warmup_ratio=t.warmup_ratio, lr_scheduler=t.lr_scheduler,
-                              weight_decay=t.weight_decay, seed=t.seed,
-                              logging_steps=max(1, steps // 20))
+    args = training_arguments(
+        work,
+        epochs=t.epochs,
+        learning_rate=t.learning_rate,
+        batch_size=t.batch_size,
+        device=device,
+        warmup_ratio=t.warmup_ratio,
+        lr_scheduler=t.lr_scheduler,
+        weight_decay=t.weight_decay,
+        seed=t.seed,
+        logging_steps=max(1, steps // 20),
+    )
     trainer = DistillTrainer(
-        model=student, args=args, teacher=teacher_net, distill=t.distill,
+        model=student,
+        args=args,
+        teacher=teacher_net,
+        distill=t.distill,
         layer_map=hidden_map(len(layer_list(student)[1]), kept),
         train_dataset=train_features,
         eval_dataset=task.features("validation", teacher_dir, limit=limit, max_length=t.max_length),
-        data_collator=task.collator(teacher_dir), compute_metrics=accuracy_metric,
-        callbacks=[CompressionSchedule(student, dropout=t.dropout, mask_interval=t.mask_interval,
-                                       prune_ramp=t.prune_ramp),
-                   *([PruningSchedule(pruner)] if pruner is not None else []), *extra_callbacks],
+        data_collator=task.collator(teacher_dir),
+        compute_metrics=accuracy_metric,
+        callbacks=[
+            CompressionSchedule(student, dropout=t.dropout, mask_interval=t.mask_interval, prune_ramp=t.prune_ramp),
+            *([PruningSchedule(pruner)] if pruner is not None else []),
+            *extra_callbacks,
+        ],
     )
     if extra_callbacks:  # a progress bar replaces the printed log dicts
         trainer.remove_callback(PrinterCallback)
@@ -219,12 +318,22 @@ def _pack(student, model: ResolvedModel, recipe: Recipe, teacher_dir: Path, work
     copy_processor(teacher_dir, dense)
     staged = work / "export"
     source = ResolvedModel(path=dense, id=model.id, revision=model.revision, source=model.source)
-    return staged, write_compact(source, recipe, staged, pack=True, overwrite=True, reference=teacher_dir,
-                                 stored=stored, structure=structure, base_card=base_card_data(model.path) or {})
+    return staged, write_compact(
+        source,
+        recipe,
+        staged,
+        pack=True,
+        overwrite=True,
+        reference=teacher_dir,
+        stored=stored,
+        structure=structure,
+        base_card=base_card_data(model.path) or {},
+    )
 
 
-def _measure(teacher_net, teacher_dir: Path, compressed_dir: Path, task: Task, limit: int | None,
-             max_length: int) -> TrainedScores:
+def _measure(
+    teacher_net, teacher_dir: Path, compressed_dir: Path, task: Task, limit: int | None, max_length: int
+) -> TrainedScores:
     """Teacher and the *stored* compressed model (loaded back from disk) on validation and test."""
     compressed = load_for_task(compressed_dir, task)
 

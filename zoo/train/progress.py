@@ -34,8 +34,13 @@ class RichProgress(TrainerCallback):
             self._line(f"{state.max_steps} steps, {args.num_train_epochs:g} epochs")
             return
         self.bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=self.console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
         )
         self.bar.start()
         self.task = self.bar.add_task(self._text(), total=state.max_steps, completed=state.global_step)
@@ -46,8 +51,10 @@ class RichProgress(TrainerCallback):
             self.bar.update(self.task, completed=state.global_step, description=self._text())
         elif self.ticker is not None and self.ticker.due(state.global_step, state.max_steps):
             loss = f", loss {self.facts['loss']}" if "loss" in self.facts else ""
-            self._line(f"step {state.global_step}/{state.max_steps}, epoch {self.facts['epoch']}{loss}, "
-                       f"{self.ticker.timing(state.global_step, state.max_steps)}")
+            self._line(
+                f"step {state.global_step}/{state.max_steps}, epoch {self.facts['epoch']}{loss}, "
+                f"{self.ticker.timing(state.global_step, state.max_steps)}"
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
