@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -43,6 +45,7 @@ def test_formats_does_not_import_transformers_or_upper_packages():
     assert loaded_beyond(imports, ("zoo.formats",)) == []
 
 
+@pytest.mark.slow
 def test_loaders_does_not_import_zoo_or_cards():
     assert loaded_beyond("zoo.loaders", ("zoo.formats", "zoo.loaders", "transformers")) == []
 

@@ -44,6 +44,7 @@ def checkpoint(tiny_bert_dir, compressed_models):
     return path, Checkpoint.open(path)
 
 
+@pytest.mark.slow
 def test_import_zoo_registers_when_transformers_is_imported_later(checkpoint):
     path, ckpt = checkpoint
     code = (
@@ -59,6 +60,7 @@ def test_import_zoo_registers_when_transformers_is_imported_later(checkpoint):
     assert report["missing"] == [] and report["unexpected"] == []
 
 
+@pytest.mark.slow
 def test_import_zoo_after_transformers_registers_at_once(checkpoint):
     path, ckpt = checkpoint
     code = "import transformers\nfrom transformers import AutoModel\nimport zoo\n" + LOAD
@@ -67,6 +69,7 @@ def test_import_zoo_after_transformers_registers_at_once(checkpoint):
     assert report["missing"] == [] and report["unexpected"] == []
 
 
+@pytest.mark.slow
 def test_plain_transformers_without_zoo_leaves_compressed_layers_random(checkpoint):
     """What README warns about: with no `import zoo`, transformers ignores the unknown method, reports
     the dense weights MISSING (initialised at random) and the stored tensors UNEXPECTED, and loads."""

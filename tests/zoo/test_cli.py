@@ -274,6 +274,7 @@ def tiny_teacher(tiny_bert_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_compress_with_task_reports_measured_accuracy_then_eval_agrees(run_cli, tiny_teacher, tmp_path):
     out = tmp_path / "student"
     result = run_cli(

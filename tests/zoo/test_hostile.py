@@ -30,6 +30,7 @@ def _report(counts) -> str:
     return "; ".join(f"{kind} {what} {outcome}: {n}" for (kind, what, outcome), n in sorted(counts.items()))
 
 
+@pytest.mark.slow
 def test_fuzz_every_mutant_is_a_typed_error_or_an_unchanged_model(micro):
     counts, records = fuzzing.run(micro, seed=0, count=500)
     assert len(records) == 500
@@ -78,6 +79,7 @@ def _edit_manifest(path, edit) -> None:
     (path / "config.json").write_text(json.dumps(config))
 
 
+@pytest.mark.slow
 def test_a_structure_bomb_is_refused_before_allocating(micro, tmp_path):
     normal, said = _peak_rss_mb(LOAD.format(path=str(micro / "single")))
     assert "loaded" in said
@@ -98,6 +100,7 @@ def test_a_structure_bomb_is_refused_before_allocating(micro, tmp_path):
     assert peak < 1.5 * normal, (peak, normal)
 
 
+@pytest.mark.slow
 def test_a_module_shaped_unlike_its_layer_is_refused_before_decoding(micro, tmp_path):
     """A manifest and tensors that agree with each other (a wider FFN) but not with the model config.json
     describes: refused on the meta model, before a weight is decoded."""

@@ -541,6 +541,7 @@ def test_hub_index_update_retries_when_another_upload_got_there_first(home, hub,
     assert {"zoo:tiny/olah/racer", "zoo:tiny/olah/slow"} <= names
 
 
+@pytest.mark.slow
 def test_server_down_fails_fast_with_bounded_retries(run_cli, home, online, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

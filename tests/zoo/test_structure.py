@@ -57,6 +57,7 @@ def kron_student(teacher_dir, task, tmp_path_factory):  # noqa: F811
     return compress_with_training(resolve_model(str(teacher_dir)), recipe, task, out, limit=64)
 
 
+@pytest.mark.slow
 def test_kronecker_student_stores_int8_factors_of_every_targeted_layer(kron_student):
     manifest = Checkpoint.open(kron_student.path).manifest
     emb = manifest.modules["bert.embeddings.word_embeddings"]

@@ -57,6 +57,7 @@ def nm_student(teacher_dir, task, tmp_path_factory):
     return compress_with_training(resolve_model(str(teacher_dir)), recipe, task, out, limit=LIMIT)
 
 
+@pytest.mark.slow
 def test_student_loss_falls(nm_student):
     losses = nm_student.losses
     assert len(losses) >= 6
@@ -100,6 +101,7 @@ class StopAfterFirstSave(TrainerCallback):
         raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_interrupted_run_leaves_no_output_and_resumes(teacher_dir, task, tmp_path):
     out = tmp_path / "tiny-ternary"
     recipe = recipe_with("ternary", epochs=2, learning_rate=1e-3)
@@ -185,6 +187,7 @@ def test_attention_distillation_runs(teacher_dir, task, tmp_path):
     assert result.losses and all(not math.isnan(loss) for loss in result.losses)  # logged and not NaN
 
 
+@pytest.mark.slow
 def test_training_seed_decides_the_run(teacher_dir, task, tmp_path):
     """Same recipe seed: the same losses step for step; another seed: another data order and dropout."""
 

@@ -63,6 +63,7 @@ def teacher_32(tiny_bert_dir, news, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_the_teachers_length_carries_through_compress_and_eval(run_cli, teacher_32, news, tmp_path):
     out = tmp_path / "student"
     result = run_cli(
@@ -206,6 +207,7 @@ def test_default_names_are_meaningful(news, tmp_path):
         get_task("text-classification", str(news), label_names=["a", "b", "c"]).examples("train")
 
 
+@pytest.mark.slow
 def test_compress_logs_progress_lines_when_stderr_is_a_file(tiny_bert_dir, news, tmp_path):
     log = tmp_path / "stderr.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "ZOO_LOG_EVERY": "0"}
