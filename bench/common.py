@@ -29,3 +29,19 @@ def write_report(out_dir: Path, name: str, markdown: str, data: dict) -> None:
     (out_dir / f"{name}.md").write_text(markdown)
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     print(markdown)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def with_minilm_tokenizer(path: Path) -> Path:
+    """Copy the packaged MiniLM's tokenizer beside a random BERT's weights (the vocabularies match), so recipes
+    that calibrate on text (GPTQ) run as they would on a real model."""
+    import shutil
+
+    from zoo.resolve import resolve_model
+
+    minilm = resolve_model("minilm").path
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(minilm / name, path / name)
+    return path

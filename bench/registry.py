@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine_header, write_report
+from bench.common import machine_header, with_minilm_tokenizer, write_report
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -38,7 +38,6 @@ def tiny_bert(work: Path) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from zoo.resolve import packaged_model_dir
 
     torch.manual_seed(0)
     path = work / "tiny-bert"
@@ -51,10 +50,7 @@ def tiny_bert(work: Path) -> Path:
         max_position_embeddings=64,
     )
     BertModel(config).save_pretrained(path)
-    minilm, _ = packaged_model_dir("sentence-transformers/all-MiniLM-L6-v2")
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copyfile(minilm / name, path / name)
-    return path
+    return with_minilm_tokenizer(path)
 
 
 def compressed(src: str, work: Path, name: str) -> Path:

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from bench import compress, load
-from bench.common import machine_header, write_report
+from bench.common import machine_header, with_minilm_tokenizer, write_report
 
 # (hidden, layers): 4.4M, 11M, 23M, 41M and 110M parameters with BERT's 30522-token vocabulary
 CONFIGS = [(128, 2), (256, 4), (384, 6), (512, 8), (768, 12)]
@@ -36,16 +36,10 @@ def _load_s(path: Path, mode: str, repeat: int) -> float:
 
 def random_bert_with_tokenizer(tmp: Path, hidden: int, layers: int) -> Path:
     """A random BERT with MiniLM's tokenizer beside it (the vocabularies match), made once under `tmp`."""
-    import shutil
-
-    from zoo.resolve import resolve_model
-
     src = tmp / f"bert-{hidden}x{layers}-tok"
     if not src.exists():
         compress.random_bert(src, hidden, layers)
-        minilm = resolve_model("minilm").path
-        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-            shutil.copyfile(minilm / name, src / name)
+        with_minilm_tokenizer(src)
     return src
 
 
