@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # the environment has no types-PyYAML stubs
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from zoo.formats.manifest import FIDELITY_FLOOR, Manifest
 from zoo.formats.reader import read_config
@@ -42,7 +42,9 @@ class CardFiles:
     @property
     def has_results(self) -> bool:
         """The card reports measured results (a model-index), so it has something to plot."""
-        return self.card.data.eval_results is not None
+        data = self.card.data
+        assert isinstance(data, ModelCardData), "a ModelCard's data is a ModelCardData (its card_data_class)"
+        return data.eval_results is not None
 
 
 _BASE_CARD_KEYS = (
@@ -124,38 +126,33 @@ def _eval_results(manifest: Manifest, res: Results, task_type: str) -> list[Eval
             )
         )
     if res.measured:
-        head = {
-            "task_type": task_type,
-            "task_name": res.task,
-            "dataset_type": res.dataset,
-            "dataset_name": res.dataset,
-            "dataset_split": res.split,
-        }
+        dataset = res.dataset
+        assert dataset is not None, "a measured result names its dataset (results: the headline's)"
+
+        def beside(metric_type: str, metric_name: str, metric_value: float) -> EvalResult:
+            return EvalResult(
+                task_type=task_type,
+                task_name=res.task,
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split=res.split,
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_value=metric_value,
+            )
+
         c = res.row("compressed")
         if c.retention is not None:
-            out.append(
-                EvalResult(
-                    **head,
-                    metric_type="retention",
-                    metric_name="retention of the teacher's accuracy",
-                    metric_value=round(c.retention, 6),
-                )
-            )
+            out.append(beside("retention", "retention of the teacher's accuracy", round(c.retention, 6)))
         s = manifest.sizes
         out.append(
-            EvalResult(
-                **head,
-                metric_type="compression_ratio",
-                metric_value=s.checkpoint_ratio,
-                metric_name="compression ratio, whole checkpoint vs the dense teacher",
-            )
+            beside("compression_ratio", "compression ratio, whole checkpoint vs the dense teacher", s.checkpoint_ratio)
         )
         out.append(
-            EvalResult(
-                **head,
-                metric_type="encoder_linear_compression_ratio",
-                metric_value=s.encoder_linear_ratio,
-                metric_name="compression ratio, encoder linear weights vs fp32",
+            beside(
+                "encoder_linear_compression_ratio",
+                "compression ratio, encoder linear weights vs fp32",
+                s.encoder_linear_ratio,
             )
         )
     return out
@@ -175,6 +172,7 @@ def _results_section(manifest: Manifest, res: Results, plot: str | None, plot_no
     else:
         t = manifest.training
         length = f", {t.max_length} tokens per example" if t and t.max_length else ""
+        assert res.metric is not None, "a measured result names its metric (results: the headline's)"
         heading = (
             f"{res.metric.capitalize()} on **{res.dataset}** ({res.split} split, {res.n_examples} examples{length}):"
         )
@@ -227,9 +225,10 @@ def _results_section(manifest: Manifest, res: Results, plot: str | None, plot_no
         ]
     lines += [
         (
-            f"Sizes are bytes of the weight files; the teacher's are its fp32 checkpoint ({_mb(manifest.sizes.source_nbytes)}). "
-            f"The encoder linear weights (the transformer blocks' matrices) take {_mb(manifest.sizes.encoder_linear_nbytes)} "
-            f"here against {_mb(manifest.sizes.encoder_linear_fp32_nbytes)} in fp32."
+            "Sizes are bytes of the weight files; the teacher's are its fp32 checkpoint "
+            f"({_mb(manifest.sizes.source_nbytes)}). The encoder linear weights (the transformer blocks' matrices) "
+            f"take {_mb(manifest.sizes.encoder_linear_nbytes)} here against "
+            f"{_mb(manifest.sizes.encoder_linear_fp32_nbytes)} in fp32."
         ),
         "",
     ]
@@ -480,9 +479,9 @@ def write_card(
         if teacher.value is not None:
             points.append(Point("dense teacher", teacher.size_bytes, teacher.value, "teacher"))
         points += [p for p in siblings if p.role == "sibling"]
-        points.append(
-            Point(manifest.recipe.name, res.row("compressed").size_bytes, res.row("compressed").value, "this")
-        )
+        compressed = res.row("compressed")
+        assert compressed.value is not None, "a measured result has the compressed model's value"
+        points.append(Point(manifest.recipe.name, compressed.size_bytes, compressed.value, "this"))
         plot_accuracy_vs_size(
             points,
             plot_path,
@@ -505,8 +504,6 @@ def write_card(
                 stale.unlink()
     if text is not None:
         write_file_atomic(eval_path, text)
-    else:
-        eval_path = None
-        if eval_dir.is_dir() and not any(eval_dir.iterdir()):
-            eval_dir.rmdir()
-    return CardFiles(directory / README, plot_path if plot_ref else None, eval_path, card)
+    elif eval_dir.is_dir() and not any(eval_dir.iterdir()):
+        eval_dir.rmdir()
+    return CardFiles(directory / README, plot_path if plot_ref else None, eval_path if text is not None else None, card)

@@ -26,10 +26,17 @@ def have_matplotlib() -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _Style:
+    marker: str
+    color: str
+    size: float  # matplotlib's `s`: marker area in points^2
+
+
 _STYLE = {
-    "teacher": {"marker": "s", "color": "#444444", "s": 70},
-    "this": {"marker": "*", "color": "#d62728", "s": 220},
-    "sibling": {"marker": "o", "color": "#1f77b4", "s": 50},
+    "teacher": _Style(marker="s", color="#444444", size=70),
+    "this": _Style(marker="*", color="#d62728", size=220),
+    "sibling": _Style(marker="o", color="#1f77b4", size=50),
 }
 
 
@@ -54,7 +61,9 @@ def plot_accuracy_vs_size(points: list[Point], path: Path, *, metric: str = "acc
                 [100 * p.accuracy for p in group],
                 zorder=3,
                 label={"teacher": "dense teacher", "this": "this model", "sibling": "other zoo models"}[role],
-                **_STYLE[role],
+                marker=_STYLE[role].marker,
+                color=_STYLE[role].color,
+                s=_STYLE[role].size,
             )
             for p in group:
                 ax.annotate(

@@ -16,12 +16,12 @@ import hashlib
 import json
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from .codecs import nbytes as codec_nbytes
-from .errors import ManifestError
+from .errors import CodecError, ManifestError
 from .spec import CODEC_NAMES, CodecSpec, FloatDType
 
 FORMAT_VERSION = 1
@@ -281,10 +281,18 @@ def _first_problem(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}{more}"
 
 
+def _is_float_dtype(name: str) -> TypeGuard[FloatDType]:
+    return name in get_args(FloatDType)
+
+
 def module_entry(
     kind: ModuleKind, encoder_linear: bool, shape, dtype: str, codec: CodecSpec, tied: list[str] | None = None
 ) -> ModuleEntry:
     """Entry for a module about to be encoded; its byte count comes from the codec's layout."""
+    if not _is_float_dtype(dtype):
+        raise CodecError(
+            f"a weight of dtype {dtype} cannot be compressed: zoo encodes {'/'.join(get_args(FloatDType))}"
+        )
     return ModuleEntry(
         kind=kind,
         encoder_linear=encoder_linear,

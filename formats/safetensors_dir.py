@@ -115,7 +115,7 @@ class SafetensorsDir:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        self._handles: dict[str, object] = {}
+        self._handles: dict[str, safe_open] = {}
         self.weight_map = self._weight_map()
         keys = {file: set(self._open(file).keys()) for file in self.files}
         for name, file in self.weight_map.items():
@@ -140,10 +140,13 @@ class SafetensorsDir:
             return {name: SINGLE_FILE for name in self._open(SINGLE_FILE).keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
         hint = None
         if any((d / p).exists() for p in PICKLE_FILES):
-            hint = "zoo reads only safetensors (never pickle); convert with transformers: save_pretrained(..., safe_serialization=True)"
+            hint = (
+                "zoo reads only safetensors (never pickle); convert with transformers: "
+                "save_pretrained(..., safe_serialization=True)"
+            )
         raise FormatError(f"no {SINGLE_FILE} or {INDEX_FILE} in {d}", hint=hint)
 
-    def _open(self, file: str):
+    def _open(self, file: str) -> safe_open:
         if file in self._handles:
             return self._handles[file]
         path = self.directory / file

@@ -69,6 +69,8 @@ def read_config(path_or_id: str | Path, **kwargs) -> dict:
     from transformers.utils import cached_file
 
     path = cached_file(str(path_or_id), CONFIG_FILE, **{k: v for k, v in kwargs.items() if k in ("revision", "token")})
+    if path is None:  # transformers raises for a missing file unless told not to; None is its other answer
+        raise FormatError(f"no {CONFIG_FILE} in {path_or_id}")
     return read_config_file(Path(path))
 
 

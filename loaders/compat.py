@@ -44,7 +44,10 @@ def register_quantization_method(name: str, config_class: type, quantizer_class:
     # transformers applies a `quantization_config` passed to from_pretrained on top of the checkpoint's only for
     # the config types in this tuple
     if config_class not in _auto.LOADING_ATTRIBUTES_CONFIG_TYPES:
-        _auto.LOADING_ATTRIBUTES_CONFIG_TYPES = (*_auto.LOADING_ATTRIBUTES_CONFIG_TYPES, config_class)
+        _auto.LOADING_ATTRIBUTES_CONFIG_TYPES = (  # type: ignore[assignment]  # typed as its own classes only
+            *_auto.LOADING_ATTRIBUTES_CONFIG_TYPES,
+            config_class,
+        )
 
 
 def tied_weights_keys(model: torch.nn.Module) -> dict[str, str]:
@@ -68,14 +71,19 @@ def renamed_keys(model: torch.nn.Module, keys: Iterable[str]) -> dict[str, str]:
         from transformers.core_model_loading import WeightRenaming, rename_source_key
     except ImportError:  # pragma: no cover - a transformers without checkpoint conversion: nothing is renamed
         return {key: key for key in keys}
-    renamings = [t for t in get_model_conversion_mapping(model) if isinstance(t, WeightRenaming)]
+    # annotated PreTrainedModel, it looks for PreTrainedModels among any Module's submodules
+    mapping = get_model_conversion_mapping(model)  # type: ignore[arg-type]
+    renamings = [t for t in mapping if isinstance(t, WeightRenaming)]
     state = model.state_dict()
     prefix = getattr(model, "base_model_prefix", None) or None
     return {key: rename_source_key(key, renamings, [], prefix, state)[0] for key in keys}
 
 
 def conv_forward(
-    conv: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    conv: torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
 ) -> torch.Tensor:
     """`conv`'s own convolution (its stride, padding, dilation, groups, padding mode) with another weight."""
     return conv._conv_forward(x, weight, bias)

@@ -2,10 +2,10 @@
 
 Integer grids (CPU): the codecs whose `int_grid` (formats/codecs/) gives one (int-N with N <= 7 or
 8-bit symmetric, binary, ternary, alone or as the values of N:M) store W exactly as Q * s with Q
-small integers and one scale per (row, group of columns). Such a layer runs as one int8 x int8 -> int32 matmul (`torch._int_mm`): the
-activations are quantized to int8 per token on the fly (symmetric, scale max|x|/127) and the
-int32 sums are scaled by the token and row scales. Where the codec has several column groups per
-row, the grid is first collapsed to one int8 scale per row (W moves by at most half a step of
+small integers and one scale per (row, group of columns). Such a layer runs as one int8 x int8 -> int32
+matmul (`torch._int_mm`): the activations are quantized to int8 per token on the fly (symmetric, scale
+max|x|/127) and the int32 sums are scaled by the token and row scales. Where the codec has several column
+groups per row, the grid is first collapsed to one int8 scale per row (W moves by at most half a step of
 that row grid, ~0.4% of the row's largest weight): a matmul per group, each followed by a scaled
 add over the whole output, ran slower than dense fp32 here.
 
@@ -57,6 +57,9 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Int8Matmul(torch.nn.Module):
     """y = x W^T (+ b) for W on an integer grid: one int8 x int8 matmul, per-token int8 activations."""
 
+    q_t: torch.Tensor  # buffers, from register_buffer
+    row_scale: torch.Tensor
+
     def __init__(self, grid: IntGrid):
         super().__init__()
         q, scale = per_row_int8(grid)
@@ -97,13 +100,14 @@ def kronecker_linear(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: to
     for a_r, b_r in zip(a, b, strict=True):
         term = (a_r @ columns).view(m1 * tokens, n2) @ b_r.t()  # (m1*M, m2)
         out = term if out is None else out.add_(term)
+    assert out is not None, "Kronecker factors have rank >= 1 (KroneckerSpec.rank)"
     out = out.view(m1, tokens, m2).transpose(0, 1).reshape(*lead, m1 * m2)
     if bias is not None:
         out = out + bias.to(out.dtype)
     return out.to(x.dtype)
 
 
-def semi_structured(weight: torch.Tensor):
+def semi_structured(weight: torch.Tensor) -> torch.Tensor:
     """A 2:4-sparse CUDA weight in torch's semi-structured format (cuSPARSELt / CUTLASS)."""
     from torch.sparse import to_sparse_semi_structured
 

@@ -2,7 +2,8 @@
 
 `ZooConfig` carries the manifest (and, when a user passes one to `from_pretrained`, a load-time
 `mode`); `ZooHfQuantizer` resizes the layers of a pruned model (the manifest's `structure`) and swaps
-every module the manifest names for a runtime module before the weights load, then checks that each was filled from the checkpoint and prepares it for its mode.
+every module the manifest names for a runtime module before the weights load, then checks that each was filled
+from the checkpoint and prepares it for its mode.
 
     import zoo.loaders  # or: import zoo
     model = AutoModel.from_pretrained("minilm-4bit-2of4")                                  # materialize
@@ -33,7 +34,7 @@ class ZooConfig(QuantizationConfigMixin):
     (materialize, packed, kernel) that is never written back to config.json."""
 
     def __init__(self, mode: str | None = None, **manifest: Any):
-        self.quant_method = QUANT_METHOD
+        self.quant_method = QUANT_METHOD  # type: ignore[assignment]  # registered methods are named by plain str
         self.mode = check_mode(mode) if mode is not None else None
         manifest.pop("quant_method", None)
         self.manifest = (
@@ -70,6 +71,7 @@ def _replace(model: torch.nn.Module, path: str, new: torch.nn.Module) -> None:
 
 class ZooHfQuantizer(HfQuantizer):
     requires_calibration = True  # zoo checkpoints are made by `zoo compress`, never quantized on load
+    quantization_config: ZooConfig  # transformers dispatches `quant_method: "zoo"` to this pair only
 
     def __init__(self, quantization_config: ZooConfig, **kwargs):
         if not kwargs.get("pre_quantized", True):
@@ -163,7 +165,7 @@ class ZooHfQuantizer(HfQuantizer):
     def is_trainable(self) -> bool:
         return False
 
-    def get_state_dict_and_metadata(self, model):
+    def get_state_dict_and_metadata(self, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor] | None, dict]:
         # The stored tensors are persistent buffers, so the model's own state dict is the compact one, but for
         # the plain tensors the checkpoint stored in a smaller float dtype (a recipe's dense_dtype: norms,
         # biases, heads in fp16), which transformers loaded into the model's dtype: they go back as stored.
@@ -264,8 +266,9 @@ def dense_module(
     """A plain torch module with the decoded weight of a runtime module (or `weight` itself, to share it)."""
     from .runtime import ZooConv, ZooEmbedding, ZooLinear
 
-    weight = module.decoded_weight(dtype) if weight is None else weight
+    value = module.decoded_weight(dtype) if weight is None else weight
     bias = getattr(module, "bias", None)
+    dense: torch.nn.Linear | torch.nn.Embedding | torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d
     if isinstance(module, ZooLinear):
         dense = torch.nn.Linear(module.in_features, module.out_features, bias=bias is not None, device="meta")
     elif isinstance(module, ZooEmbedding):
@@ -283,9 +286,9 @@ def dense_module(
         dense = module._conv
     else:  # pragma: no cover - every runtime module type is listed above
         raise TypeError(type(module))
-    dense.weight = weight if isinstance(weight, torch.nn.Parameter) else torch.nn.Parameter(weight)
+    dense.weight = value if isinstance(value, torch.nn.Parameter) else torch.nn.Parameter(value)
     if bias is not None:
-        dense.bias = torch.nn.Parameter(bias.detach().to(weight.dtype))
+        dense.bias = torch.nn.Parameter(bias.detach().to(value.dtype))
     return dense
 
 

@@ -69,6 +69,11 @@ class ZooModule(torch.nn.Module):
     the owner's stored tensors (and, in materialize mode, the owner's decoded weight), so the weight is
     stored, loaded and saved once."""
 
+    owner: ZooModule | None  # set with object.__setattr__ (not a submodule)
+    weight_dense: torch.Tensor  # buffers prepare registers: the decoded weight (materialize)
+    kron_a: torch.Tensor  # and the decoded Kronecker factors (materialize, kernel)
+    kron_b: torch.Tensor
+
     def __init__(self, name: str, entry: ModuleEntry, compute_dtype: torch.dtype, owner: ZooModule | None = None):
         super().__init__()
         self.zoo_name = name
@@ -138,6 +143,7 @@ class ZooModule(torch.nn.Module):
         """Kronecker factors A, B in the compute dtype: decoded once (materialize, kernel) or now (packed)."""
         if self.mode in ("materialize", "kernel"):
             return (self.owner.kron_a, self.owner.kron_b) if self.owner is not None else (self.kron_a, self.kron_b)
+        assert isinstance(self.codec, KroneckerSpec), "factors() serves factored modules only"
         a, b = kronecker_factors(self.stored(), self.codec, self.weight_shape)
         return a.to(self.compute_dtype), b.to(self.compute_dtype)
 
@@ -150,7 +156,7 @@ class ZooModule(torch.nn.Module):
                     f"module {self.zoo_name} shares {self.owner.zoo_name}, which is not prepared for {mode}",
                     module=self.zoo_name,
                 )
-        elif self.factored:
+        elif isinstance(self.codec, KroneckerSpec):  # self.factored
             if mode != "packed":
                 a, b = kronecker_factors(self.stored(), self.codec, self.weight_shape)
                 self.register_buffer("kron_a", a.to(self.compute_dtype), persistent=False)
@@ -184,7 +190,7 @@ class ZooLinear(ZooModule):
         self.bias = None
         if original.bias is not None:
             self.bias = torch.nn.Parameter(torch.empty(self.out_features, dtype=compute_dtype, device="meta"))
-        self.kernel = None
+        self.kernel: Int8Matmul | torch.Tensor | None = None  # what prepare("kernel") builds
 
     def prepare(self, mode: Mode) -> None:
         super().prepare(mode)
@@ -213,6 +219,7 @@ class ZooLinear(ZooModule):
         if self.mode == "kernel":
             if isinstance(self.kernel, Int8Matmul):
                 return self.kernel(x, self.bias)
+            assert self.kernel is not None, "prepare('kernel') builds a kernel or raises"
             return F.linear(x, self.kernel, self.bias)
         return F.linear(x, self.decoded_weight(x.dtype), self.bias)
 
@@ -258,6 +265,8 @@ class ZooEmbedding(ZooModule):
 class ZooConv(ZooModule):
     """Convolutions (e.g. wav2vec2's feature encoder): materialize or packed; no kernel."""
 
+    _conv: torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d  # set with object.__setattr__ (not a submodule)
+
     def __init__(
         self,
         name: str,
@@ -287,7 +296,8 @@ def runtime_module(
     name: str, entry: ModuleEntry, original: torch.nn.Module, compute_dtype: torch.dtype, owner: ZooModule | None = None
 ) -> ZooModule:
     """The runtime module replacing `original`; with `owner`, one that shares the owner's stored weight."""
-    runtime = {"linear": ZooLinear, "embedding": ZooEmbedding, "conv": ZooConv}.get(layer_kind(original))
+    kind = layer_kind(original)
+    runtime = {"linear": ZooLinear, "embedding": ZooEmbedding, "conv": ZooConv}.get(kind) if kind else None
     if runtime is None:
         raise FormatError(
             f"module {name} is a {type(original).__name__}; zoo rebuilds only Linear, Embedding and Conv layers",

@@ -68,13 +68,20 @@ def layer_parts(layer: nn.Module) -> LayerParts:
     ffn_in = _find(names, _FFN_IN)
     ffn_out = _find(names, _FFN_OUT, exclude="attention")
     found = {"q": q, "k": k, "v": v, "o": o, "ffn_in": ffn_in, "ffn_out": ffn_out}
-    if None in found.values():
+    if q is None or k is None or v is None or o is None or ffn_in is None or ffn_out is None:
         missing = ", ".join(key for key, value in found.items() if value is None)
         raise StructureError(
             f"{type(layer).__name__}: cannot find its {missing} projection(s) among {', '.join(names)}",
             hint="pruning supports BERT-, ViT- and wav2vec2-style encoder layers",
         )
-    return LayerParts(attention=q.rpartition(".")[0], **found)
+    return LayerParts(attention=q.rpartition(".")[0], q=q, k=k, v=v, o=o, ffn_in=ffn_in, ffn_out=ffn_out)
+
+
+def _linear(layer: nn.Module, path: str) -> nn.Linear:
+    """The projection at `path` of a LayerParts: layer_parts names only nn.Linear modules."""
+    module = layer.get_submodule(path)
+    assert isinstance(module, nn.Linear), f"{path} is a {type(module).__name__}, not the Linear layer_parts found"
+    return module
 
 
 def head_count(attention: nn.Module) -> int:
@@ -117,7 +124,7 @@ def resize(layer: nn.Module, heads: Sequence[int], neurons: Sequence[int]) -> No
     parts = layer_parts(layer)
     attention = layer.get_submodule(parts.attention)
     size, total = head_size(attention), head_count(attention)
-    width = layer.get_submodule(parts.ffn_in).out_features
+    width = _linear(layer, parts.ffn_in).out_features
     if not heads or not neurons:
         raise StructureError("a pruned layer keeps at least one attention head and one FFN neuron")
     if list(heads) != sorted(set(heads)) or heads[-1] >= total or heads[0] < 0:
@@ -127,15 +134,15 @@ def resize(layer: nn.Module, heads: Sequence[int], neurons: Sequence[int]) -> No
     head_rows = (torch.as_tensor(heads).unsqueeze(1) * size + torch.arange(size)).reshape(-1)
     kept = torch.as_tensor(neurons)
     for path in (parts.q, parts.k, parts.v):
-        _set(layer, path, _sliced(layer.get_submodule(path), head_rows, None))
-    _set(layer, parts.o, _sliced(layer.get_submodule(parts.o), None, head_rows))
-    _set(layer, parts.ffn_in, _sliced(layer.get_submodule(parts.ffn_in), kept, None))
-    _set(layer, parts.ffn_out, _sliced(layer.get_submodule(parts.ffn_out), None, kept))
+        _set(layer, path, _sliced(_linear(layer, path), head_rows, None))
+    _set(layer, parts.o, _sliced(_linear(layer, parts.o), None, head_rows))
+    _set(layer, parts.ffn_in, _sliced(_linear(layer, parts.ffn_in), kept, None))
+    _set(layer, parts.ffn_out, _sliced(_linear(layer, parts.ffn_out), None, kept))
     for key in _HEADS:
         if isinstance(getattr(attention, key, None), int):
             setattr(attention, key, len(heads))
     if isinstance(getattr(attention, "all_head_size", None), int):
-        attention.all_head_size = len(heads) * size
+        attention.all_head_size = len(heads) * size  # type: ignore[assignment]  # torch's stub: Tensor | Module only
 
 
 def apply_structure(model: nn.Module, heads: Sequence[int], widths: Sequence[int]) -> None:
@@ -158,8 +165,8 @@ def structure_of(model: nn.Module) -> tuple[list[int], list[int]]:
     for layer in layers:
         parts = layer_parts(layer)
         attention = layer.get_submodule(parts.attention)
-        heads.append(layer.get_submodule(parts.q).out_features // head_size(attention))
-        widths.append(layer.get_submodule(parts.ffn_in).out_features)
+        heads.append(_linear(layer, parts.q).out_features // head_size(attention))
+        widths.append(_linear(layer, parts.ffn_in).out_features)
     return heads, widths
 
 

@@ -142,6 +142,9 @@ class CodebookFake(nn.Module):
     sum of its members' gradients). Centroids pass through their storage dtype in the forward pass, so the
     exported codebook holds exactly the trained values."""
 
+    index: torch.Tensor  # buffers, from register_buffer
+    book_of_row: torch.Tensor
+
     def __init__(self, spec: CodebookSpec, weight: torch.Tensor):
         super().__init__()
         self.spec = spec
@@ -169,7 +172,9 @@ class CodebookFake(nn.Module):
 class Codebook(Codec):
     spec = CodebookSpec
 
-    def encode(self, weight: torch.Tensor, spec: CodebookSpec, scale: None = None) -> dict[str, torch.Tensor]:
+    def encode(
+        self, weight: torch.Tensor, spec: CodebookSpec, scale: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         w = as_matrix(weight)
         rows = w.shape[0]
         per, _ = codebook_count(rows, spec)

@@ -108,6 +108,7 @@ def _values(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None,
         if not spec.zero_preserving:
             q = q + 0.5
     else:
+        assert zero is not None, "asymmetric codes come with zero points (decode and decode_rows read them)"
         q = x - zero.to(torch.float32).unsqueeze(-1)
     return from_groups(q * s, cols)
 

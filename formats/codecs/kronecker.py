@@ -58,13 +58,20 @@ class KroneckerSpec(SpecBase):
     def _check(self) -> KroneckerSpec:
         if (self.a_shape is None) == (self.b_shape is None):
             raise ValueError("give exactly one of a_shape and b_shape")
-        given = self.a_shape or self.b_shape
+        which, given = self.given()
         if min(given) < 1:
-            raise ValueError(f"{'a_shape' if self.a_shape else 'b_shape'} must be positive, got {given}")
+            raise ValueError(f"{which.lower()}_shape must be positive, got {given}")
         return self
 
+    def given(self) -> tuple[Literal["A", "B"], tuple[int, int]]:
+        """The factor whose shape the spec gives ("A" or "B"), and that shape."""
+        if self.a_shape is not None:
+            return "A", self.a_shape
+        assert self.b_shape is not None, "the validator requires one of a_shape and b_shape"
+        return "B", self.b_shape
+
     def describe(self) -> str:
-        which, (r, c) = ("A", self.a_shape) if self.a_shape else ("B", self.b_shape)
+        which, (r, c) = self.given()
         return f"kron {which}{r}x{c} r{self.rank} + {self.factors.describe()}"
 
 
@@ -73,7 +80,7 @@ def factor_shapes(shape, spec: KroneckerSpec) -> tuple[tuple[int, int, int], tup
     if len(shape) != 2:
         raise CodecError(f"the Kronecker codec needs a 2-D weight, got shape {tuple(shape)}")
     m, n = shape
-    given, name = (spec.a_shape, "A") if spec.a_shape is not None else (spec.b_shape, "B")
+    name, given = spec.given()
     if m % given[0] or n % given[1]:
         raise CodecError(
             f"Kronecker factor {name} {given[0]}x{given[1]} does not divide the weight {m}x{n}",
@@ -157,6 +164,7 @@ def kron_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     for a_r, b_r in zip(a.float(), b.float(), strict=True):  # over the rank, not over elements
         term = torch.einsum("ac,bd->abcd", a_r, b_r).reshape(m1 * m2, n1 * n2)
         out = term if out is None else out + term
+    assert out is not None, "Kronecker factors have rank >= 1 (KroneckerSpec.rank)"
     return out
 
 
@@ -168,6 +176,7 @@ def kron_rows(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor) -> torch.Ten
     for a_r, b_r in zip(a_rows, b_rows, strict=True):  # same order of summation as kron_sum
         term = torch.einsum("lc,ld->lcd", a_r, b_r).reshape(len(rows), -1)
         out = term if out is None else out + term
+    assert out is not None, "Kronecker factors have rank >= 1 (KroneckerSpec.rank)"
     return out
 
 
@@ -227,7 +236,9 @@ class Kronecker(Codec):
     spec = KroneckerSpec
     value_codec = False
 
-    def encode(self, weight: torch.Tensor, spec: KroneckerSpec, scale: None = None) -> dict[str, torch.Tensor]:
+    def encode(
+        self, weight: torch.Tensor, spec: KroneckerSpec, scale: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         (_, m1, n1), _ = factor_shapes(tuple(weight.shape), spec)
         a, b = nearest_kronecker(as_matrix(weight), (m1, n1), spec.rank)
         out = with_prefix(_codecs.encode(a, spec.factors), "kron_a")

@@ -153,6 +153,10 @@ class NMFake(nn.Module):
     pruning); the value codec starts once the final N is reached. The kept values go through the value codec's
     own fake in exactly the layout this codec stores them: (rows, groups * N)."""
 
+    keep: torch.Tensor  # buffers, from register_buffer
+    mask: torch.Tensor
+    positions: torch.Tensor
+
     def __init__(self, spec: NMSpec, weight: torch.Tensor, options: FakeOptions):
         super().__init__()
         self.spec = spec

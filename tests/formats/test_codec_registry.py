@@ -11,6 +11,7 @@ import pytest
 import torch
 from zoo.formats import codecs
 from zoo.formats.codecs import CODEC_NAMES, VALUE_CODEC_NAMES, CodecSpec, FakeOptions, fake_for, registered
+from zoo.formats.errors import CodecError
 from zoo.formats.manifest import ModuleEntry, module_entry
 from zoo.formats.spec import SPECS
 
@@ -74,6 +75,14 @@ def test_recipes_and_manifests_parse_it(spec):
     assert entry.nbytes == codecs.nbytes(SHAPE, spec)
     assert ModuleEntry.model_validate_json(entry.model_dump_json()) == entry
     assert spec.describe()
+
+
+def test_a_manifest_entry_is_made_only_for_a_float_weight():
+    spec = SPEC.validate_python({"codec": "int", "bits": 4, "group_size": 16})
+    for dtype in ("float32", "float16", "bfloat16"):
+        assert module_entry("linear", True, SHAPE, dtype, spec).dtype == dtype
+    with pytest.raises(CodecError, match="a weight of dtype int8 cannot be compressed"):
+        module_entry("linear", True, SHAPE, "int8", spec)
 
 
 @pytest.mark.parametrize("spec", CASES)

@@ -49,7 +49,8 @@ def test_import_zoo_registers_when_transformers_is_imported_later(checkpoint):
     path, ckpt = checkpoint
     code = (
         "import zoo\n"
-        "report['before'] = sorted(m for m in sys.modules if m.split('.')[0] == 'transformers' or m.startswith('zoo.loaders'))\n"
+        "report['before'] = sorted(m for m in sys.modules "
+        "if m.split('.')[0] == 'transformers' or m.startswith('zoo.loaders'))\n"
         "from transformers import AutoModel\n"
         "report['registered'] = 'zoo.loaders' in sys.modules\n" + LOAD
     )

@@ -124,7 +124,8 @@ def test_kronecker_ratio_rule_gets_concrete_factor_shapes_per_module(tiny_bert_d
     recipe = tmp_path / "kron.yaml"
     recipe.write_text(
         "name: k\ndescription: x\nrules:\n"
-        "  - {targets: ['word_embeddings$'], kinds: [embedding], codec: {codec: kronecker, ratio: 16, factors: {codec: int, bits: 8}}}\n"
+        "  - {targets: ['word_embeddings$'], kinds: [embedding], "
+        "codec: {codec: kronecker, ratio: 16, factors: {codec: int, bits: 8}}}\n"
         "  - codec: {codec: kronecker, ratio: 6, rank: 2}\n"
     )
     ckpt = Checkpoint.open(compress(tiny_bert_dir, str(recipe), tmp_path / "o").path)
