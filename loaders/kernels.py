@@ -15,8 +15,8 @@ dense model exactly. torch's weight-only kernels keep full-precision activations
 `_weight_int8pack_mm` and `_weight_int4pack_mm_for_cpu` ran 35-60x slower than a dense fp32 matmul
 here with fp32 inputs, and only as fast as it with bf16 inputs.
 
-Kronecker (any device): y = sum_r (A_r (x) B_r) x is computed as A_r X B_r^T on the reshaped
-input, so FLOPs and memory scale with the factors, exactly (fp32) up to summation order.
+Factored codecs (any device; Kronecker): the codec applies its own factors to x
+(`Codec.factor_linear`, formats/codecs/kronecker.py), so FLOPs and memory scale with the factors.
 
 2:4 with float values (CUDA only): `torch.sparse.to_sparse_semi_structured`.
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import torch
 from zoo.formats.codecs import IntGrid, int_grid
-from zoo.formats.codecs.kronecker import factors as kronecker_factors
 
 from .compat import int8_matmul
 
@@ -82,31 +81,6 @@ class Int8Matmul(torch.nn.Module):
         return out.reshape(*shape[:-1], -1).to(x.dtype)
 
 
-def kronecker_linear(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x (..., n1*n2) -> (..., m1*m2) with W = sum_r A_r (x) B_r, without building W.
-
-    With X the tokens reshaped to (M, n1, n2), each term is A_r X B_r^T. Laid out as one
-    (n1, M*n2) matrix, the A side is a single large GEMM for all tokens (a batched product of M
-    small ones is several times slower on CPU), and the B side one GEMM over its small dimension.
-    Multiply-adds per token: r * m1 * n2 * (n1 + m2), against m1 * m2 * n1 * n2 for the dense
-    product: about r / m2 of it when B is small (as many at rank 2 with B 2 x 2, half at rank 1)."""
-    _, m1, n1 = a.shape
-    _, m2, n2 = b.shape
-    lead = x.shape[:-1]
-    xs = x.reshape(-1, n1, n2).to(a.dtype)
-    tokens = xs.shape[0]
-    columns = xs.transpose(0, 1).reshape(n1, tokens * n2)  # (n1, M*n2)
-    out = None
-    for a_r, b_r in zip(a, b, strict=True):
-        term = (a_r @ columns).view(m1 * tokens, n2) @ b_r.t()  # (m1*M, m2)
-        out = term if out is None else out.add_(term)
-    assert out is not None, "Kronecker factors have rank >= 1 (KroneckerSpec.rank)"
-    out = out.view(m1, tokens, m2).transpose(0, 1).reshape(*lead, m1 * m2)
-    if bias is not None:
-        out = out + bias.to(out.dtype)
-    return out.to(x.dtype)
-
-
 def semi_structured(weight: torch.Tensor) -> torch.Tensor:
     """A 2:4-sparse CUDA weight in torch's semi-structured format (cuSPARSELt / CUTLASS)."""
     from torch.sparse import to_sparse_semi_structured
@@ -114,4 +88,4 @@ def semi_structured(weight: torch.Tensor) -> torch.Tensor:
     return to_sparse_semi_structured(weight)
 
 
-__all__ = ["Int8Matmul", "IntGrid", "int_grid", "kronecker_factors", "kronecker_linear", "semi_structured"]
+__all__ = ["Int8Matmul", "IntGrid", "int_grid", "semi_structured"]

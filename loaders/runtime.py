@@ -14,7 +14,7 @@ chosen once after loading (`prepare`):
 
 Kronecker factors are never multiplied out, in any mode: a linear layer computes A X B^T products
 and an embedding builds only the rows it looks up, so memory falls with the parameters (FLOPs too, by
-about m2 / rank for B with m2 rows; see kernels.kronecker_linear)
+about m2 / rank for B with m2 rows; see formats/codecs/kronecker.py, kron_linear)
 (materialize and kernel decode the factors once; packed decodes them on every forward).
 
 `weight` is available in every mode (decoded on demand unless materialized), so code that reads
@@ -28,14 +28,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from zoo.formats import codecs
-from zoo.formats.codecs.kronecker import kron_rows
 from zoo.formats.errors import FormatError
 from zoo.formats.manifest import ModuleEntry
-from zoo.formats.spec import KroneckerSpec, NMSpec
 
 from .compat import conv_forward, loaded_from_checkpoint
 from .errors import ModeError
-from .kernels import Int8Matmul, int_grid, kronecker_factors, kronecker_linear, semi_structured
+from .kernels import Int8Matmul, int_grid, semi_structured
 
 Mode = Literal["materialize", "packed", "kernel"]
 MODES: tuple[str, ...] = ("materialize", "packed", "kernel")
@@ -71,7 +69,7 @@ class ZooModule(torch.nn.Module):
 
     owner: ZooModule | None  # set with object.__setattr__ (not a submodule)
     weight_dense: torch.Tensor  # buffers prepare registers: the decoded weight (materialize)
-    kron_a: torch.Tensor  # and the decoded Kronecker factors (materialize, kernel)
+    kron_a: torch.Tensor  # and the decoded factors of a factored codec (materialize, kernel): A and B
     kron_b: torch.Tensor
 
     def __init__(self, name: str, entry: ModuleEntry, compute_dtype: torch.dtype, owner: ZooModule | None = None):
@@ -137,14 +135,14 @@ class ZooModule(torch.nn.Module):
 
     @property
     def factored(self) -> bool:
-        return isinstance(self.codec, KroneckerSpec)
+        """The codec stores factors (Kronecker's) that every mode applies to x directly, never building W."""
+        return codecs.codec_for(self.codec).factored
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Kronecker factors A, B in the compute dtype: decoded once (materialize, kernel) or now (packed)."""
+        """The factors A, B in the compute dtype: decoded once (materialize, kernel) or now (packed)."""
         if self.mode in ("materialize", "kernel"):
             return (self.owner.kron_a, self.owner.kron_b) if self.owner is not None else (self.kron_a, self.kron_b)
-        assert isinstance(self.codec, KroneckerSpec), "factors() serves factored modules only"
-        a, b = kronecker_factors(self.stored(), self.codec, self.weight_shape)
+        a, b = codecs.codec_for(self.codec).factors(self.stored(), self.codec, self.weight_shape)
         return a.to(self.compute_dtype), b.to(self.compute_dtype)
 
     def prepare(self, mode: Mode) -> None:
@@ -156,9 +154,9 @@ class ZooModule(torch.nn.Module):
                     f"module {self.zoo_name} shares {self.owner.zoo_name}, which is not prepared for {mode}",
                     module=self.zoo_name,
                 )
-        elif isinstance(self.codec, KroneckerSpec):  # self.factored
+        elif self.factored:
             if mode != "packed":
-                a, b = kronecker_factors(self.stored(), self.codec, self.weight_shape)
+                a, b = codecs.codec_for(self.codec).factors(self.stored(), self.codec, self.weight_shape)
                 self.register_buffer("kron_a", a.to(self.compute_dtype), persistent=False)
                 self.register_buffer("kron_b", b.to(self.compute_dtype), persistent=False)
         elif mode == "materialize":
@@ -197,7 +195,7 @@ class ZooLinear(ZooModule):
         if mode != "kernel" or self.factored:
             return
         device = next(iter(self.stored().values())).device
-        if device.type == "cuda" and isinstance(self.codec, NMSpec) and (self.codec.n, self.codec.m) == (2, 4):
+        if device.type == "cuda" and codecs.codec_for(self.codec).sparsity_pattern(self.codec) == (2, 4):
             if self.compute_dtype not in (torch.float16, torch.bfloat16):
                 raise self.no_kernel(
                     "for 2:4 in float32 (semi-structured kernels take float16/bfloat16; load with dtype=torch.float16)"
@@ -213,7 +211,7 @@ class ZooLinear(ZooModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.factored:
-            return kronecker_linear(x, *self.factors(), self.bias)
+            return codecs.codec_for(self.codec).factor_linear(x, *self.factors(), self.bias)
         if self.mode == "materialize":
             return F.linear(x, self.dense_weight(), self.bias)
         if self.mode == "kernel":
@@ -255,7 +253,7 @@ class ZooEmbedding(ZooModule):
             )
         rows, inverse = torch.unique(ids, return_inverse=True)
         if self.factored and self.mode != "packed":
-            table = kron_rows(*self.factors(), rows)
+            table = codecs.codec_for(self.codec).factor_rows(*self.factors(), rows)
         else:
             table = codecs.decode_rows(self.stored(), self.codec, self.weight_shape, rows)
         table = table.to(self.compute_dtype)

@@ -238,6 +238,28 @@ class Codec:
         raise NotImplementedError
 
     # --- kernels and training
+    factored: ClassVar[bool] = False  # stores factors that kernel mode multiplies by directly, never W (`factors`)
+
+    def factors(self, tensors: Tensors, spec: Any, shape: Shape) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoded factors of a factored codec (Kronecker's A and B), for kernels that apply them to x."""
+        raise CodecError(f"{spec.describe()} stores no factors")
+
+    def factor_linear(
+        self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """x @ W.T + bias for the weight W these factors make, without building W (kernel mode and every mode of
+        a factored codec)."""
+        raise CodecError(f"{type(self).__name__} stores no factors")
+
+    def factor_rows(self, a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Rows `rows` of the weight these factors make (an embedding lookup), without building W."""
+        raise CodecError(f"{type(self).__name__} stores no factors")
+
+    def sparsity_pattern(self, spec: Any) -> tuple[int, int] | None:
+        """(N, M) when the stored weight keeps N of every M consecutive weights of a row (semi-structured
+        sparse kernels serve 2:4), else None."""
+        return None
+
     def int_grid(self, tensors: Tensors, spec: Any, rows: int, cols: int) -> IntGrid | None:
         """The exact integer view of a stored (rows, cols) matrix, or None when its values are on no int8 grid."""
         return None

@@ -247,6 +247,9 @@ class NM(Codec):
     def value_bits(self, spec: NMSpec) -> float:
         return _codecs.codec_for(spec.values).value_bits(spec.values)
 
+    def sparsity_pattern(self, spec: NMSpec) -> tuple[int, int]:
+        return spec.n, spec.m
+
     def sparsity(self, spec: NMSpec) -> float:
         return 1.0 - spec.n / spec.m
 
