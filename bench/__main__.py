@@ -2,13 +2,13 @@
 
 In order: post-training compression size/time with each codec's information bound (compress), load time,
 memory and latency per recipe and mode (load), growth with model size (scale), optionally fine-tuned accuracy
-per recipe (--accuracy: 13-52 minutes per recipe on 2 CPU cores, several hours in all, plus about 1.5 hours for Kronecker and block pruning (structure);
-resumable), zoo beside compressed-tensors and dense
-fp32/fp16 (peer: needs a fine-tuned teacher, made once under bench/work/ when absent, 17-26 minutes),
-the headline table and plot (summary), and registry upload/pull/list times (registry; not with --quick). --quick runs each part reduced (a small teacher on 256 examples, one
-or two recipes, small models, one load per row, 128 test examples) to check the machinery in about ten
-minutes; its numbers are not
-the results, so it writes to bench/results/quick unless --out says otherwise."""
+per recipe (--accuracy: 13-52 minutes per recipe on 2 CPU cores, several hours in all, plus about 1.5 hours
+for Kronecker and block pruning (structure); resumable), zoo beside compressed-tensors and dense fp32/fp16
+(peer: needs a fine-tuned teacher, made once under bench/work/ when absent, 17-26 minutes), the headline table
+and plot (summary), and registry upload/pull/list times (registry; not with --quick). --quick runs each part
+reduced (a small teacher on 256 examples, one or two recipes, small models, one load per row, 128 test
+examples) to check the machinery in about ten minutes; its numbers are not the results, so it writes to
+bench/results/quick unless --out says otherwise."""
 
 from __future__ import annotations
 

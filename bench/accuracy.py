@@ -119,7 +119,8 @@ def table(rows: list[dict]) -> str:
         post = f"{r['post_training_test']:.2%}" if r.get("post_training_test") is not None else "n/a"
         lines.append(
             f"| {r['recipe']} | {r['checkpoint_ratio']:.2f}x{target_ratio} | {r['checkpoint_mb']:.2f} | "
-            f"{r['teacher_test']:.2%} | {post} | {r['test']:.2%} | {r['retention']:.2%}{target} | {r['agreement']:.2%} | "
+            f"{r['teacher_test']:.2%} | {post} | {r['test']:.2%} | {r['retention']:.2%}{target} | "
+            f"{r['agreement']:.2%} | "
             f"{r['validation']:.2%} | {r['encoder_linear_ratio']:.2f}x | {r['train_seconds'] / 60:.1f} min |"
         )
     return "\n".join(lines)

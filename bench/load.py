@@ -161,7 +161,10 @@ def main(out_dir: Path, quick: bool, repeat: int) -> dict:
         "memory is resident memory above the process's baseline after imports (torch, transformers): after",
         "loading, and at its peak after inference; latency is the median of 10 forward passes after 3 warm-up runs.",
         "",
-        "| recipe | mode | checkpoint (MB) | load (s) | RSS after load (MB) | peak RSS (MB) | 32x64 (ms) | speed vs dense, interleaved | 1x128 (ms) | speed vs dense |",
+        (
+            "| recipe | mode | checkpoint (MB) | load (s) | RSS after load (MB) | peak RSS (MB) | 32x64 (ms) "
+            "| speed vs dense, interleaved | 1x128 (ms) | speed vs dense |"
+        ),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, r in results["configs"].items():

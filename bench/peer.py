@@ -212,10 +212,10 @@ def main(teacher: Path, trained: Path, work: Path, out_dir: Path, repeat: int, l
         machine_header("zoo vs compressed-tensors vs dense: all-MiniLM-L6-v2 fine-tuned on rotten_tomatoes"),
         "",
         (
-            f"Accuracy on the rotten_tomatoes test split ({dense.get('n_examples', '?')} examples); load time is the median "
-            f"of {repeat} fresh processes; latency is the median of 10 forward passes. Ratios are against the dense fp32 "
-            "teacher; encoder-linear bytes are the transformer blocks' Linear weights as stored (values, scales, zero "
-            "points, patterns)."
+            f"Accuracy on the rotten_tomatoes test split ({dense.get('n_examples', '?')} examples); load time is the "
+            f"median of {repeat} fresh processes; latency is the median of 10 forward passes. Ratios are against the "
+            "dense fp32 teacher; encoder-linear bytes are the transformer blocks' Linear weights as stored (values, "
+            "scales, zero points, patterns)."
         ),
         "",
         (

@@ -104,13 +104,13 @@ def main(out_dir: Path, quick: bool, repeat: int) -> dict:
         machine_header("Scale: compression and load time against model size (random-weight BERTs)"),
         "",
         (
-            f"Recipe {RECIPE}; every time is a fresh process (compression: one run, including imports; loads: median of "
-            f"{repeat}, `from_pretrained` only)."
+            f"Recipe {RECIPE}; every time is a fresh process (compression: one run, including imports; loads: "
+            f"median of {repeat}, `from_pretrained` only)."
         ),
         "",
         (
-            "| config | params | fp32 MB | zoo MB | compress s | compress peak RSS MB | load dense s | load materialize s "
-            "| load packed s |"
+            "| config | params | fp32 MB | zoo MB | compress s | compress peak RSS MB | load dense s "
+            "| load materialize s | load packed s |"
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -127,7 +127,8 @@ def main(out_dir: Path, quick: bool, repeat: int) -> dict:
             "",
             (
                 f"From {first['params_m']:.0f}M to {last['params_m']:.0f}M parameters ({grow:.0f}x): compression time "
-                f"x{last['compress_s'] / first['compress_s']:.1f}, dense load x{last['load_dense_s'] / first['load_dense_s']:.1f}, "
+                f"x{last['compress_s'] / first['compress_s']:.1f}, "
+                f"dense load x{last['load_dense_s'] / first['load_dense_s']:.1f}, "
                 f"materialize load x{last['load_materialize_s'] / first['load_materialize_s']:.1f}."
             ),
         ]

@@ -106,9 +106,9 @@ def main(out: Path) -> dict:
         "## Headline: zoo against compressed-tensors and dense",
         "",
         (
-            f"all-MiniLM-L6-v2 fine-tuned on rotten_tomatoes (test split, {dense.get('n_examples')} examples). The first "
-            f"block comes from one `bench.peer` run (measured {_measured(out, 'peer')}; same harness, fresh processes, "
-            f"plain transformers `from_pretrained`); the second from `bench.accuracy` (measured "
+            f"all-MiniLM-L6-v2 fine-tuned on rotten_tomatoes (test split, {dense.get('n_examples')} examples). "
+            f"The first block comes from one `bench.peer` run (measured {_measured(out, 'peer')}; same harness, "
+            f"fresh processes, plain transformers `from_pretrained`); the second from `bench.accuracy` (measured "
             f"{_measured(out, 'accuracy')}; each recipe fine-tuned with distillation) and `bench.load` (measured "
             f"{_measured(out, 'load')}; fastest mode)."
         ),

@@ -11,11 +11,15 @@ from pathlib import Path
 
 import torch
 
+from zoo.formats.manifest import ModuleKind
 from zoo.loaders.runtime import layer_kind
 
 from .errors import UnsupportedModelError
 
 __all__ = ["layer_kind", "meta_model", "module_kinds"]  # layer_kind: loaders.runtime's, the layers it rebuilds
+
+# layer_kind's answers, as the manifest's kinds; a module it does not name is "other"
+_KINDS: dict[str | None, ModuleKind] = {"linear": "linear", "embedding": "embedding", "conv": "conv"}
 
 
 def meta_model(model_dir: Path):
@@ -33,7 +37,9 @@ def meta_model(model_dir: Path):
         return AutoModel.from_config(config)
 
 
-def module_kinds(model_dir: Path, module_names: list[str]) -> tuple[dict[str, str], dict[str, list[tuple[str, str]]]]:
+def module_kinds(
+    model_dir: Path, module_names: list[str]
+) -> tuple[dict[str, ModuleKind], dict[str, list[tuple[str, str]]]]:
     """Kind ('linear', 'embedding', 'conv', 'other') of each named module of the checkpoint, and for each one
     whose weight the architecture ties to others, those others as (name, kind): they share one tensor, which
     the checkpoint stores once. A partner the checkpoint does not name is given its path in the model."""
@@ -42,7 +48,8 @@ def module_kinds(model_dir: Path, module_names: list[str]) -> tuple[dict[str, st
     except (ValueError, KeyError, OSError, TypeError, ImportError) as exc:
         raise UnsupportedModelError(
             f"transformers cannot build the architecture in {model_dir / 'config.json'}: {str(exc).splitlines()[0]}",
-            hint="zoo reads the model class to tell linear layers from others; upgrade transformers or check config.json",
+            hint="zoo reads the model class to tell linear layers from others; "
+            "upgrade transformers or check config.json",
         ) from None
     from zoo.loaders.naming import model_paths, tie_partners
 
@@ -50,11 +57,11 @@ def module_kinds(model_dir: Path, module_names: list[str]) -> tuple[dict[str, st
     names_by_path = {path: name for name, path in paths.items() if path}
     partners = tie_partners(model)
 
-    def kind(path: str | None) -> str:
-        return (layer_kind(model.get_submodule(path)) if path else None) or "other"
+    def kind(path: str | None) -> ModuleKind:
+        return _KINDS.get(layer_kind(model.get_submodule(path)) if path else None, "other")
 
     kinds = {name: kind(path) for name, path in paths.items()}
-    tied = {
+    tied: dict[str, list[tuple[str, str]]] = {
         name: [(names_by_path.get(other, other), kind(other)) for other in partners[path]]
         for name, path in paths.items()
         if path in partners

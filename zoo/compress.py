@@ -11,7 +11,7 @@ plus one output shard, so a model larger than RAM compresses.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from zoo.formats import (
 )
 from zoo.formats.codecs.base import DTYPES
 from zoo.formats.fit import check_decodes_to, fit
-from zoo.formats.manifest import config_digest, is_encoder_linear
+from zoo.formats.manifest import ModuleKind, config_digest, is_encoder_linear
 from zoo.formats.memory import release_freed_memory
 from zoo.formats.writer import DEFAULT_MAX_SHARD_BYTES, ensure_writable, sha256_file
 
@@ -54,7 +54,7 @@ WEIGHT_SUFFIX = ".weight"
 
 @dataclass(frozen=True)
 class Plan:
-    kinds: dict[str, str]  # every module with a floating-point .weight -> its kind
+    kinds: dict[str, ModuleKind]  # every module with a floating-point .weight -> its kind
     modules: dict[str, ModuleEntry]  # the ones the recipe compresses
     copies: dict[str, str] = field(default_factory=dict)  # a tied module the source also stores -> its owner
 
@@ -127,7 +127,7 @@ def make_plan(source: SafetensorsDir, model_dir: Path, recipe: Recipe, *, pruned
     return Plan(kinds=kinds, modules=modules, copies=copies)
 
 
-def _examples(kinds: dict[str, str], per_kind: int = 2) -> list[str]:
+def _examples(kinds: Mapping[str, str], per_kind: int = 2) -> list[str]:
     """A few module names of each kind, e.g. `embeddings.word_embeddings (embedding)`."""
     shown: dict[str, list[str]] = {}
     for name, kind in kinds.items():
@@ -193,10 +193,10 @@ def _source_dtype(source: SafetensorsDir) -> str:
     for name in source.names():
         if source.dtype(name) in DTYPES:
             totals[source.dtype(name)] = totals.get(source.dtype(name), 0) + source.nbytes(name)
-    return max(totals, key=totals.get) if totals else "float32"
+    return max(totals, key=totals.__getitem__) if totals else "float32"
 
 
-def _encoder_linear_fp32(source: SafetensorsDir, kinds: dict[str, str]) -> int:
+def _encoder_linear_fp32(source: SafetensorsDir, kinds: Mapping[str, str]) -> int:
     return sum(4 * source.numel(m + WEIGHT_SUFFIX) for m, kind in kinds.items() if is_encoder_linear(m, kind))
 
 
@@ -286,6 +286,8 @@ def gptq_rounding(
     from .tasks.text import load_tokenizer
 
     spec = recipe.gptq
+    if spec is None:
+        raise RecipeError(f"recipe {recipe.name} does not round with GPTQ (it has no `gptq:` section)")
     texts, described = calibration_texts(calibration, spec.calibration)
 
     def skipped(why: str):
@@ -327,9 +329,10 @@ def gptq_rounding(
         except CodecError as exc:
             raise exc.with_context(module=name) from None
 
+    planned = {path: plan.modules[name].codec for name, path in paths.items() if path}
     for path, rounded in gptq(
         dense,
-        {paths[n]: e.codec for n, e in plan.modules.items() if paths[n]},
+        planned,
         batches,
         damp=spec.damp,
         progress=progress,
@@ -338,9 +341,9 @@ def gptq_rounding(
     measured = len(stored)
     clipped: list[str] = []  # no inputs measured (embedding tables; a layer the text never reached), but the
     for name, entry in plan.modules.items():  # best clip still helps
-        path = paths[name]
-        if path and name not in stored and serves(entry.codec, tuple(entry.shape)):
-            store(path, round_clipped(dense.get_submodule(path).weight, entry.codec))
+        found = paths[name]
+        if found and name not in stored and serves(entry.codec, tuple(entry.shape)):
+            store(found, round_clipped(dense.get_submodule(found).weight, entry.codec))
             clipped.append(entry.kind)
     del dense
     rest = len(plan.modules) - len(stored)
@@ -348,7 +351,8 @@ def gptq_rounding(
     record = spec.model_copy(
         update={
             "calibrated_on": (
-                f"{described}, at most {max_length} tokens each: {measured} of {len(plan.modules)} modules rounded by GPTQ, "
+                f"{described}, at most {max_length} tokens each: "
+                f"{measured} of {len(plan.modules)} modules rounded by GPTQ, "
                 f"{len(clipped)} with no inputs to measure ({kinds or 'none'}) to the best clip"
                 + (f", {rest} to nearest" if rest else "")
             )
@@ -408,7 +412,8 @@ def write_compact(
     if calibration is not None and recipe.gptq is None and recipe.search is None:
         raise RecipeError(
             f"--calibration has nothing to calibrate: recipe {recipe.name} neither rounds with GPTQ nor searches",
-            hint="leave out --calibration, or use a recipe with a `gptq:` or `search:` section (4bit, 4bit-2of4, search)",
+            hint="leave out --calibration, or use a recipe with a `gptq:` or `search:` section "
+            "(4bit, 4bit-2of4, search)",
         )
     config = read_config(model.path)
     if isinstance(config.get("quantization_config"), dict):

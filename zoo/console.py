@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}  # by signal number, as handlers get it
 LOG_EVERY_ENV = "ZOO_LOG_EVERY"  # seconds between progress lines where no bar is drawn (default 30)
 
 

@@ -28,7 +28,9 @@ from ..errors import ZooError
 
 # typer 0.29's rich help gives flags a type column ("--overwrite <bool>") although they take no value
 _option_type = typer.core.TyperOption.display_type_rich
-typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _option_type(self, ctx)
+typer.core.TyperOption.display_type_rich = (  # type: ignore[method-assign]  # a patch of typer's class, on purpose
+    lambda self, ctx: None if self.is_flag else _option_type(self, ctx)
+)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -380,13 +380,15 @@ def compress(
         ),
     )
     _print_result("Compressed", result, model)
+    training = result.manifest.training
+    assert training is not None  # compress_with_training records how the student was trained
     s = result.scores
     teacher_acc, student_acc = s.teacher_test.value, s.compressed_test.value
     out.print(f"  teacher         {result.teacher}")
     out.print(
         f"  test accuracy   teacher {teacher_acc:.4f}, compressed {student_acc:.4f} "
         f"(retention {student_acc / teacher_acc:.2%}, agreement {s.agreement.value:.2%}, "
-        f"{s.compressed_test.n_examples} examples, {result.manifest.training.max_length} tokens each)"
+        f"{s.compressed_test.n_examples} examples, {training.max_length} tokens each)"
     )
     out.print(
         f"  val accuracy    teacher {s.teacher_validation.value:.4f}, compressed {s.compressed_validation.value:.4f}"

@@ -31,6 +31,14 @@ def fake_quantizer(spec: CodecSpec, weight: torch.Tensor, training: TrainingSpec
     return fake_for(spec, weight, FakeOptions(clip=training.clip, percentile=training.clip_init_percentile))
 
 
+def _weight(module: nn.Module) -> torch.Tensor:
+    """A compressed module's weight: its Parameter, or once parametrized its training-time value."""
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__}.weight is a {type(weight).__name__}, not a tensor")
+    return weight
+
+
 def plan_modules(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
     """module name -> codec, for the modules of a live model the recipe compresses. Of modules whose weights
     the model ties together only the one that holds the weight is planned; `attach` gives the others the same
@@ -62,7 +70,7 @@ def check_plan(model: nn.Module, recipe: Recipe) -> dict[str, CodecSpec]:
 
     plan = plan_modules(model, recipe)
     for name, spec in plan.items():
-        shape = tuple(model.get_submodule(name).weight.shape)
+        shape = tuple(_weight(model.get_submodule(name)).shape)
         try:
             codecs.layout(shape, spec)
         except CodecError as exc:
@@ -81,7 +89,8 @@ def attach(model: nn.Module, plan: dict[str, CodecSpec], training: TrainingSpec)
     fakes = {}
     for name, spec in plan.items():
         module = model.get_submodule(name)
-        fake = fake_quantizer(spec, module.weight, training).to(module.weight.device)
+        weight = _weight(module)
+        fake = fake_quantizer(spec, weight, training).to(weight.device)
         parametrize.register_parametrization(module, "weight", fake, unsafe=True)
         for path in groups.get(name, []):
             _follow(model.get_submodule(path), module)
@@ -94,20 +103,21 @@ def _follow(tied: nn.Module, owner: nn.Module) -> None:
     Only the owner is parametrized: the tied module keeps the shared latent Parameter (which transformers
     saves once, as a known tie), and its forward reads `owner.weight`, the compressed value, instead."""
     if isinstance(tied, nn.Linear):
-        tied.forward = functools.partial(_linear_with, owner, tied)  # a partial: deepcopy keeps the pair
+        # an instance's forward, replaced on purpose; a partial: deepcopy keeps the pair
+        tied.forward = functools.partial(_linear_with, owner, tied)  # type: ignore[method-assign]
     elif isinstance(tied, nn.Embedding):
-        tied.forward = functools.partial(_embedding_with, owner, tied)
+        tied.forward = functools.partial(_embedding_with, owner, tied)  # type: ignore[method-assign]
     else:
         raise RecipeError(f"{type(tied).__name__} layers tied to a compressed weight cannot be trained yet")
 
 
 def _linear_with(owner: nn.Module, tied: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return nn.functional.linear(x, owner.weight, tied.bias)
+    return nn.functional.linear(x, _weight(owner), tied.bias)
 
 
 def _embedding_with(owner: nn.Module, tied: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     return nn.functional.embedding(
-        ids, owner.weight, tied.padding_idx, tied.max_norm, tied.norm_type, tied.scale_grad_by_freq, tied.sparse
+        ids, _weight(owner), tied.padding_idx, tied.max_norm, tied.norm_type, tied.scale_grad_by_freq, tied.sparse
     )
 
 
@@ -133,8 +143,9 @@ def export(model: nn.Module) -> None:
         forward = module.__dict__.get("forward")
         if isinstance(forward, functools.partial) and forward.func in (_linear_with, _embedding_with):
             del module.__dict__["forward"]  # a tied module following its owner (`_follow`); other hooks stay
-    if tied_weights_keys(model) and hasattr(model, "tie_weights"):
-        model.tie_weights()
+    tie_weights = getattr(model, "tie_weights", None)  # transformers' models have it
+    if tied_weights_keys(model) and tie_weights is not None:
+        tie_weights()
 
 
 __all__ = [

@@ -30,9 +30,10 @@ import torch
 from torch import nn
 
 from zoo.formats.codecs.base import DTYPES
-from zoo.formats.codecs.nm import select
+from zoo.formats.codecs.intn import IntSpec
+from zoo.formats.codecs.nm import NMSpec, select
 from zoo.formats.manifest import BLOCK_PATTERN
-from zoo.formats.spec import CodecSpec, IntSpec, NMSpec
+from zoo.formats.spec import CodecSpec
 
 CLIPS = [1.0 - 0.02 * i for i in range(25)]
 
@@ -57,19 +58,29 @@ def serves(spec: CodecSpec, shape: tuple[int, ...]) -> bool:
     return True
 
 
+def _int_values(spec: CodecSpec) -> IntSpec:
+    """The int-N codec GPTQ rounds `spec`'s values with: `spec` itself, or an N:M codec's value codec (callers
+    round only what `serves` accepts)."""
+    values = spec.values if isinstance(spec, NMSpec) else spec
+    if not isinstance(values, IntSpec):
+        raise TypeError(f"GPTQ rounds int-N values, not {values.codec} (see `serves`)")
+    return values
+
+
 def _scale(block: torch.Tensor, q: int, dtype_name: str) -> torch.Tensor:
     """Per row of `block` (rows, cols; pruned entries zero): the stored scale whose clip rounds it best."""
     amax = block.abs().amax(dim=1, keepdim=True)
-    best = err = None
-    for clip in CLIPS:
+
+    def candidate(clip: float) -> tuple[torch.Tensor, torch.Tensor]:  # the stored scale, and its error per row
         s = (amax * clip / q).to(DTYPES[dtype_name]).to(block.dtype)
         safe = torch.where(s == 0, torch.ones_like(s), s)
-        e = ((torch.round(block / safe).clamp(-q, q) * s - block) ** 2).sum(dim=1, keepdim=True)
-        if best is None:
-            best, err = s, e
-        else:
-            better = e < err
-            best, err = torch.where(better, s, best), torch.where(better, e, err)
+        return s, ((torch.round(block / safe).clamp(-q, q) * s - block) ** 2).sum(dim=1, keepdim=True)
+
+    best, err = candidate(CLIPS[0])
+    for clip in CLIPS[1:]:
+        s, e = candidate(clip)
+        better = e < err
+        best, err = torch.where(better, s, best), torch.where(better, e, err)
     return best
 
 
@@ -115,11 +126,12 @@ def round_weight(
     then its scale from the kept values."""
     if isinstance(spec, NMSpec):
         return _round_sparse(weight, hessian, spec, damp)
-    q = (1 << (spec.bits - 1)) - 1
+    values = _int_values(spec)
+    q = (1 << (values.bits - 1)) - 1
     rows, cols = weight.shape
     w = weight.detach().to(torch.float64)
-    group = torch.arange(cols) // min(spec.group_size or cols, cols)
-    scale = torch.cat([_scale(w[:, group == g], q, spec.scale_dtype) for g in range(int(group.max()) + 1)], dim=1)
+    group = torch.arange(cols) // min(values.group_size or cols, cols)
+    scale = torch.cat([_scale(w[:, group == g], q, values.scale_dtype) for g in range(int(group.max()) + 1)], dim=1)
     order = torch.argsort(torch.diag(hessian), descending=True, stable=True)
     factor = _inverse_factor(hessian.to(torch.float64)[order][:, order], damp)
     if factor is None:
@@ -128,17 +140,17 @@ def round_weight(
     out = _compensated(w[:, order].clone(), factor, col_scale, torch.ones(rows, cols, dtype=torch.bool), q, block)
     restored = torch.empty_like(out)
     restored[:, order] = out
-    return Rounded(weight=restored.to(torch.float32), scale=scale.to(DTYPES[spec.scale_dtype]))
+    return Rounded(weight=restored.to(torch.float32), scale=scale.to(DTYPES[values.scale_dtype]))
 
 
 def _value_group_width(spec: NMSpec, cols: int) -> int:
     """The weight columns one value group of an N:M codec covers (whole N:M groups, see `serves`)."""
     kept = cols // spec.m * spec.n
-    return min(spec.values.group_size or kept, kept) // spec.n * spec.m
+    return min(_int_values(spec).group_size or kept, kept) // spec.n * spec.m
 
 
 def _round_sparse(weight: torch.Tensor, hessian: torch.Tensor, spec: NMSpec, damp: float) -> Rounded | None:
-    values = spec.values
+    values = _int_values(spec)
     q = (1 << (values.bits - 1)) - 1
     rows, cols = weight.shape
     factor = _inverse_factor(hessian.to(torch.float64), damp)
@@ -201,7 +213,7 @@ def round_clipped(weight: torch.Tensor, spec: CodecSpec, rows: int = 2048) -> Ro
     inputs to compensate errors with): for layers GPTQ cannot measure, such as embedding tables. N:M keeps
     the codec's own positions (the N largest |w| of each M). Rows never affect each other, so a large table
     is rounded `rows` at a time (its float64 copies stay small)."""
-    values = spec.values if isinstance(spec, NMSpec) else spec
+    values = _int_values(spec)
     q = (1 << (values.bits - 1)) - 1
     out, scales = [], []
     for start in range(0, weight.shape[0], rows):
@@ -232,10 +244,8 @@ class _Hessians:
     pass of the whole model stops after the stage's last layer (`stop`)."""
 
     def __init__(self, model: nn.Module, names: list[str], stop: bool = True):
-        self.sums = {
-            n: torch.zeros(model.get_submodule(n).in_features, model.get_submodule(n).in_features, dtype=torch.float64)
-            for n in names
-        }
+        widths = {n: _linear(model, n).in_features for n in names}
+        self.sums = {n: torch.zeros(width, width, dtype=torch.float64) for n, width in widths.items()}
         self.counts = dict.fromkeys(names, 0)
         self.last = names[-1] if stop else None
         self.mask: torch.Tensor | None = None
@@ -279,6 +289,14 @@ class _Hessians:
         return self.sums[name] / max(self.counts[name], 1)
 
 
+def _linear(model: nn.Module, name: str) -> nn.Linear:
+    """The linear layer `name` of `model` (GPTQ rounds only those: see `gptq`'s targets)."""
+    layer = model.get_submodule(name)
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"GPTQ rounds linear layers; {name} is a {type(layer).__name__}")
+    return layer
+
+
 _BLOCK = re.compile(rf"^(.*?{BLOCK_PATTERN})")  # a module's block: everything up to its layer index
 
 
@@ -319,29 +337,28 @@ def gptq(
     targets = [
         n
         for n, spec in plan.items()
-        if isinstance(model.get_submodule(n), nn.Linear) and serves(spec, tuple(model.get_submodule(n).weight.shape))
+        if isinstance(found := model.get_submodule(n), nn.Linear) and serves(spec, tuple(found.weight.shape))
     ]
     if not targets:
         return {}
     out: dict[str, Rounded] = {}
     done = 0
-    cached: list[tuple[tuple, dict]] | None = None  # per batch, the inputs of block `cached_for`
-    cached_for: str | None = None
+    cache: tuple[str, list[tuple[tuple, dict]]] | None = None  # a block, and per batch its inputs
     trusted: bool | None = None  # chaining blocks: not checked yet / checked / refused
     for stage in _stages(model, targets, batches[0]):
         block = _block_of(stage[0])
-        chained = cached is not None and block is not None and block == cached_for
-        if chained and trusted is None:
-            trusted = _inputs_match(model, block, batches[0], cached[0])
-        if chained and trusted:
+        block_inputs: list[tuple[tuple, dict]] | None
+        if cache is not None and cache[0] == block and trusted is None:
+            trusted = _inputs_match(model, cache[0], batches[0], cache[1][0])
+        if cache is not None and cache[0] == block and trusted:  # chained: this block's inputs are cached
             inputs = _Hessians(model, stage, stop=False)
-            inputs.run(model.get_submodule(block), cached, batches)
-            block_inputs = cached
+            inputs.run(model.get_submodule(cache[0]), cache[1], batches)
+            block_inputs = cache[1]
         else:
             inputs = _Hessians(model, stage)
             block_inputs = _collect_capturing(model, block, inputs, batches)
         for name in stage:
-            layer = model.get_submodule(name)
+            layer = _linear(model, name)
             rounded = round_weight(layer.weight, inputs.mean(name), plan[name], damp)
             if rounded is not None:
                 layer.weight.copy_(rounded.weight.to(layer.weight.dtype))
@@ -349,14 +366,21 @@ def gptq(
             done += 1
             if progress is not None:
                 progress(done, len(targets))
-        cached, cached_for = None, None
+        cache = None
+        following = _next_block(block)
         # a cache object a block appends to cannot be replayed
-        replayable = block_inputs is not None and all(_plain(v) for a, k in block_inputs for v in (*a, *k.values()))
-        if replayable and trusted is not False and _next_block(block) is not None:
+        if (
+            block is not None
+            and following is not None
+            and block_inputs is not None
+            and all(_plain(v) for a, k in block_inputs for v in (*a, *k.values()))
+            and trusted is not False
+        ):
             module = model.get_submodule(block)  # what the rounded block passes on: the next block's inputs
             passed = [_passed_on(args, kwargs, module(*args, **kwargs)) for args, kwargs in block_inputs]
-            if all(p is not None for p in passed):
-                cached, cached_for = passed, _next_block(block)
+            kept = [p for p in passed if p is not None]
+            if len(kept) == len(passed):
+                cache = (following, kept)
     return out
 
 

@@ -10,6 +10,7 @@ accumulated after every backward pass and cleared."""
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,8 @@ from ..recipes.pruning import PruningSpec
 
 class ColumnGate(nn.Module):
     """w * gate, each gate value repeated over `block` consecutive input columns."""
+
+    gate: torch.Tensor  # a buffer: 0/1 per block, requiring grad (its gradient is the movement score's step)
 
     def __init__(self, units: int, block: int):
         super().__init__()
@@ -50,7 +53,9 @@ def _layers(model: nn.Module, spec: PruningSpec) -> list[_Layer]:
         for i, layer in enumerate(layers):
             parts = layer_parts(layer)
             attention = layer.get_submodule(parts.attention)
-            width = layer.get_submodule(parts.ffn_in).out_features
+            ffn_in = layer.get_submodule(parts.ffn_in)
+            assert isinstance(ffn_in, nn.Linear)  # layer_parts names nn.Linear modules only
+            width = ffn_in.out_features
             if width % spec.ffn_block:
                 raise RecipeError(
                     f"pruning block of {spec.ffn_block} FFN neurons does not tile layer {i}'s FFN width {width}",
@@ -62,7 +67,7 @@ def _layers(model: nn.Module, spec: PruningSpec) -> list[_Layer]:
         raise RecipeError(f"cannot prune {type(model).__name__}: {exc}", hint=exc.hint) from None
 
 
-def check_pruning(model: nn.Module, spec: PruningSpec, plan: dict | None = None) -> list[_Layer]:
+def check_pruning(model: nn.Module, spec: PruningSpec, plan: Collection[str] | None = None) -> list[_Layer]:
     """Fail before any training if the model's layers cannot be pruned as `spec` asks (meta model is fine);
     the layers' shapes otherwise. `plan`: the modules the recipe's codecs compress, which must lie outside
     the pruned layers."""

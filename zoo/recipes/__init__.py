@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML has no inline types, and types-PyYAML is not a dependency
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -44,6 +44,10 @@ from .search import SearchRecord, SearchSpec
 from .training import TrainingSpec
 
 Kind = Literal["linear", "embedding", "conv"]
+
+
+def _linear_only() -> list[Kind]:
+    return ["linear"]
 
 
 class KroneckerTarget(BaseModel):
@@ -86,7 +90,7 @@ class Rule(BaseModel):
     # no targets: every module inside the transformer blocks (zoo.formats.manifest.BLOCK_PATTERN)
     targets: list[str] = Field(default_factory=lambda: [BLOCK_PATTERN], min_length=1)
     ignore: list[str] = Field(default_factory=list)
-    kinds: list[Kind] = Field(default_factory=lambda: ["linear"], min_length=1)
+    kinds: list[Kind] = Field(default_factory=_linear_only, min_length=1)
     codec: RuleCodec
 
     @field_validator("targets", "ignore")
@@ -184,7 +188,8 @@ class Recipe(BaseModel):
             described = ", ".join(f"{name}: {spec.describe()}" for name, spec in given.items())
             raise RecipeError(
                 f"recipe {self.name} gives tied modules different codecs ({described})",
-                hint="the model ties their weights, so they are stored once: give them one codec, or ignore all of them",
+                hint="the model ties their weights, so they are stored once: give them one codec, "
+                "or ignore all of them",
             )
         return specs[0] if specs else None
 

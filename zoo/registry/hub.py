@@ -113,8 +113,10 @@ class HubRegistry:
                 last = exc
             if delay is not None:
                 time.sleep(delay)
+        assert last is not None  # every attempt that neither returned nor raised kept its error
         raise RegistryUnreachableError(
-            f"cannot {what}: no answer from {self.endpoint} after {len(RETRY_DELAYS_S) + 1} attempts ({_first_line(last)})",
+            f"cannot {what}: no answer from {self.endpoint} after {len(RETRY_DELAYS_S) + 1} attempts "
+            f"({_first_line(last)})",
             hint="is the server up? --registry URL (or HF_ENDPOINT) names it",
         )
 
@@ -182,8 +184,9 @@ class HubRegistry:
     # -- upload and pull --------------------------------------------------------------------------
     def _repo_for(self, ref: ModelRef, index: Index) -> str:
         entry = index.models.get(ref.name)
-        if entry is not None and entry.revisions[entry.main].repo:
-            return entry.revisions[entry.main].repo
+        current = entry.revisions[entry.main].repo if entry is not None else None
+        if current:
+            return current
         repo = hub_repo_for(ref.name, self.namespace, stub=ref.stub)
         for other, record in index.models.items():
             if other != ref.name and any(r.repo == repo for r in record.revisions.values()):
@@ -211,7 +214,7 @@ class HubRegistry:
         repo = self._repo_for(ref, self.read_index())
         self._call(f"create {repo}", self.api.create_repo, repo, private=private, exist_ok=True)
         present = self._call(f"list {repo}", self.api.list_repo_files, repo, revision="main")
-        operations = list(additions)
+        operations: list[CommitOperationAdd | CommitOperationDelete] = list(additions)
         operations += [CommitOperationDelete(p) for p in present if p not in files and p not in HUB_ONLY_FILES]
         commit = self._call(
             f"upload to {repo}", self.api.create_commit, repo, operations, commit_message=f"zoo upload {ref.name}"

@@ -58,7 +58,8 @@ def parse_name(text: str, revision: str | None = None) -> ModelRef:
     if not name or not all(_PART.match(p) and len(p) <= MAX_PART for p in parts):
         raise RegistryError(
             f"{text!r} is not a model name",
-            hint="use parts of letters, digits, '-', '_' and '.', separated by '/': zoo:minilm-l6/rotten-tomatoes/4bit-2of4",
+            hint="use parts of letters, digits, '-', '_' and '.', separated by '/': "
+            "zoo:minilm-l6/rotten-tomatoes/4bit-2of4",
         )
     if revision is not None:
         check_revision(revision)

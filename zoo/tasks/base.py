@@ -42,9 +42,14 @@ class Examples:
 class Task(Protocol):
     name: str
     auto_task: str  # key of loaders.TASKS: the head the model needs
-    dataset: str  # what the numbers were measured on, for the manifest and the card
     label_names: list[str]  # filled from the train split
-    num_labels: int
+
+    @property
+    def dataset(self) -> str:
+        """What the numbers were measured on, for the manifest and the card."""
+
+    @property
+    def num_labels(self) -> int: ...
 
     def examples(self, split: str) -> Examples: ...
 

@@ -133,6 +133,7 @@ class ImageClassification:
 
         config = AutoConfig.from_pretrained(model_dir)
         ex = self.examples(split).subset(limit)
+        assert isinstance(ex.inputs, torch.Tensor)  # `examples` keeps images as one uint8 tensor
         pixels = to_pixels(ex.inputs, config.num_channels, config.image_size)
         return [{"pixel_values": p, "labels": y} for p, y in zip(pixels, ex.labels)]
 

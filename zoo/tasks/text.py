@@ -238,7 +238,8 @@ def load_tokenizer(model_dir: str | Path):
         raise TaskError(
             f"{model_dir} has no tokenizer of its own: transformers made an empty one ({len(tokenizer)} tokens"
             + (f" for a vocabulary of {vocab})" if isinstance(vocab, int) else ")"),
-            hint="copy the tokenizer files (tokenizer.json or vocab.txt, tokenizer_config.json) of the model's source beside its weights",
+            hint="copy the tokenizer files (tokenizer.json or vocab.txt, tokenizer_config.json) "
+            "of the model's source beside its weights",
         )
     return tokenizer
 
@@ -251,7 +252,7 @@ def _tokenizer(model_dir: str):
 def _hub_split(name: str, split: str) -> tuple[list[dict], list[str]]:
     """A split of a Hugging Face dataset through `datasets` (downloads, or reads its cache)."""
     try:
-        import datasets
+        import datasets  # type: ignore[import-untyped]  # datasets ships no py.typed marker
     except ImportError:
         raise TaskError(
             f"{name!r} is not a directory, and loading it as a Hugging Face dataset needs `datasets`",

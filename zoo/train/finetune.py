@@ -9,6 +9,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zoo.formats.writer import ensure_writable, replace_dir, write_output_mark
 from zoo.loaders import quiet_transformers
@@ -38,7 +39,7 @@ def load_for_task(model_dir: Path, task: Task, *, new_head: bool = False):
 
     task.examples("train")  # the label vocabulary comes from the train split
     labels = task.label_names
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if new_head:
         # a head trained for other labels (an ImageNet classifier, say) is replaced, not reused
         kwargs = {

@@ -19,6 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from transformers.trainer_callback import PrinterCallback
 
@@ -51,7 +52,7 @@ class TrainedScores:
     compressed_test: Score
     agreement: Score  # how often the compressed model predicts the teacher's class, on test
 
-    def by_role(self) -> list[tuple[str, Score]]:
+    def by_role(self) -> list[tuple[Literal["teacher", "compressed"], Score]]:
         """(role, score) in the order the manifest records them."""
         return [
             ("teacher", self.teacher_validation),
@@ -216,7 +217,7 @@ def compress_with_training(
         raise RecipeError(
             f"the packed modules differ from the trained ones: {sorted(set(plan) ^ set(packed.manifest.modules))}"
         )
-    scores = _measure(teacher_net, teacher_dir, staged, task, limit, t.max_length)
+    scores = _measure(teacher_net, teacher_dir, staged, task, limit, length)  # t.max_length, as an int
     manifest = packed.manifest.model_copy(
         update={
             "evaluation": [
