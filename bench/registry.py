@@ -38,7 +38,6 @@ def tiny_bert(work: Path) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-
     torch.manual_seed(0)
     path = work / "tiny-bert"
     config = BertConfig(
