@@ -1193,6 +1193,55 @@ def test_a_large_matrix_encoded_in_row_blocks_gives_the_same_tensors(monkeypatch
     assert all(torch.equal(whole[k], blocks[k]) for k in whole)
 
 
+def _lloyd(row: np.ndarray, k: int, iterations: int) -> np.ndarray:
+    """Plain 1-D Lloyd k-means, the reference: from the same evenly spaced quantiles, every value to its nearest
+    centroid (float64 distances, ties to the lower), each centroid the float64 mean of its values (kept when it
+    has none), float32 like the codec's, stopping when nothing changes."""
+    x = np.sort(row.astype(F32))
+    n = len(x)
+    c = x[np.minimum(((np.arange(k) + 0.5) / k * n).astype(np.int64), n - 1)].copy()
+    for _ in range(iterations):
+        assign = np.abs(x[:, None].astype(np.float64) - c[None, :].astype(np.float64)).argmin(axis=1)
+        counts = np.bincount(assign, minlength=k)
+        sums = np.bincount(assign, weights=x.astype(np.float64), minlength=k)
+        updated = np.sort(np.where(counts > 0, sums / np.maximum(counts, 1), c).astype(F32))
+        if np.array_equal(updated, c):
+            break
+        c = updated
+    return c
+
+
+@pytest.mark.parametrize(("rows", "n", "k"), [(1, 60_000, 16), (6, 3_072, 16), (4, 700, 256), (3, 5, 4)])
+def test_kmeans_centroids_match_plain_lloyd_iterations(rows, n, k):
+    """The run sums come from block totals and a window, not a float64 prefix sum the size of the table (188 MB
+    for BERT-base's word embeddings): the centroids are still plain k-means's."""
+    from formats.codecs.codebook import kmeans_1d
+
+    g = torch.Generator().manual_seed(rows * n + k)
+    x = torch.randn(rows, n, generator=g) * torch.rand(rows, 1, generator=g) + torch.randn(rows, 1, generator=g)
+    got = kmeans_1d(x, k, 30).numpy()
+    for r in range(rows):
+        want = _lloyd(x[r].numpy(), k, 30)
+        scale = float(np.abs(x[r].numpy()).max())
+        np.testing.assert_allclose(got[r], want, rtol=0, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize(("rows", "n", "k"), [(1, 100_000, 16), (5, 3_072, 256), (2, 7, 2), (1, 1, 2)])
+def test_kmeans_run_sums_are_float64_prefix_sums_without_one(rows, n, k):
+    from formats.codecs.codebook import _RunSums
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(rows, n, generator=g).sort(dim=1).values
+    runs = _RunSums(x, k)
+    positions = torch.cat([torch.zeros(rows, 1, dtype=torch.int64), torch.full((rows, 1), n),
+                           torch.randint(0, n + 1, (rows, 40), generator=g)], dim=1)
+    want = np.concatenate([np.zeros((rows, 1)), np.cumsum(x.numpy().astype(np.float64), axis=1)], axis=1)
+    np.testing.assert_allclose(runs.before(positions).numpy(), np.take_along_axis(want, positions.numpy(), 1),
+                               rtol=1e-12, atol=1e-9)
+    # float64 kept: ~sqrt(n k) totals per row, not n + 1 (a long row: 1,266 for 100,000 values)
+    assert runs.totals.numel() <= rows * (2 * math.isqrt(n * k) + 2)
+
+
 @pytest.mark.parametrize("spec", [CodebookSpec(bits=4), CodebookSpec(bits=2, group_rows=1)], ids=lambda s: s.describe())
 def test_kmeans_walking_a_table_in_pieces_gives_the_same_tensors(monkeypatch, spec):
     """k-means and the nearest-centroid search take a long row a piece at a time; nothing may change."""
