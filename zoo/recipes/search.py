@@ -10,6 +10,7 @@ that goes into the manifest and the model card."""
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,6 +29,9 @@ class SearchSpec(_Spec):
                                 description="'dense' or N:M sparsity patterns")
     group_size: int | None = Field(128, ge=1, description="int-N scale group (None: one scale per row)")
     calibration: int = Field(32, ge=1, le=4096, description="examples (task) or sample sentences (fidelity) measured")
+    measure: Literal["block", "model"] = Field(
+        "block", description="block: each (module, setting) scored by its block's output error on the dense inputs, "
+        "put into loss units by three settings per module measured end to end; model: every pair end to end")
 
     @field_validator("bits")
     @classmethod
