@@ -52,6 +52,7 @@ class CodebookSpec(SpecBase):
         where = {None: "per-tensor", 1: "per-row"}.get(self.group_rows, f"per-{self.group_rows}-rows")
         return f"kmeans {1 << self.bits} centroids {where}"
 
+
 # a table with one codebook is a single row of millions of values: k-means and the nearest-centroid search
 # walk it this many values at a time, so their int64 temporaries stay small
 COLUMNS = 1 << 18
@@ -85,28 +86,64 @@ def _sorted(x: torch.Tensor) -> torch.Tensor:
     return x.sort(dim=1).values
 
 
+class _RunSums:
+    """Sums of the leading values of each row of sorted float32 `x`, in float64, with no float64 copy of `x`.
+
+    A full float64 prefix sum costs twice the values' own memory (188 MB for a BERT-base word-embedding table
+    sorted as one row). Instead: float64 totals of every `width` values (cumulated), plus, for each position
+    asked, the float64 sum of the at most `width` - 1 values between its block's start and it, read through a
+    window. With width ~ sqrt(n / k) the totals and the k windows an iteration reads are both ~sqrt(n k) values."""
+
+    def __init__(self, x: torch.Tensor, k: int):
+        rows, n = x.shape
+        self.x, self.n = x, n
+        self.width = width = max(1, min(n, math.isqrt(n // k)))
+        blocks = x.unfold(1, width, width)  # (rows, n // width, width): a view
+        step = max(1, COLUMNS // (rows * width))  # blocks summed at a time: small float64 temporaries
+        sums = torch.cat([blocks[:, i : i + step].double().sum(dim=2) for i in range(0, blocks.shape[1], step)], dim=1)
+        self.totals = torch.zeros(rows, sums.shape[1] + 1, dtype=torch.float64, device=x.device)
+        torch.cumsum(sums, dim=1, out=self.totals[:, 1:])
+        self.windows = x.unfold(1, width, 1)  # every run of `width` values: a view
+        self.row = torch.arange(rows, device=x.device).unsqueeze(1)
+        self.offsets = torch.arange(width, device=x.device)
+
+    def before(self, positions: torch.Tensor) -> torch.Tensor:
+        """(rows, m) int64 positions in [0, n] -> float64 sums of x[row, :position]."""
+        width = self.width
+        block = torch.div(positions, width, rounding_mode="floor")
+        base = block * width
+        start = base.clamp(max=self.n - width)  # the last window ends at n
+        values = self.windows[self.row, start]  # (rows, m, width)
+        at = start.unsqueeze(2) + self.offsets
+        keep = (at >= base.unsqueeze(2)) & (at < positions.unsqueeze(2))
+        return self.totals.gather(1, block) + torch.where(keep, values.double(), 0.0).sum(dim=2)
+
+
 def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> torch.Tensor:
     """Batched 1-D k-means: `values` (batch, n) -> ascending centroids (batch, k), float32.
 
     The values are sorted once, so each centroid's values are one contiguous run: an iteration finds the k-1
     run boundaries by binary search of the midpoints between centroids into the sorted values, and each run's
-    sum from a float64 prefix sum. An iteration costs O(k log n), not O(n log k): the values are touched once."""
+    sum in float64 from block totals and a window (_RunSums). An iteration costs O(k (log n + sqrt(n / k))), not
+    O(n log k): the values are touched once, and nothing the size of the values is made beside their sorted copy."""
     x = _sorted(values.to(torch.float32))
     n = x.shape[1]
     exact, fits = _distinct_or_none(x, k)
     pick = ((torch.arange(k, dtype=torch.float64, device=x.device) + 0.5) / k * n).long().clamp(max=n - 1)
     centroids = x[:, pick].contiguous()
-    prefix = torch.zeros(x.shape[0], n + 1, dtype=torch.float64, device=x.device)
-    torch.cumsum(x, dim=1, dtype=torch.float64, out=prefix[:, 1:])
+    runs = _RunSums(x, k)
     ends = torch.full((x.shape[0], 1), n, dtype=torch.int64, device=x.device)
     starts = torch.zeros_like(ends)
+    zero = torch.zeros(x.shape[0], 1, dtype=torch.float64, device=x.device)
+    whole = runs.before(ends)
     for _ in range(iterations):
         bounds = ((centroids[:, 1:] + centroids[:, :-1]) / 2).contiguous()
         # a value belongs to the first centroid whose upper midpoint is >= it (ties to the lower centroid)
         cuts = torch.searchsorted(x, bounds, right=True)
         lo, hi = torch.cat([starts, cuts], dim=1), torch.cat([cuts, ends], dim=1)
         counts = hi - lo
-        sums = prefix.gather(1, hi) - prefix.gather(1, lo)
+        prefix = torch.cat([zero, runs.before(cuts), whole], dim=1)
+        sums = prefix[:, 1:] - prefix[:, :-1]
         means = (sums / counts.clamp(min=1)).to(torch.float32)
         updated = torch.where(counts > 0, means, centroids).sort(dim=1).values
         if torch.equal(updated, centroids):
@@ -184,8 +221,11 @@ class Codebook(Codec):
             book = round_to_dtype(kmeans_1d(block, k, spec.iterations), spec.centroid_dtype)
             books.append(book)
             # a piece at a time, each index narrowed at once (k <= 256): no int64 copy of a whole table
-            indices.append(torch.cat([nearest(piece, book).to(torch.uint8) for piece in block.split(COLUMNS, dim=1)],
-                                     dim=1).reshape(-1))
+            indices.append(
+                torch.cat(
+                    [nearest(piece, book).to(torch.uint8) for piece in block.split(COLUMNS, dim=1)], dim=1
+                ).reshape(-1)
+            )
         return {
             "codebook": torch.cat(books),
             "indices": pack_bits(torch.cat(indices), spec.bits),

@@ -53,7 +53,18 @@ shapes_3d = st.one_of(
 )
 any_shape = st.one_of(shapes_2d, shapes_2d, shapes_1d, shapes_3d)
 
-KINDS = ["normal", "uniform", "small_int", "sparse", "pruned24", "constant", "zero_rows", "outliers", "tiny", "few_values"]
+KINDS = [
+    "normal",
+    "uniform",
+    "small_int",
+    "sparse",
+    "pruned24",
+    "constant",
+    "zero_rows",
+    "outliers",
+    "tiny",
+    "few_values",
+]
 
 
 def make_weight(shape, seed: int, kind: str, dyadic: bool = False) -> np.ndarray:
@@ -443,7 +454,8 @@ def test_binary_matches_reference(data):
     w = data.draw(weights(dyadic=True))
     rows, cols = matrix_shape(w.shape)
     spec = BinarySpec(
-        group_size=group_size_for(data.draw, cols), scale_dtype=data.draw(st.sampled_from(["float16", "bfloat16", "float32"]))
+        group_size=group_size_for(data.draw, cols),
+        scale_dtype=data.draw(st.sampled_from(["float16", "bfloat16", "float32"])),
     )
     w2 = w.reshape(rows, cols)
     enc, expected = encode_or_overflow(w, spec, lambda: ref_binary(w2, spec))
@@ -480,7 +492,9 @@ def test_binary_arbitrary_floats(data):
     got_alpha = enc["scale"].to(torch.float64).numpy()
     np.testing.assert_allclose(got_alpha, ref_alpha, rtol=2**-10, atol=2**-24)
     dec = codecs.decode(enc, spec, w.shape).reshape(rows, cols).numpy()
-    assert np.array_equal(np.abs(dec), np.repeat(enc["scale"].float().numpy(), [s_.stop - s_.start for s_ in sl], axis=1))
+    assert np.array_equal(
+        np.abs(dec), np.repeat(enc["scale"].float().numpy(), [s_.stop - s_.start for s_ in sl], axis=1)
+    )
 
 
 @PROPS
@@ -624,7 +638,10 @@ def test_nm24_ragged_rows(cols):
         # the kept weights are the largest |w| of the (possibly short) group
         for r in range(6):
             keep = min(2, block.shape[1])
-            assert np.sort(np.abs(block[r]))[::-1][:keep].tolist() == np.sort(np.abs(w[r, s : s + 4]))[::-1][:keep].tolist()
+            assert (
+                np.sort(np.abs(block[r]))[::-1][:keep].tolist()
+                == np.sort(np.abs(w[r, s : s + 4]))[::-1][:keep].tolist()
+            )
 
 
 def test_nm_ties_go_to_lower_position():
@@ -881,11 +898,16 @@ def test_kronecker_shapes_for_a_ratio_reach_it_with_the_most_bytes(data):
     ratio = data.draw(st.floats(1.01, 40))
     rank = data.draw(st.integers(1, 3))
     one_row = data.draw(st.booleans())
-    factors = data.draw(st.sampled_from([DenseSpec(), DenseSpec(dtype="float32"), IntSpec(bits=8), IntSpec(bits=4, group_size=8)]))
+    factors = data.draw(
+        st.sampled_from([DenseSpec(), DenseSpec(dtype="float32"), IntSpec(bits=8), IntSpec(bits=4, group_size=8)])
+    )
     budget = 4 * m * n / ratio
-    splits = {(m2, n2): _split_bytes((m, n), m2, n2, rank, factors)
-              for m2 in range(1, m + 1) for n2 in range(1, n + 1)
-              if m % m2 == 0 and n % n2 == 0 and (m2 == 1 or not one_row)}
+    splits = {
+        (m2, n2): _split_bytes((m, n), m2, n2, rank, factors)
+        for m2 in range(1, m + 1)
+        for n2 in range(1, n + 1)
+        if m % m2 == 0 and n % n2 == 0 and (m2 == 1 or not one_row)
+    }
     fitting = {k: v for k, v in splits.items() if v is not None and v <= budget}
     if not fitting:
         with pytest.raises(CodecError, match="no Kronecker factor shapes"):
@@ -930,7 +952,9 @@ def any_case(draw):
     elif which == "ternary":
         spec = TernarySpec(group_size=group_size_for(draw, cols), threshold=draw(st.floats(0, 2)))
     elif which == "codebook":
-        spec = CodebookSpec(bits=draw(st.integers(1, 8)), group_rows=draw(st.one_of(st.none(), st.integers(1, 45))), iterations=3)
+        spec = CodebookSpec(
+            bits=draw(st.integers(1, 8)), group_rows=draw(st.one_of(st.none(), st.integers(1, 45))), iterations=3
+        )
     elif which == "dense":
         spec = DenseSpec(dtype=draw(st.sampled_from(["float32", "float16", "bfloat16"])))
     else:
@@ -1094,7 +1118,10 @@ def test_group_larger_than_the_row_costs_no_more_than_one_group_per_row():
     spec = IntSpec(bits=4, group_size=10**6)
     enc = codecs.encode(w, spec)
     assert enc["scale"].shape == (64, 1)
-    assert torch.equal(codecs.decode(enc, spec, w.shape), codecs.decode(codecs.encode(w, IntSpec(bits=4, group_size=None)), IntSpec(bits=4, group_size=None), w.shape))
+    assert torch.equal(
+        codecs.decode(enc, spec, w.shape),
+        codecs.decode(codecs.encode(w, IntSpec(bits=4, group_size=None)), IntSpec(bits=4, group_size=None), w.shape),
+    )
 
 
 def test_dense_encode_never_aliases_the_input():
@@ -1114,8 +1141,9 @@ def any_codec(draw, cols: int):
     if kind == "int":
         return int_spec(draw, cols)
     if kind == "codebook":
-        return CodebookSpec(bits=draw(st.integers(1, 4)), group_rows=draw(st.one_of(st.none(), st.integers(1, 5))),
-                            iterations=3)
+        return CodebookSpec(
+            bits=draw(st.integers(1, 4)), group_rows=draw(st.one_of(st.none(), st.integers(1, 5))), iterations=3
+        )
     if kind == "nm":
         n, m = draw(st.one_of(st.just((2, 4)), nm_pairs))
         return NMSpec(n=n, m=m, values=draw(nm_value_specs(math.ceil(cols / m) * n)))
@@ -1134,8 +1162,7 @@ def test_decode_rows_equals_the_rows_of_decode(data):
     rows that start mid-byte (3-bit codes, trits, N:M codes) included."""
     rows = data.draw(st.integers(1, 9))
     cols = data.draw(st.integers(1, 40))
-    w = make_weight((rows, cols), data.draw(st.integers(0, 2**32 - 1)), data.draw(st.sampled_from(KINDS)),
-                    dyadic=True)
+    w = make_weight((rows, cols), data.draw(st.integers(0, 2**32 - 1)), data.draw(st.sampled_from(KINDS)), dyadic=True)
     spec = data.draw(any_codec(cols))
     try:
         enc = codecs.encode(t(w), spec)
@@ -1153,11 +1180,15 @@ def test_decode_rows_reads_only_the_rows_asked_for(monkeypatch):
     w = torch.randn(50, 36)
     for codec in registered().values():
         monkeypatch.setattr(type(codec), "decode", lambda *a, **k: pytest.fail("decode_rows decoded everything"))
-    for spec in [IntSpec(bits=3, group_size=12), BinarySpec(group_size=9), TernarySpec(group_size=12),
-                 CodebookSpec(bits=2, group_rows=1), NMSpec(n=2, m=4, values=IntSpec(bits=4, group_size=6))]:
+    for spec in [
+        IntSpec(bits=3, group_size=12),
+        BinarySpec(group_size=9),
+        TernarySpec(group_size=12),
+        CodebookSpec(bits=2, group_rows=1),
+        NMSpec(n=2, m=4, values=IntSpec(bits=4, group_size=6)),
+    ]:
         enc = codecs.encode(w, spec)
         assert codecs.decode_rows(enc, spec, (50, 36), torch.tensor([3, 49, 3])).shape == (3, 36)
-
 
 
 ROW_LOCAL = [  # (spec, takes given scales)
@@ -1173,7 +1204,9 @@ ROW_LOCAL = [  # (spec, takes given scales)
 ]
 
 
-@pytest.mark.parametrize(("spec", "scaled"), ROW_LOCAL, ids=lambda s: s.describe() if hasattr(s, "describe") else str(s))
+@pytest.mark.parametrize(
+    ("spec", "scaled"), ROW_LOCAL, ids=lambda s: s.describe() if hasattr(s, "describe") else str(s)
+)
 def test_a_large_matrix_encoded_in_row_blocks_gives_the_same_tensors(monkeypatch, spec, scaled):
     """Large tables are encoded a block of rows at a time; the joined tensors must be the whole matrix's."""
     w = torch.randn(203, 48, generator=torch.Generator().manual_seed(3))
@@ -1194,12 +1227,70 @@ def test_a_large_matrix_encoded_in_row_blocks_gives_the_same_tensors(monkeypatch
     assert all(torch.equal(whole[k], blocks[k]) for k in whole)
 
 
+def _lloyd(row: np.ndarray, k: int, iterations: int) -> np.ndarray:
+    """Plain 1-D Lloyd k-means, the reference: from the same evenly spaced quantiles, every value to its nearest
+    centroid (float64 distances, ties to the lower), each centroid the float64 mean of its values (kept when it
+    has none), float32 like the codec's, stopping when nothing changes."""
+    x = np.sort(row.astype(F32))
+    n = len(x)
+    c = x[np.minimum(((np.arange(k) + 0.5) / k * n).astype(np.int64), n - 1)].copy()
+    for _ in range(iterations):
+        assign = np.abs(x[:, None].astype(np.float64) - c[None, :].astype(np.float64)).argmin(axis=1)
+        counts = np.bincount(assign, minlength=k)
+        sums = np.bincount(assign, weights=x.astype(np.float64), minlength=k)
+        updated = np.sort(np.where(counts > 0, sums / np.maximum(counts, 1), c).astype(F32))
+        if np.array_equal(updated, c):
+            break
+        c = updated
+    return c
+
+
+@pytest.mark.parametrize(("rows", "n", "k"), [(1, 60_000, 16), (6, 3_072, 16), (4, 700, 256), (3, 5, 4)])
+def test_kmeans_centroids_match_plain_lloyd_iterations(rows, n, k):
+    """The run sums come from block totals and a window, not a float64 prefix sum the size of the table (188 MB
+    for BERT-base's word embeddings): the centroids are still plain k-means's."""
+    from zoo.formats.codecs.codebook import kmeans_1d
+
+    g = torch.Generator().manual_seed(rows * n + k)
+    x = torch.randn(rows, n, generator=g) * torch.rand(rows, 1, generator=g) + torch.randn(rows, 1, generator=g)
+    got = kmeans_1d(x, k, 30).numpy()
+    for r in range(rows):
+        want = _lloyd(x[r].numpy(), k, 30)
+        scale = float(np.abs(x[r].numpy()).max())
+        np.testing.assert_allclose(got[r], want, rtol=0, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize(("rows", "n", "k"), [(1, 100_000, 16), (5, 3_072, 256), (2, 7, 2), (1, 1, 2)])
+def test_kmeans_run_sums_are_float64_prefix_sums_without_one(rows, n, k):
+    from zoo.formats.codecs.codebook import _RunSums
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(rows, n, generator=g).sort(dim=1).values
+    runs = _RunSums(x, k)
+    positions = torch.cat(
+        [
+            torch.zeros(rows, 1, dtype=torch.int64),
+            torch.full((rows, 1), n),
+            torch.randint(0, n + 1, (rows, 40), generator=g),
+        ],
+        dim=1,
+    )
+    want = np.concatenate([np.zeros((rows, 1)), np.cumsum(x.numpy().astype(np.float64), axis=1)], axis=1)
+    np.testing.assert_allclose(
+        runs.before(positions).numpy(), np.take_along_axis(want, positions.numpy(), 1), rtol=1e-12, atol=1e-9
+    )
+    # float64 kept: ~sqrt(n k) totals per row, not n + 1 (a long row: 1,266 for 100,000 values)
+    assert runs.totals.numel() <= rows * (2 * math.isqrt(n * k) + 2)
+
+
 @pytest.mark.parametrize("spec", [CodebookSpec(bits=4), CodebookSpec(bits=2, group_rows=1)], ids=lambda s: s.describe())
 def test_kmeans_walking_a_table_in_pieces_gives_the_same_tensors(monkeypatch, spec):
     """k-means and the nearest-centroid search take a long row a piece at a time; nothing may change."""
     from zoo.formats.codecs import codebook
 
-    w = torch.randn(60, 50, generator=torch.Generator().manual_seed(5)) * torch.rand(60, 1, generator=torch.Generator().manual_seed(6))
+    w = torch.randn(60, 50, generator=torch.Generator().manual_seed(5)) * torch.rand(
+        60, 1, generator=torch.Generator().manual_seed(6)
+    )
     whole = codecs.encode(w, spec)
     monkeypatch.setattr(codebook, "COLUMNS", 7)
     pieces = codecs.encode(w, spec)

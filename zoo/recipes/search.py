@@ -10,6 +10,7 @@ that goes into the manifest and the model card."""
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -21,13 +22,22 @@ class _Spec(BaseModel):
 
 
 class SearchSpec(_Spec):
-    target_ratio: float = Field(12.0, gt=1, description="the whole checkpoint at least this many times smaller than "
-                                "the dense one's weight files")
+    target_ratio: float = Field(
+        12.0,
+        gt=1,
+        description="the whole checkpoint at least this many times smaller than the dense one's weight files",
+    )
     bits: list[int] = Field(default_factory=lambda: [8, 4, 2], min_length=1, description="int-N value widths")
-    patterns: list[str] = Field(default_factory=lambda: ["dense", "2:4", "1:4"], min_length=1,
-                                description="'dense' or N:M sparsity patterns")
+    patterns: list[str] = Field(
+        default_factory=lambda: ["dense", "2:4", "1:4"], min_length=1, description="'dense' or N:M sparsity patterns"
+    )
     group_size: int | None = Field(128, ge=1, description="int-N scale group (None: one scale per row)")
     calibration: int = Field(32, ge=1, le=4096, description="examples (task) or sample sentences (fidelity) measured")
+    measure: Literal["block", "model"] = Field(
+        "block",
+        description="block: each (module, setting) scored by its block's output error on the dense inputs, "
+        "put into loss units by three settings per module measured end to end; model: every pair end to end",
+    )
 
     @field_validator("bits")
     @classmethod
