@@ -38,6 +38,15 @@ class ColumnGate(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return w * self.gate.repeat_interleave(self.block).to(w.dtype)
 
+    def _apply(self, fn, recurse=True):
+        # Module.to() replaces a buffer by fn(buffer): where that copies (to CUDA; to "cpu:0", as Trainer does
+        # under a launcher) the copy of a tensor that requires grad is not a leaf, so its .grad would stay None
+        # and the movement scores would never move. The gate stays a leaf.
+        super()._apply(fn, recurse)
+        if not self.gate.is_leaf:
+            self.gate = self.gate.detach().requires_grad_(True)
+        return self
+
 
 @dataclass(frozen=True)
 class _Layer:
