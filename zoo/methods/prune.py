@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 from zoo.formats import Structure
 from zoo.loaders.structure import StructureError, head_count, head_size, layer_list, layer_parts, resize
 
+from .. import distributed
 from ..errors import RecipeError
 from ..recipes.pruning import PruningSpec
 
@@ -136,12 +137,21 @@ class Pruner:
 
     @torch.no_grad()
     def accumulate(self) -> None:
-        """Movement: scores fall by the gates' gradient (a block the loss wants larger scores up)."""
+        """Movement: scores fall by the gates' gradient (a block the loss wants larger scores up). Under a
+        launcher the gradient is averaged over the ranks first, as DDP does for parameters (the gates are
+        buffers, which DDP leaves alone): every rank then holds the scores of the whole global batch, and closes
+        the same blocks."""
+        gates = [g.gate for kind in ("heads", "ffn") for g in self._gates(kind) if g.gate.grad is not None]
+        distributed.all_reduce_mean_([g.grad for g in gates])
         for kind in ("heads", "ffn"):
             for score, gate in zip(self.scores[kind], self._gates(kind), strict=True):
                 if gate.gate.grad is not None:
                     score -= gate.gate.grad.detach().float().cpu()
                     gate.gate.grad = None
+
+    def named_scores(self) -> dict[str, torch.Tensor]:
+        """The movement scores by name (what a test compares across ranks)."""
+        return {f"pruning.{kind}.{i}": s for kind, scores in self.scores.items() for i, s in enumerate(scores)}
 
     @torch.no_grad()
     def update(self, progress: float) -> None:
