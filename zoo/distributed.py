@@ -73,6 +73,8 @@ def setup(device: str = "cpu") -> str | None:
     if not dist.is_initialized():
         backend = backend_for(device)
         if backend == "nccl":
+            if not torch.cuda.is_available():
+                raise ZooError("--device cuda was asked for, but torch sees no CUDA device", hint="use --device cpu")
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
     return str(dist.get_backend())
