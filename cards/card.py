@@ -304,6 +304,8 @@ def _made_section(manifest: Manifest) -> list[str]:
         lines.append(
             f"- Fine-tuned with knowledge distillation from the dense teacher `{t.teacher}` on {t.dataset} "
             f"({t.task}): {t.epochs:g} epochs, {t.steps} steps, {t.seconds / 60:.1f} min on {t.device}"
+            + (f" x {t.world_size} processes ({t.backend})" if t.world_size and t.world_size > 1 else "")
+            + (f", {t.global_batch_size} examples per step" if t.global_batch_size else "")
             + (f", {t.max_length} tokens per example" if t.max_length else "")
             + f"{layers}."
         )

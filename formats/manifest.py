@@ -166,6 +166,14 @@ class TrainingRecord(_Model):
     labels: list[str] | None = Field(
         None, description="the head's label names, in class order (config.json's id2label)"
     )
+    # how the job ran; absent from manifests written before zoo trained data-parallel
+    world_size: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="processes that trained together (torchrun / accelerate launch); 1: one process"
+    )
+    backend: str | None = Field(None, description="torch.distributed backend (gloo, nccl); None for one process")
+    global_batch_size: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="examples per optimizer step, over all processes"
+    )
 
 
 class Structure(_Model):

@@ -195,7 +195,8 @@ class CodebookFake(nn.Module):
             books.append(book)
             index.append(nearest(block, book).view(-1, cols))
         self.centroids = nn.Parameter(torch.cat(books))  # (codebooks, k)
-        self.register_buffer("index", torch.cat([i.reshape(-1, cols) for i in index]).to(torch.int16))
+        # k <= 256: uint8, as `encode` narrows them, and a dtype gloo and NCCL broadcast (DDP syncs buffers)
+        self.register_buffer("index", torch.cat([i.reshape(-1, cols) for i in index]).to(torch.uint8))
         self.register_buffer("book_of_row", (torch.arange(rows) // per).clamp(max=count - 1))
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:

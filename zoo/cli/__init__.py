@@ -33,8 +33,34 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+LAUNCHABLE = ("compress", "finetune", "eval")  # the commands that run as several processes (zoo.distributed)
+
+
+def _one_voice(command: str | None) -> None:
+    """Under torchrun / accelerate launch, only rank 0 prints results and progress; the other ranks say only what
+    goes wrong. Commands that do not train refuse to run as several processes, which would each write alike."""
+    from .. import distributed
+
+    if not distributed.launched():
+        return
+    if command not in LAUNCHABLE:
+        err.print(
+            f"[bold red]error:[/bold red] zoo {command} runs as one process, not under torchrun or accelerate "
+            f"launch (WORLD_SIZE={distributed.world_size()}) [dim](hint: run it without a launcher; "
+            f"{', '.join(LAUNCHABLE)} run data-parallel)[/dim]",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    if not distributed.is_main():
+        import logging
+
+        out.quiet = True
+        logging.getLogger("zoo").setLevel(logging.WARNING)
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = None,
@@ -49,6 +75,7 @@ def main(
     ] = False,
 ) -> None:
     """zoo: a model zoo and checkpoint registry for deeply compressed transformers."""
+    _one_voice(ctx.invoked_subcommand)
     if verbose:
         from zoo.loaders.auto import VERBOSE_ENV
 

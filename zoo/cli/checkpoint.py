@@ -116,7 +116,10 @@ def _print_facts(facts) -> None:
         kept = f", layers {t.keep_layers} of the teacher" if t.keep_layers else ""
         out.print(
             f"  trained         on {shown(t.dataset)}: {t.epochs:g} epochs, {t.steps} steps, "
-            f"{t.seconds / 60:.1f} min on {shown(t.device)}, distilled from {shown(t.teacher)}{kept}"
+            f"{t.seconds / 60:.1f} min on {shown(t.device)}"
+            + (f" x {t.world_size} processes ({shown(t.backend)})" if t.world_size and t.world_size > 1 else "")
+            + (f", {t.global_batch_size} examples per step" if t.global_batch_size else "")
+            + f", distilled from {shown(t.teacher)}{kept}"
             + (f", {t.max_length} tokens per example" if t.max_length else "")
         )
         if t.labels:

@@ -46,7 +46,7 @@ def fails_cleanly(fn):
             return fn(*args, **kwargs)
         except ZooError as exc:
             hint = f" [dim](hint: {escape(exc.hint)})[/dim]" if exc.hint else ""
-            err.print(f"[bold red]error:[/bold red] {escape(str(exc))}{hint}", highlight=False)
+            err.print(f"{escape(_rank_prefix())}[bold red]error:[/bold red] {escape(str(exc))}{hint}", highlight=False)
             raise typer.Exit(1) from None
         except (KeyboardInterrupt, Terminated, Exception) as exc:
             # a signal: its own exception, or whatever an extension it interrupted made of it (zoo.console)
@@ -57,13 +57,45 @@ def fails_cleanly(fn):
                 if isinstance(exc, KeyboardInterrupt)
                 else signal_exit_code()
             )
+            if code is None and _lost_peer(exc):
+                err.print(
+                    f"{_rank_prefix()}error: another process of this job stopped ({_first_line(exc)}); no output "
+                    "was written (fine-tuning runs continue with --resume)",
+                    highlight=False,
+                    markup=False,
+                )
+                raise typer.Exit(1) from None
             if code is None:
                 raise
             what = "terminated" if code == 143 else "interrupted"
-            err.print(f"{what}; no output was written (fine-tuning runs continue with --resume)")
+            err.print(
+                f"{_rank_prefix()}{what}; no output was written (fine-tuning runs continue with --resume)",
+                highlight=False,
+                markup=False,
+            )
             raise typer.Exit(code) from None
 
     return wrapper
+
+
+def _lost_peer(exc: BaseException) -> bool:
+    from .. import distributed
+
+    return distributed.lost_peer(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The gist of a communication error: its first sentence, without the source location gloo puts first."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip())
+    gist = re.split(r"(?<=[a-z])\.\s", text.splitlines()[0] if text else "", maxsplit=1)[0]
+    return gist[:160] or type(exc).__name__
+
+
+def _rank_prefix() -> str:
+    """`[rank N] ` on the ranks after the first of a launched job, so a line says which process wrote it."""
+    from .. import distributed
+
+    return f"[rank {distributed.rank()}] " if distributed.launched() and not distributed.is_main() else ""
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?B)?\s*$", re.IGNORECASE)

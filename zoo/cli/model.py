@@ -325,17 +325,23 @@ def compress(
                 f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with --task",
                 hint="add --task to fine-tune while compressing",
             )
-        run_compact(
-            model,
-            recipe,
-            out_dir,
-            revision,
-            overwrite,
-            max_shard_size,
-            pack=False,
-            target_ratio=target_ratio,
-            calibration=calibration,
-            allow_untrained=allow_untrained,
+        from .. import distributed
+
+        distributed.setup()
+        # no training to share: under a launcher rank 0 compresses, the others wait for it
+        distributed.on_main(
+            lambda: run_compact(
+                model,
+                recipe,
+                out_dir,
+                revision,
+                overwrite,
+                max_shard_size,
+                pack=False,
+                target_ratio=target_ratio,
+                calibration=calibration,
+                allow_untrained=allow_untrained,
+            )
         )
         return
     if calibration is not None:
@@ -385,6 +391,13 @@ def compress(
     s = result.scores
     teacher_acc, student_acc = s.teacher_test.value, s.compressed_test.value
     out.print(f"  teacher         {result.teacher}")
+    if training.world_size and training.world_size > 1:
+        out.print(
+            f"  processes       {training.world_size} ({training.backend}), {training.global_batch_size} examples "
+            "per step over all of them"
+        )
+    if result.resumed_from_step is not None:
+        out.print(f"  resumed         from the checkpoint at step {result.resumed_from_step}")
     out.print(
         f"  test accuracy   teacher {teacher_acc:.4f}, compressed {student_acc:.4f} "
         f"(retention {student_acc / teacher_acc:.2%}, agreement {s.agreement.value:.2%}, "

@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 from zoo.formats import Structure
 from zoo.loaders.structure import StructureError, head_count, head_size, layer_list, layer_parts, resize
 
+from .. import distributed
 from ..errors import RecipeError
 from ..recipes.pruning import PruningSpec
 
@@ -37,6 +38,15 @@ class ColumnGate(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return w * self.gate.repeat_interleave(self.block).to(w.dtype)
+
+    def _apply(self, fn, recurse=True):
+        # Module.to() replaces a buffer by fn(buffer): where that copies (to CUDA; to "cpu:0", as Trainer does
+        # under a launcher) the copy of a tensor that requires grad is not a leaf, so its .grad would stay None
+        # and the movement scores would never move. The gate stays a leaf.
+        super()._apply(fn, recurse)
+        if not self.gate.is_leaf:
+            self.gate = self.gate.detach().requires_grad_(True)
+        return self
 
 
 @dataclass(frozen=True)
@@ -127,12 +137,21 @@ class Pruner:
 
     @torch.no_grad()
     def accumulate(self) -> None:
-        """Movement: scores fall by the gates' gradient (a block the loss wants larger scores up)."""
+        """Movement: scores fall by the gates' gradient (a block the loss wants larger scores up). Under a
+        launcher the gradient is averaged over the ranks first, as DDP does for parameters (the gates are
+        buffers, which DDP leaves alone): every rank then holds the scores of the whole global batch, and closes
+        the same blocks."""
+        gates = [g.gate for kind in ("heads", "ffn") for g in self._gates(kind) if g.gate.grad is not None]
+        distributed.all_reduce_mean_([g.grad for g in gates])
         for kind in ("heads", "ffn"):
             for score, gate in zip(self.scores[kind], self._gates(kind), strict=True):
                 if gate.gate.grad is not None:
                     score -= gate.gate.grad.detach().float().cpu()
                     gate.gate.grad = None
+
+    def named_scores(self) -> dict[str, torch.Tensor]:
+        """The movement scores by name (what a test compares across ranks)."""
+        return {f"pruning.{kind}.{i}": s for kind, scores in self.scores.items() for i, s in enumerate(scores)}
 
     @torch.no_grad()
     def update(self, progress: float) -> None:

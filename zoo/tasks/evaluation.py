@@ -89,11 +89,47 @@ def run_eval(
     task_name: str | None = None,
     label_names: list[str] | None = None,
 ) -> EvalReport:
+    """Under a launcher (torchrun, accelerate launch) rank 0 measures and every rank gets its report."""
+    from .. import distributed
+
+    distributed.setup()
+    return distributed.on_main(
+        lambda: _run_eval(
+            Path(model_dir),
+            task,
+            data=data,
+            split=split,
+            reference=reference,
+            text_column=text_column,
+            label_column=label_column,
+            limit=limit,
+            mode=mode,
+            max_length=max_length,
+            task_name=task_name,
+            label_names=label_names,
+        )
+    )
+
+
+def _run_eval(
+    model_dir: Path,
+    task: str,
+    *,
+    data: str | None,
+    split: str,
+    reference: str | None,
+    text_column: str | None,
+    label_column: str | None,
+    limit: int | None,
+    mode: str,
+    max_length: int | None,
+    task_name: str | None,
+    label_names: list[str] | None,
+) -> EvalReport:
     from ..resolve import resolve_model
     from . import evaluate, get_task
     from .fidelity import base_cosine, head_fidelity, sample_texts, text_batch
 
-    model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise TaskError(f"{model_dir} is not a model directory (no config.json)")
     if task == "fidelity":

@@ -1,12 +1,27 @@
-"""TrainingArguments zoo uses for every run: checkpoint and evaluate each epoch, log quietly."""
+"""TrainingArguments zoo uses for every run: checkpoint and evaluate each epoch, log quietly. Under a launcher
+(torchrun, accelerate launch) the batch size is the global one, split evenly over the processes."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
+from .. import distributed
 from ..tasks import TaskError
+
+
+def per_device_batch(batch_size: int) -> int:
+    """Examples each process takes per step, for `batch_size` examples per step over all of them: the same
+    recipe trains the same steps on the same global batches whether one process runs it or several."""
+    world = distributed.world_size()
+    if batch_size % world:
+        raise TaskError(
+            f"a batch of {batch_size} examples does not split evenly over {world} processes",
+            hint=f"give --batch-size a multiple of {world} (the global batch, over all processes)",
+        )
+    return batch_size // world
 
 
 def training_arguments(
@@ -32,11 +47,13 @@ def training_arguments(
 
         if not torch.cuda.is_available():
             raise TaskError("--device cuda was asked for, but torch sees no CUDA device", hint="use --device cpu")
+    per_device = per_device_batch(batch_size)
+    backend = distributed.setup(device)  # the launcher's process group, joined before Trainer looks for one
     return TrainingArguments(
         output_dir=str(work),
         num_train_epochs=epochs,
         learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=per_device,
         per_device_eval_batch_size=64,
         warmup_steps=float(warmup_ratio),  # a float below 1 is a share of the steps
         lr_scheduler_type=lr_scheduler,
@@ -52,6 +69,8 @@ def training_arguments(
         data_seed=seed,
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        ddp_backend=backend,  # None for one process
+        ddp_timeout=int(distributed.timeout_s()),
     )
 
 
@@ -61,6 +80,12 @@ def accuracy_metric(prediction) -> dict[str, float]:
 
 
 def last_checkpoint(work: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(work)) if work.is_dir() else None
+    """The newest complete Trainer checkpoint under `work`, or None. Trainer writes trainer_state.json after the
+    weights, optimizer and rank 0's RNG state: a checkpoint without it was cut short (a killed process), and
+    resuming from it would fail, so the one before it is taken."""
+    if not work.is_dir():
+        return None
+    done = [
+        p for p in work.iterdir() if re.fullmatch(r"checkpoint-\d+", p.name) and (p / "trainer_state.json").is_file()
+    ]
+    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None

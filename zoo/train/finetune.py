@@ -1,7 +1,9 @@
 """`zoo finetune`: the dense fine-tuned baseline (the teacher) for a task, with transformers' Trainer.
 
 Checkpoints go to a work directory beside the output each epoch, so `--resume` continues an
-interrupted run; the output directory appears only when training and evaluation are done."""
+interrupted run; the output directory appears only when training and evaluation are done. Under a launcher
+(torchrun, accelerate launch) every process trains its shard of each batch; rank 0 alone saves, evaluates and
+writes the output (zoo.distributed)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 from zoo.formats.writer import ensure_writable, replace_dir, write_output_mark
 from zoo.loaders import quiet_transformers
 
+from .. import distributed
 from ..resolve import ResolvedModel
 from ..tasks import Score, Task, TaskError, evaluate
 from ..tasks.text import DEFAULT_MAX_LENGTH
@@ -91,11 +94,12 @@ def finetune(
     max_length = max_length or DEFAULT_MAX_LENGTH
     start = time.perf_counter()
     work = work_dir_for(out)
+    distributed.setup(device)
     checkpoint = last_checkpoint(work / "checkpoints") if resume else None
     if resume and checkpoint is None:
         raise TaskError(f"nothing to resume: no checkpoint under {work / 'checkpoints'}")
-    if not resume and (work / "checkpoints").exists():
-        shutil.rmtree(work / "checkpoints")
+    if not resume:
+        distributed.on_main(lambda: shutil.rmtree(work / "checkpoints", ignore_errors=True))
     net = load_for_task(model.path, task, new_head=True)
     args = training_arguments(
         work / "checkpoints", epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, device=device
@@ -113,27 +117,38 @@ def finetune(
         trainer.remove_callback(PrinterCallback)
     with quiet_transformers():
         trainer.train(resume_from_checkpoint=checkpoint)
+
+    def stage() -> tuple[Path, Score, Score]:  # rank 0 (every rank holds the same weights now: DDP)
         staged = work / f"final-{uuid.uuid4().hex[:8]}"
-        trainer.save_model(str(staged))
-    (staged / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing a loader should open
-    copy_processor(model.path, staged)
-    validation, _ = evaluate(trainer.model, task, staged, "validation", limit=limit, max_length=max_length)
-    test, _ = evaluate(trainer.model, task, staged, "test", limit=limit, max_length=max_length)
-    write_output_mark(
-        staged,
-        "zoo finetune",
-        training={
-            "task": task.name,
-            "dataset": task.dataset,
-            "max_length": max_length,
-            "epochs": epochs,
-            "labels": list(task.label_names),
-            "validation_accuracy": round(validation.value, 6),
-            "test_accuracy": round(test.value, 6),
-        },
-    )
-    replace_dir(staged, out)
-    shutil.rmtree(work, ignore_errors=True)
+        with quiet_transformers():
+            trainer.save_model(str(staged))
+        (staged / "training_args.bin").unlink(missing_ok=True)  # a pickle: nothing a loader should open
+        copy_processor(model.path, staged)
+        validation, _ = evaluate(trainer.model, task, staged, "validation", limit=limit, max_length=max_length)
+        test, _ = evaluate(trainer.model, task, staged, "test", limit=limit, max_length=max_length)
+        write_output_mark(
+            staged,
+            "zoo finetune",
+            training={
+                "task": task.name,
+                "dataset": task.dataset,
+                "max_length": max_length,
+                "epochs": epochs,
+                "labels": list(task.label_names),
+                "validation_accuracy": round(validation.value, 6),
+                "test_accuracy": round(test.value, 6),
+                "world_size": distributed.world_size(),
+                "global_batch_size": batch_size,
+            },
+        )
+        return staged, validation, test
+
+    def publish() -> None:  # rank 0, once every rank is known to have come this far
+        replace_dir(staged, out)
+        shutil.rmtree(work, ignore_errors=True)
+
+    staged, validation, test = distributed.on_main(stage)
+    distributed.on_main(publish)
     return FinetuneResult(out, test, validation, time.perf_counter() - start, max_length)
 
 

@@ -8,7 +8,16 @@
    neurons are then removed physically.
 3. Export: the compressed weights are packed (and verified to fit the codec) into the compact
    format, the stored checkpoint is loaded back through the loaders and evaluated, and only then
-   does OUT appear, by rename, with the measured teacher and student results in its manifest."""
+   does OUT appear, by rename, with the measured teacher and student results in its manifest.
+
+Under a launcher (torchrun, accelerate launch; zoo.distributed) every process trains the student on its shard
+of each global batch through DDP, and fine-tunes the teacher the same way when there is none. Rank 0 alone
+writes (the teacher, checkpoints, the packed output, the card), searches and evaluates; the others wait for it
+and get its results, so the manifest records one set of numbers. What is computed from weights agrees across
+ranks: N:M masks come from latent weights DDP keeps identical (and DDP hands every forward rank 0's buffers),
+k-means assignments from the same teacher by a deterministic k-means, learned clip values are parameters whose
+gradients DDP averages, movement-pruning scores are averaged over the ranks (Pruner.accumulate), and a
+search's codecs are chosen once, on rank 0, and broadcast."""
 
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ from zoo.formats import EvalResult, Manifest, TrainingRecord
 from zoo.formats.writer import ensure_writable, replace_dir
 from zoo.loaders import quiet_transformers
 
+from .. import distributed
 from ..compress import write_compact
 from ..errors import RecipeError
 from ..methods import attach, check_plan, export, keep_layers, layer_list, plan_modules, stored_tensors
@@ -168,8 +178,9 @@ def compress_with_training(
                 )
             check_pruning(meta, recipe.pruning, planned)
     work = work_dir_for(out)
-    if not resume and (work / "student").exists():
-        shutil.rmtree(work / "student")
+    backend = distributed.setup(device)
+    if not resume:
+        distributed.on_main(lambda: shutil.rmtree(work / "student", ignore_errors=True))
     teacher_dir = _teacher(
         model,
         task,
@@ -191,7 +202,10 @@ def compress_with_training(
     if recipe.search is not None:  # per-module codecs from the task loss of the dense teacher
         from ..search import task_search
 
-        recipe = task_search(teacher_net, teacher_dir, recipe, task, search_progress, limit=limit)
+        searched = recipe  # once, on rank 0; every rank trains the codecs it chose
+        recipe = distributed.on_main(
+            lambda: task_search(teacher_net, teacher_dir, searched, task, search_progress, limit=limit)
+        )
     student = copy.deepcopy(teacher_net)
     if hasattr(student.config, "id2label") and len(task.label_names) == len(student.config.id2label):
         student.config.id2label = dict(enumerate(task.label_names))  # names given now (--label-names) win
@@ -208,55 +222,66 @@ def compress_with_training(
     if t.epochs > 0:  # --epochs 0: the compressed teacher as it is, measured the same way
         with quiet_transformers():
             trainer.train(resume_from_checkpoint=checkpoint)
-    stored = stored_tensors(student)
-    export(student)
-    structure = pruner.remove(student) if pruner is not None else None
+    distributed.write_digest(student, pruner.named_scores() if pruner is not None else None)  # tests only
 
-    staged, packed = _pack(student, model, recipe, teacher_dir, work, stored, structure)
-    if set(packed.manifest.modules) != set(plan):
-        raise RecipeError(
-            f"the packed modules differ from the trained ones: {sorted(set(plan) ^ set(packed.manifest.modules))}"
-        )
-    scores = _measure(teacher_net, teacher_dir, staged, task, limit, length)  # t.max_length, as an int
-    manifest = packed.manifest.model_copy(
-        update={
-            "evaluation": [
-                EvalResult(
-                    role=role,
+    def stage() -> tuple[Path, Manifest, TrainedScores]:  # rank 0: the others hold the same student (DDP)
+        stored = stored_tensors(student)
+        export(student)
+        structure = pruner.remove(student) if pruner is not None else None
+        staged, packed = _pack(student, model, recipe, teacher_dir, work, stored, structure)
+        if set(packed.manifest.modules) != set(plan):
+            raise RecipeError(
+                f"the packed modules differ from the trained ones: {sorted(set(plan) ^ set(packed.manifest.modules))}"
+            )
+        scores = _measure(teacher_net, teacher_dir, staged, task, limit, length)  # t.max_length, as an int
+        manifest = packed.manifest.model_copy(
+            update={
+                "evaluation": [
+                    EvalResult(
+                        role=role,
+                        task=task.name,
+                        dataset=task.dataset,
+                        split=s.split,
+                        metric=s.metric,
+                        value=round(s.value, 6),
+                        n_examples=s.n_examples,
+                    )
+                    for role, s in scores.by_role()
+                ],
+                "training": TrainingRecord(
                     task=task.name,
                     dataset=task.dataset,
-                    split=s.split,
-                    metric=s.metric,
-                    value=round(s.value, 6),
-                    n_examples=s.n_examples,
-                )
-                for role, s in scores.by_role()
-            ],
-            "training": TrainingRecord(
-                task=task.name,
-                dataset=task.dataset,
-                base_model=model.id,
-                teacher=str(teacher_dir),
-                epochs=t.epochs,
-                steps=trainer.state.global_step,
-                device=device,
-                keep_layers=kept,
-                max_length=t.max_length,
-                labels=list(task.label_names),
-                seconds=round(time.perf_counter() - start, 1),
-            ),
-        }
-    )
-    config_path = staged / "config.json"
-    config = json.loads(config_path.read_text())
-    config["quantization_config"] = manifest.to_quantization_config()
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
-    write_card(staged, name=out.name)
-    replace_dir(staged, out)
-    for leftover in ("student", "student-dense"):
-        shutil.rmtree(work / leftover, ignore_errors=True)
-    if not (work / "teacher").exists():
-        shutil.rmtree(work, ignore_errors=True)
+                    base_model=model.id,
+                    teacher=str(teacher_dir),
+                    epochs=t.epochs,
+                    steps=trainer.state.global_step,
+                    device=device,
+                    keep_layers=kept,
+                    max_length=t.max_length,
+                    labels=list(task.label_names),
+                    seconds=round(time.perf_counter() - start, 1),
+                    world_size=distributed.world_size(),
+                    backend=backend,
+                    global_batch_size=t.batch_size,
+                ),
+            }
+        )
+        config_path = staged / "config.json"
+        config = json.loads(config_path.read_text())
+        config["quantization_config"] = manifest.to_quantization_config()
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+        write_card(staged, name=out.name)
+        return staged, manifest, scores
+
+    def publish() -> None:  # rank 0, once every rank is known to have come this far
+        replace_dir(staged, out)
+        for leftover in ("student", "student-dense"):
+            shutil.rmtree(work / leftover, ignore_errors=True)
+        if not (work / "teacher").exists():
+            shutil.rmtree(work, ignore_errors=True)
+
+    staged, manifest, scores = distributed.on_main(stage)
+    distributed.on_main(publish)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     resumed_from = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
     return TrainedResult(out, manifest, time.perf_counter() - start, teacher_dir, scores, losses, resumed_from)

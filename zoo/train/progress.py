@@ -1,6 +1,7 @@
 """Progress of transformers' Trainer: a rich bar (steps, epoch, the latest loss and eval metric) in a terminal,
 and plain lines where stderr is not one (a batch job, nohup, CI): every ZOO_LOG_EVERY seconds (30) the step,
-epoch, loss, elapsed time and ETA, and each evaluation's result."""
+epoch, loss, elapsed time and ETA, and each evaluation's result. Under a launcher only the job's rank 0 shows
+progress: the other processes train the same steps, silently."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class RichProgress(TrainerCallback):
         self.console.print(f"{self.description}: {text}", highlight=False, markup=False)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # one bar for the whole job, from rank 0
+            return
         if self.lines:
             self.ticker = Ticker()
             self._line(f"{state.max_steps} steps, {args.num_train_epochs:g} epochs")
