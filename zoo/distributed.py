@@ -17,15 +17,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from zoo.formats.errors import ZooError
+from .errors import RankFailed, ZooError
 
 T = TypeVar("T")
 TIMEOUT_ENV = "ZOO_DDP_TIMEOUT"
 DIGEST_ENV = "ZOO_TEST_DIGEST_DIR"  # tests only: each rank writes a digest of the trained student there
-
-
-class RankFailed(ZooError):
-    """Rank 0 failed in a step only it runs; the other ranks stop with this."""
 
 
 def world_size() -> int:

@@ -46,6 +46,11 @@ class TaskError(ZooError):
     """A task or its data cannot be loaded, or does not fit the model."""
 
 
+class RankFailed(ZooError):
+    """In a data-parallel job, rank 0 failed in a step only it runs (writing, evaluating); the other ranks stop
+    with this instead of waiting at the next barrier."""
+
+
 if TYPE_CHECKING:
     from zoo.cards.errors import PlotUnavailable
     from zoo.loaders.errors import ModeError, StructureError
@@ -73,6 +78,7 @@ __all__ = [
     "OutputExistsError",
     "PatternError",
     "PlotUnavailable",
+    "RankFailed",
     "RecipeError",
     "RegistryError",
     "RegistryUnreachableError",
