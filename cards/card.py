@@ -332,7 +332,8 @@ def _made_section(manifest: Manifest) -> list[str]:
             f"- Per-layer settings chosen by a ratio-budget search (NxMiFormer): target {searched['target_ratio']:g}x, "
             f"reached {searched['achieved_ratio']:.2f}x over {len(searched['modules'])} modules, from "
             f"{len(searched['candidates'])} candidates ({', '.join(searched['candidates'])}); sensitivity: "
-            f"{searched['measure']}. The per-layer table below shows each module's measured loss increase."
+            f"{searched['measure']}. The per-layer table below shows each module's loss increase as the search "
+            "scored it (measured end to end, or with `measure: block` mostly estimated from its block's output error)."
         )
     spec = {k: v for k, v in m.recipe.spec.items() if k != "searched"}
     if searched:  # one rule per module: the per-layer table says it better
