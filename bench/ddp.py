@@ -3,13 +3,14 @@
 same teacher, recipe, seed and global batch (so the same number of optimizer steps), on a --limit subset of each
 split so that a run takes minutes; each set-up --repeat times, in turn.
 
-The teacher is fine-tuned once, as one process, before either run (its time is reported, not compared). Each run
+The teacher is fine-tuned once, as one process, on --teacher-limit examples per split, before any run (its time
+is reported, not compared). Each run
 is timed from outside, whole (process start, training, packing, evaluation of the stored checkpoint); the
 training loop's own time is read from its last progress line. Accuracy and agreement are the manifest's, measured
 on the stored checkpoint. The machine's load average is recorded before and after each run: on a shared 2-core
 machine it moves the times.
 
-    python -m bench.ddp [--limit 512] [--repeat 2] [--work bench/work/ddp] [--out bench/results]"""
+    python -m bench.ddp [--limit 512] [--repeat 2] [--teacher-limit 2048] [--work DIR] [--out bench/results]"""
 
 from __future__ import annotations
 
@@ -94,14 +95,14 @@ def run(label: str, teacher: Path, out: Path, limit: int, *, processes: int, thr
     }
 
 
-def main(out_dir: Path, work: Path, limit: int, repeat: int = 2) -> None:
+def main(out_dir: Path, work: Path, limit: int, repeat: int = 2, teacher_limit: int = 2048) -> None:
     work.mkdir(parents=True, exist_ok=True)
-    teacher = work / "teacher"
+    teacher = work / f"teacher-{teacher_limit}"
     teacher_s = None
     if not (teacher / "config.json").is_file():
         print("[ddp] fine-tuning the teacher (one process, 2 threads) ...", file=sys.stderr, flush=True)
         args = ["finetune", "minilm", "--task", "rotten_tomatoes", "--data", str(DATA), "--out", str(teacher)]
-        _, teacher_s, _ = _zoo([*args, "--limit", str(limit), "--overwrite"], processes=1, threads=2)
+        _, teacher_s, _ = _zoo([*args, "--limit", str(teacher_limit), "--overwrite"], processes=1, threads=2)
     rows = []
     for i in range(repeat):  # in turn, the order flipped each round (A B B A ...): a load that drifts hits both
         for processes, threads in ((1, 2), (2, 1)) if i % 2 == 0 else ((2, 1), (1, 2)):
@@ -116,8 +117,9 @@ def main(out_dir: Path, work: Path, limit: int, repeat: int = 2) -> None:
     setup = (
         f"all-MiniLM-L6-v2, recipe `{RECIPE}` (its training section: {one['epochs']:g} epochs), rotten_tomatoes "
         f"**limited to {limit} examples per split** (`--limit {limit}`: {limit} training sentences, "
-        f"{one['test_examples']} test sentences) so that a run takes minutes; the teacher fine-tuned once on the "
-        f"same subset (one process, {teacher_time}). Every run trains the same global batch of "
+        f"{one['test_examples']} test sentences) so that a run takes minutes; the teacher fine-tuned once, as "
+        f"one process, on {teacher_limit} examples per split (`zoo finetune --limit {teacher_limit}`, 2 epochs, "
+        f"{teacher_time}). Every run trains the same global batch of "
         f"{one['global_batch_size']} examples for {one['steps']} steps, and is timed whole, from outside "
         f"(start, training, packing, evaluating the stored checkpoint). {repeat} runs of each set-up, in turn, on a "
         "machine shared with "
@@ -154,7 +156,8 @@ def main(out_dir: Path, work: Path, limit: int, repeat: int = 2) -> None:
         "order)" + ("; repeated runs of one set-up gave the same accuracy." if same else "; repeated runs differ.")
     )
     lines += ["", summary, ""]
-    data = {"recipe": RECIPE, "limit": limit, "repeat": repeat, "teacher_s": teacher_s, "runs": rows}
+    data = {"recipe": RECIPE, "limit": limit, "repeat": repeat, "teacher_limit": teacher_limit}
+    data.update({"teacher_s": teacher_s, "runs": rows})
     data.update({"wall_ratio_2x1_vs_1x2": round(wall_ratio, 3), "loop_ratio_2x1_vs_1x2": round(loop_ratio, 3)})
     write_report(out_dir, "ddp", "\n".join(lines), data)
 
@@ -163,7 +166,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.ddp", description=__doc__)
     parser.add_argument("--limit", type=int, default=512, help="examples per split (default 512)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each set-up, in turn (default 2)")
+    parser.add_argument("--teacher-limit", type=int, default=2048, help="the teacher's examples per split")
     parser.add_argument("--work", type=Path, default=Path("bench/work/ddp"))
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     a = parser.parse_args()
-    main(a.out, a.work, a.limit, a.repeat)
+    main(a.out, a.work, a.limit, a.repeat, a.teacher_limit)
