@@ -11,10 +11,11 @@ import os
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from .. import __version__
 from . import checkpoint, model, recipes, registry
-from .common import err, out
+from .common import _rank_prefix, err, out
 from .common import fails_cleanly as _fails_cleanly  # the name tests and older callers know
 
 app = typer.Typer(
@@ -45,9 +46,9 @@ def _one_voice(command: str | None) -> None:
         return
     if command not in LAUNCHABLE:
         err.print(
-            f"[bold red]error:[/bold red] zoo {command} runs as one process, not under torchrun or accelerate "
-            f"launch (WORLD_SIZE={distributed.world_size()}) [dim](hint: run it without a launcher; "
-            f"{', '.join(LAUNCHABLE)} run data-parallel)[/dim]",
+            f"{escape(_rank_prefix())}[bold red]error:[/bold red] zoo {command} runs as one process, not under "
+            f"torchrun or accelerate launch (WORLD_SIZE={distributed.world_size()}) [dim](hint: run it without a "
+            f"launcher; {', '.join(LAUNCHABLE)} run data-parallel)[/dim]",
             highlight=False,
         )
         raise typer.Exit(1)
