@@ -67,10 +67,6 @@ else:
             _codec.spec.model_rebuild(_types_namespace={"ValueSpec": ValueSpec})
 
 
-def _impl(spec: CodecSpec) -> Codec:
-    return codec_for(spec)
-
-
 # Codecs that encode each row on its own take a large matrix a block of rows at a time, so the float and int64
 # temporaries of encoding stay a few MB however large the table (a 30522-row embedding is 23M values on
 # BERT-base). The blocks join exactly: a block's rows are a multiple of the codec's `row_unit` (its packed
@@ -81,13 +77,13 @@ ROW_BLOCK_VALUES = 1 << 18
 
 def _row_unit(spec: CodecSpec) -> int | None:
     """The multiple of rows a block must have, or None when the codec does not encode rows on their own."""
-    return _impl(spec).row_unit(spec)
+    return codec_for(spec).row_unit(spec)
 
 
 def encode(weight: torch.Tensor, spec: CodecSpec, *, scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """`scale`: for int-N on a symmetric zero-preserving grid (alone or as N:M values), the group scales to
     store instead of the ones the absmax rule picks, when a post-training method chose them (GPTQ)."""
-    if scale is not None and not _impl(spec).takes_scale:
+    if scale is not None and not codec_for(spec).takes_scale:
         raise CodecError(f"{spec.describe()} takes no given scales")
     unit = _row_unit(spec)
     if unit is None or weight.numel() <= ROW_BLOCK_VALUES or weight.dim() < 2:
@@ -102,11 +98,11 @@ def encode(weight: torch.Tensor, spec: CodecSpec, *, scale: torch.Tensor | None 
 
 
 def _encode(weight: torch.Tensor, spec: CodecSpec, scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    return _impl(spec).encode(weight, spec, scale)
+    return codec_for(spec).encode(weight, spec, scale)
 
 
 def layout(shape: Shape, spec: CodecSpec) -> dict[str, TensorLayout]:
-    return _impl(spec).layout(tuple(shape), spec)
+    return codec_for(spec).layout(tuple(shape), spec)
 
 
 def nbytes(shape: Shape, spec: CodecSpec) -> int:
@@ -133,20 +129,20 @@ def decode(tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape) -
 
 
 def decode_checked(tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape) -> torch.Tensor:
-    return _impl(spec).decode(tensors, spec, shape)
+    return codec_for(spec).decode(tensors, spec, shape)
 
 
 def decode_rows(tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape, rows: torch.Tensor) -> torch.Tensor:
     """Rows `rows` of the decoded weight, equal to decode(...)[rows], reading only what those rows store
     (an embedding lookup in packed and kernel mode: memory follows the compressed table, not the dense one)."""
-    return _impl(spec).decode_rows(tensors, spec, tuple(shape), rows)
+    return codec_for(spec).decode_rows(tensors, spec, tuple(shape), rows)
 
 
 def int_grid(tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape) -> IntGrid | None:
     """The exact integer view of a stored 2-D weight (kernel mode's int8 matmuls), or None when its codec has none."""
     if len(shape) != 2:
         return None
-    return _impl(spec).int_grid(tensors, spec, *shape)
+    return codec_for(spec).int_grid(tensors, spec, *shape)
 
 
 __all__ = [
