@@ -28,6 +28,7 @@ from pydantic import Field
 from ..errors import CodecError
 from ..memory import release_freed_memory
 from .base import (
+    BlockCodes,
     Codec,
     FakeOptions,
     IntGrid,
@@ -145,9 +146,23 @@ def int_grid(tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape)
     return codec_for(spec).int_grid(tensors, spec, *shape)
 
 
+def block_codes(
+    tensors: Mapping[str, torch.Tensor], spec: CodecSpec, shape: Shape, bits_allowed: tuple[int, ...] | None = None
+) -> BlockCodes | None:
+    """A stored 2-D weight as the block codes the ONNX export writes (`Codec.block_codes`), or None when its codec's
+    values have none; `bits_allowed` narrows the code widths (default: every width ONNX Runtime takes)."""
+    if len(shape) != 2:
+        return None
+    codec = codec_for(spec)
+    if bits_allowed is None:
+        return codec.block_codes(tensors, spec, *shape)
+    return codec.block_codes(tensors, spec, *shape, bits_allowed=bits_allowed)
+
+
 __all__ = [
     "CODEC_NAMES",
     "VALUE_CODEC_NAMES",
+    "BlockCodes",
     "Codec",
     "CodecError",
     "CodecSpec",
@@ -156,6 +171,7 @@ __all__ = [
     "SpecBase",
     "TensorLayout",
     "ValueSpec",
+    "block_codes",
     "check_tensors",
     "codec_for",
     "decode",

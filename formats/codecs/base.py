@@ -176,6 +176,49 @@ def grid_bounds(cols: int, group: int) -> list[tuple[int, int]]:
     return [(a, min(a + group, cols)) for a in range(0, cols, group)]
 
 
+@dataclass
+class BlockCodes:
+    """W (rows, cols) as unsigned `bits`-bit codes in column blocks of `block` weights (a power of two, >= 16),
+    one scale per block of a row: W[r, c] == (codes[r, c] - 2**(bits - 1)) * scale[r, c // block], exactly.
+    ONNX Runtime's block-quantized operators (MatMulNBits, GatherBlockQuantized) compute with this layout,
+    so the ONNX export (zoo/export.py) writes a codec's stored values through it."""
+
+    codes: torch.Tensor  # uint8 (rows, cols), each < 2**bits
+    scale: torch.Tensor  # float32 (rows, ceil(cols / block))
+    bits: int  # 2, 4 or 8
+    block: int
+
+
+EXPORT_BITS = (2, 4, 8)  # the widths ONNX Runtime's block-quantized operators take
+MIN_EXPORT_BLOCK = 16
+
+
+def block_codes(grid: IntGrid, bits_allowed: tuple[int, ...] = EXPORT_BITS) -> BlockCodes | None:
+    """The integer grid as block codes, or None when no layout fits: the column groups must be of one width
+    (the last may be shorter) with a power-of-two divisor of at least 16, which becomes the block (a group
+    wider than a block repeats its scale over its blocks); the codes take the narrowest width in
+    `bits_allowed` that holds every q."""
+    if grid.q.numel() == 0:
+        return None
+    widths = {b - a for a, b in grid.bounds[:-1]}
+    width = widths.pop() if widths else grid.bounds[-1][1] - grid.bounds[-1][0]
+    if widths or grid.bounds[-1][1] - grid.bounds[-1][0] > width:
+        return None
+    block = width & -width  # the largest power of two dividing the group width
+    if block < MIN_EXPORT_BLOCK:
+        return None
+    block = min(block, 256)  # wider blocks gain nothing in bytes (scales are 1/64 of 4-bit codes already)
+    lo, hi = int(grid.q.min()), int(grid.q.max())
+    bits = next((b for b in sorted(bits_allowed) if -(1 << (b - 1)) <= lo and hi < 1 << (b - 1)), None)
+    if bits is None:
+        return None
+    cols = grid.q.shape[1]
+    blocks = -(-cols // block)
+    scale = grid.scale.to(torch.float32).repeat_interleave(width // block, dim=1)[:, :blocks]
+    codes = (grid.q.to(torch.int16) + (1 << (bits - 1))).to(torch.uint8)
+    return BlockCodes(codes=codes, scale=scale.contiguous(), bits=bits, block=block)
+
+
 @dataclass(frozen=True)
 class FakeOptions:
     """How a training-time fake treats int grids: `clip` "absmax" or "learned" (LSQ), and the percentile of
@@ -263,6 +306,15 @@ class Codec:
     def int_grid(self, tensors: Tensors, spec: Any, rows: int, cols: int) -> IntGrid | None:
         """The exact integer view of a stored (rows, cols) matrix, or None when its values are on no int8 grid."""
         return None
+
+    def block_codes(
+        self, tensors: Tensors, spec: Any, rows: int, cols: int, bits_allowed: tuple[int, ...] = EXPORT_BITS
+    ) -> BlockCodes | None:
+        """The ONNX export's view of a stored (rows, cols) matrix: block codes (`BlockCodes`) that give back exactly
+        the stored values, or None when this codec's values have none (the export then refuses the module). By
+        default, the integer grid's (`int_grid`) when its groups and values fit a block layout."""
+        grid = self.int_grid(tensors, spec, rows, cols)
+        return None if grid is None else block_codes(grid, bits_allowed)
 
     def fake(self, spec: Any, weight: torch.Tensor, options: FakeOptions) -> nn.Module:
         """The training-time module whose forward gives exactly the weight this codec stores for `weight`."""
