@@ -46,6 +46,14 @@ class TaskError(ZooError):
     """A task or its data cannot be loaded, or does not fit the model."""
 
 
+class ExportError(ZooError, ValueError):
+    """A model, module or codec the ONNX export cannot write as stored; nothing is written."""
+
+
+class ExportUnavailable(ZooError, ImportError):
+    """The ONNX export's packages (onnx, onnxscript, onnxruntime) are not installed."""
+
+
 class RankFailed(ZooError):
     """In a data-parallel job, rank 0 failed in a step only it runs (writing, evaluating); the other ranks stop
     with this instead of waiting at the next barrier."""
@@ -71,6 +79,8 @@ def __getattr__(name: str):
 __all__ = [
     "ChecksumError",
     "CodecError",
+    "ExportError",
+    "ExportUnavailable",
     "FormatError",
     "ManifestError",
     "ModeError",

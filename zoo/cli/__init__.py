@@ -1,7 +1,7 @@
 """The `zoo` command line. Thin: parse, call the library, print.
 
 One module per command group: model (compress, finetune, eval), checkpoint (pack, unpack, info, verify, card),
-recipes, registry (upload, pull/download, list); common holds what they share. Every deliberate failure is a
+export, registry (upload, pull/download, list); common holds what they share. Every deliberate failure is a
 ZooError: printed as one line (with its hint), exit status 1. Ctrl-C exits with 130, SIGTERM with 143
 (zoo.console); outputs are written atomically, so nothing half-written remains."""
 
@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from .. import __version__
-from . import checkpoint, model, recipes, registry
+from . import checkpoint, export, model, recipes, registry
 from .common import _rank_prefix, err, out
 from .common import fails_cleanly as _fails_cleanly  # the name tests and older callers know
 
@@ -92,6 +92,7 @@ app.command()(checkpoint.unpack)
 app.command()(checkpoint.info)
 app.command()(checkpoint.verify)
 app.command()(checkpoint.card)
+app.command()(export.export)
 app.command()(recipes.recipes)
 app.command()(registry.upload)
 app.command("pull")(registry.pull)
