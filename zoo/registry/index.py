@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from zoo.formats.records import EvalResult, FileInfo  # not the manifest, whose codecs import torch: see `summary_of`
+from zoo.formats.records import EvalResult, FileInfo  # codec-free: reading the index (`zoo list`) loads no torch
 
 from ..errors import ModelNotFoundError, RegistryError
 from .names import ModelRef, check_revision, parse_name

@@ -37,6 +37,9 @@ from .index import INDEX_FILE, Index, RevisionRecord, now, summary_of
 from .names import ModelRef, parse_name
 from .types import Published, Resolved
 
+# The format's reader and writer (and torch with them) are imported where used: `zoo list` opens a registry only
+# to read its index.
+
 
 def _store(staged: Path, target: Path, files) -> None:
     """Move a verified upload into place. The same content has the same revision, so an intact copy
