@@ -18,10 +18,12 @@ import math
 import re
 from typing import Annotated, Any, Literal, TypeGuard, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import Field, ValidationError, model_serializer, model_validator
 
 from .codecs import nbytes as codec_nbytes
 from .errors import CodecError, ManifestError
+from .records import Count, EvalResult, FileInfo  # re-exported: every record of the manifest is importable here
+from .records import Record as _Model
 from .spec import CODEC_NAMES, CodecSpec, FloatDType
 
 FORMAT_VERSION = 1
@@ -46,12 +48,6 @@ def is_encoder_linear(module: str, kind: str) -> bool:
     return kind == "linear" and _BLOCK.search(module) is not None
 
 
-class _Model(BaseModel):
-    # strict: a manifest is data a checkpoint brings, so `true` is no version and "384" no dimension
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-Count = Annotated[int, Field(ge=0)]  # bytes, examples, steps: never negative
 Dim = Annotated[int, Field(ge=1)]  # a tensor dimension: zero or negative would divide by zero or allocate nonsense
 
 
@@ -81,11 +77,6 @@ class ModuleEntry(_Model):
         if not self.tied:
             data.pop("tied", None)
         return data
-
-
-class FileInfo(_Model):
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    nbytes: Count
 
 
 class BaseModelInfo(_Model):
@@ -118,16 +109,6 @@ class SizeReport(_Model):
     encoder_linear_nbytes: Count = Field(description="stored bytes of the transformer blocks' linear weights")
     encoder_linear_fp32_nbytes: Count = Field(description="the same weights at 4 bytes per parameter")
     encoder_linear_ratio: float
-
-
-class EvalResult(_Model):
-    role: Literal["teacher", "compressed"]
-    task: str
-    dataset: str
-    split: str
-    metric: str
-    value: float
-    n_examples: Count
 
 
 FIDELITY_FLOOR = 0.95  # below this cosine, a post-training model is said (CLI, card) to need fine-tuning

@@ -15,8 +15,8 @@ register_with_transformers()
 
 def __getattr__(name: str):
     # Loaded on first use, so that `import zoo` (and the `zoo` command's start, before its Ctrl-C handler is in
-    # place) stays light: ZooError lives in zoo.errors, which imports torch (through formats), and
-    # importlib.metadata alone takes a tenth of a second to import.
+    # place) stays light: importlib.metadata alone takes a tenth of a second to import, and zoo.errors is
+    # needed only once something fails.
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 

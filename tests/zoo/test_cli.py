@@ -4,8 +4,11 @@ clear line, a non-zero exit and no partial output."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -81,6 +84,34 @@ def test_every_help_shows_every_parameters_help_and_default(name, monkeypatch):
         ):
             assert f"[default: {param.default}]" in shown, f"zoo {name} {param.opts[0]}: default not shown"
         assert "[default:" not in (param.help or "").replace("\\[default:", ""), "unescaped [default: is markup"
+
+
+# Commands that need no model: each answers in a fraction of a second only if it imports neither torch nor
+# transformers (seconds between them), which any module-level import on its path would pull in.
+LIGHT_COMMANDS = {"--help": "compress", "recipes": "4bit-2of4", "list": "holds no models yet"}
+STARTS_LIGHT = """
+import sys
+from zoo.console import main
+
+sys.argv = ["zoo", sys.argv[1]]
+try:
+    main()
+finally:
+    print("heavy:", sorted(m for m in ("torch", "transformers") if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("command", LIGHT_COMMANDS)
+def test_commands_that_need_no_model_import_neither_torch_nor_transformers(command, tmp_path):
+    """`zoo --help`, `zoo recipes` and `zoo list` (an empty registry) in a fresh process, as the console script
+    runs them."""
+    env = {**os.environ, "ZOO_HOME": str(tmp_path / "home")}
+    env.pop("ZOO_REGISTRY", None)
+    argv = [sys.executable, "-c", STARTS_LIGHT, command]
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert LIGHT_COMMANDS[command] in result.stdout
+    assert "heavy: []" in result.stderr.splitlines(), result.stderr
 
 
 def test_version(run_cli):

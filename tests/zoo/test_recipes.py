@@ -9,7 +9,14 @@ from zoo.formats import BinarySpec, CodebookSpec, DenseSpec, IntSpec, NMSpec, Te
 
 from tests.conftest import minilm_path
 from zoo.errors import RecipeError
-from zoo.recipes import builtin_names, builtin_text, is_encoder_linear, load_recipe, with_target_ratio
+from zoo.recipes import (
+    builtin_description,
+    builtin_names,
+    builtin_text,
+    is_encoder_linear,
+    load_recipe,
+    with_target_ratio,
+)
 
 REQUIRED = {"int8", "4bit", "2of4", "4bit-2of4", "binary", "ternary", "kmeans-4bit", "kmeans-1bit"}
 
@@ -21,6 +28,13 @@ def codec(name: str):
 
 def test_required_builtins_exist():
     assert REQUIRED <= set(builtin_names())
+
+
+@pytest.mark.parametrize("name", sorted(set(builtin_names())))
+def test_each_builtin_validates_with_the_description_zoo_recipes_lists(name):
+    """`zoo recipes` reads each description from the YAML alone (no validation, so no torch): it must be the one
+    the validated recipe has, and the recipe must validate."""
+    assert builtin_description(name) == load_recipe(name).description
 
 
 def test_each_builtin_means_what_its_name_says():

@@ -22,9 +22,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from zoo.formats import Checkpoint
 
 from ..errors import ChecksumError, RegistryError
 from .files import checkpoint_files, install, verify_files
@@ -32,8 +31,23 @@ from .hub import HubRegistry
 from .index import Index, ListedModel, listing
 from .local import LocalRegistry
 from .names import STUB_PREFIX, ModelRef, parse_name
-from .staging import StagedUpload, stage_upload, staged_upload
 from .types import Listing, Published, Resolved
+
+if TYPE_CHECKING:
+    from .staging import StagedUpload, stage_upload, staged_upload
+
+# Staging writes model cards (zoo.cards, and torch with the codecs): loaded on first use, so that listing a
+# registry or resolving a name stays light. So is the format's reader, which `pull` verifies a copy with.
+_STAGING = ("StagedUpload", "stage_upload", "staged_upload")
+
+
+def __getattr__(name: str):
+    if name in _STAGING:
+        from . import staging
+
+        return getattr(staging, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REGISTRY_KINDS = "local, hf, hf:NAMESPACE, a folder path, or an http(s):// URL"
@@ -93,6 +107,8 @@ def pull(name: str, *, revision: str | None = None, registry: str | None = None,
     where = f"{reg.where} ({resolved.name}@{resolved.revision[:12]})"
 
     def verify(path: Path) -> None:
+        from zoo.formats import Checkpoint
+
         if isinstance(resolved.files, dict):
             verify_files(path, resolved.files, where)
         elif checkpoint_files(path, where) != sorted(resolved.files):

@@ -19,15 +19,20 @@ import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
-from zoo.formats import Checkpoint
-from zoo.formats.manifest import FileInfo
-from zoo.formats.writer import file_info
+from zoo.formats.records import FileInfo
 
 from ..errors import ChecksumError, FormatError, RegistryError
 from .names import RESERVED_TOP, check_file_name
+
+if TYPE_CHECKING:
+    from zoo.formats import Checkpoint
+
+# The format's reader and writer (and torch with them) are imported where a checkpoint's files are read or
+# hashed, not here: `zoo list` reads the index alone.
 
 LOCK_TIMEOUT_S = 30 * 60  # a concurrent pull of a large model may take a while
 
@@ -38,6 +43,8 @@ def open_source(src: Path) -> Checkpoint:
         raise RegistryError(
             f"{src} is not a directory", hint="upload a zoo checkpoint directory (zoo compress writes one)"
         )
+    from zoo.formats import Checkpoint
+
     return Checkpoint.open(src, verify=False)
 
 
@@ -82,6 +89,8 @@ def checkpoint_files(
 
 
 def file_records(directory: Path, names: list[str]) -> dict[str, FileInfo]:
+    from zoo.formats.writer import file_info
+
     return {name: file_info(directory / name) for name in names}
 
 
@@ -93,6 +102,8 @@ def content_revision(files: dict[str, FileInfo]) -> str:
 
 def verify_files(directory: Path, expected: dict[str, FileInfo], where: str) -> None:
     """`directory` holds exactly the expected files (no links), each with its recorded size and sha256."""
+    from zoo.formats.writer import file_info
+
     found = set(checkpoint_files(directory, where))
     missing = sorted(set(expected) - found)
     if missing:

@@ -20,14 +20,17 @@ from __future__ import annotations
 import difflib
 import json
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from zoo.cards.facts import headline
-from zoo.formats.manifest import EvalResult, FileInfo, Manifest
+from zoo.formats.records import EvalResult, FileInfo  # codec-free: reading the index (`zoo list`) loads no torch
 
 from ..errors import ModelNotFoundError, RegistryError
 from .names import ModelRef, check_revision, parse_name
+
+if TYPE_CHECKING:
+    from zoo.formats.manifest import Manifest
 
 INDEX_FILE = "index.json"  # the index's file: in a local registry's root, in a hub registry's index repo
 INDEX_VERSION = 1
@@ -137,6 +140,8 @@ def now() -> str:
 
 def headline_result(manifest: Manifest) -> EvalResult | None:
     """The compressed model's measured result to show in a listing: the one its model card leads with."""
+    from zoo.cards.facts import headline  # at upload only: reading the index (`zoo list`) needs no card facts
+
     return headline(manifest.evaluation)[0]
 
 

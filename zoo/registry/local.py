@@ -19,9 +19,6 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from zoo.formats import Checkpoint
-from zoo.formats.writer import replace_dir, write_file_atomic
-
 from ..errors import ChecksumError, RegistryError
 from .files import (
     LOCK_TIMEOUT_S,
@@ -40,10 +37,15 @@ from .index import INDEX_FILE, Index, RevisionRecord, now, summary_of
 from .names import ModelRef, parse_name
 from .types import Published, Resolved
 
+# The format's reader and writer (and torch with them) are imported where used: `zoo list` opens a registry only
+# to read its index.
+
 
 def _store(staged: Path, target: Path, files) -> None:
     """Move a verified upload into place. The same content has the same revision, so an intact copy
     already there stays (pulls may be reading it); a damaged one is replaced."""
+    from zoo.formats.writer import replace_dir
+
     if target.is_dir():
         try:
             verify_files(target, files, str(target))
@@ -77,6 +79,8 @@ class LocalRegistry:
         return Index.parse(self.index_path.read_bytes(), self.where)
 
     def _write_index(self, index: Index) -> None:
+        from zoo.formats.writer import write_file_atomic
+
         write_file_atomic(self.index_path, index.dump())
 
     def _index_lock(self) -> FileLock:
@@ -84,6 +88,8 @@ class LocalRegistry:
         return FileLock(self.root / ".locks" / "index.lock", timeout=LOCK_TIMEOUT_S)
 
     def upload(self, src: Path, name: str, *, private: bool = False, include_hidden: bool = False) -> Published:
+        from zoo.formats import Checkpoint
+
         ref = parse_name(name)
         if ref.revision is not None:
             raise RegistryError(f"{name!r}: the registry assigns revisions", hint="upload without @REVISION")

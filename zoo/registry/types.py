@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from zoo.formats.manifest import FileInfo
+from zoo.formats.records import FileInfo
 
 from .index import ListedModel, RevisionRecord
 
