@@ -61,6 +61,7 @@ _OUTPUTS = {
 }
 _TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _MS = "com.microsoft"
+_MS_OPS = ("MatMulNBits", "GatherBlockQuantized", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
 # onnxruntime's checks of the written model against zoo's materialize mode
 EXACT_TOLERANCE = 1e-4  # kernel 'exact': max |onnx - zoo| over max |zoo|
 # int8 and nbits quantize activations, so their outputs differ from materialize mode's by design; the check
@@ -209,6 +210,7 @@ class _Graph:
         self.graph = model_proto.graph
         self.inits = {i.name: i for i in self.graph.initializer}
         self.codes: dict[str, tuple[str, str, BlockCodes]] = {}  # module -> its codes, scales (_module_codes)
+        self.prologue: list = []  # nodes on initializers only (the session folds them), placed first
 
     def consumers(self, value: str) -> list:
         return [n for n in self.graph.node if value in n.input]
@@ -241,14 +243,16 @@ class _Graph:
         return name
 
     def node(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs):
-        domain = _MS if op in ("MatMulNBits", "GatherBlockQuantized", "DynamicQuantizeMatMul") else ""
+        domain = _MS if op in _MS_OPS else ""
         return self.onnx.helper.make_node(op, inputs, outputs, name=name, domain=domain, **attrs)
 
 
 def _module_codes(g: _Graph, t: _Target) -> tuple[str, str, BlockCodes]:
-    """The module's codes and scales as initializers, added once however many nodes read them (a tied table: the
-    embedding's gather and the decoder's matmul): codes uint8 (rows, blocks * block * bits / 8), packed low bits
-    first, the last block of a row padded with code 0; scales float32 (rows, blocks)."""
+    """The module's codes and block scales, made once however many nodes read them (a tied table: the embedding's
+    gather and the decoder's matmul): (codes, scales, BlockCodes), the codes an initializer of uint8 (rows,
+    blocks * block * bits / 8), packed low bits first, the last block of a row padded with code 0; the scales
+    a value of float32 (rows, blocks). The file stores one scale per group, in float16 where that holds them
+    exactly (zoo stores them so), and nodes the session folds repeat it over the group's blocks."""
     if t.name not in g.codes:
         codes = block_codes(t.stored, t.codec, t.shape, (4, 8) if t.kind == "embedding" else None)
         assert codes is not None, "checked by _targets"
@@ -256,16 +260,44 @@ def _module_codes(g: _Graph, t: _Target) -> tuple[str, str, BlockCodes]:
         blocks = -(-k // codes.block)
         padded = torch.full((n, blocks * codes.block), 1 << (codes.bits - 1), dtype=torch.uint8)
         padded[:, :k] = codes.codes
-        names = (
-            g.add_init(_pack(padded, codes.bits), f"zoo.{t.name}.codes"),
-            g.add_init(codes.scale, f"zoo.{t.name}.scales"),
-        )
-        g.codes[t.name] = (*names, codes)
+        packed = g.add_init(_pack(padded, codes.bits), f"zoo.{t.name}.codes")
+        half = codes.scale.to(torch.float16)
+        exact = bool(torch.equal(half.to(torch.float32), codes.scale))
+        stored = g.add_init(half if exact else codes.scale, f"zoo.{t.name}.scales")
+        p = f"zoo.{t.name}.block_scales"
+        scales = stored
+        if exact:
+            scales = f"{p}.float"
+            g.prologue.append(g.node("Cast", [stored], [scales], scales, to=g.onnx.TensorProto.FLOAT))
+        repeat = codes.group // codes.block
+        if repeat > 1:
+            groups = codes.scale.shape[1]
+            shape = g.const(torch.tensor([n, groups, repeat]), f"{p}.expand")
+            g.prologue += [
+                g.node("Unsqueeze", [scales, g.const(torch.tensor([-1]), "zoo.last_axis")], [f"{p}.e"], f"{p}.e"),
+                g.node("Expand", [f"{p}.e", shape], [f"{p}.x"], f"{p}.x"),
+                g.node("Reshape", [f"{p}.x", g.const(torch.tensor([n, -1]), f"{p}.rows")], [f"{p}.r"], f"{p}.r"),
+                g.node(
+                    "Slice",
+                    [
+                        f"{p}.r",
+                        g.const(torch.tensor([0]), "zoo.zero1"),
+                        g.const(torch.tensor([blocks]), f"{p}.end"),
+                        g.const(torch.tensor([1]), "zoo.one1"),
+                    ],
+                    [p],
+                    p,
+                ),
+            ]
+            scales = p
+        g.codes[t.name] = (packed, scales, codes)
     return g.codes[t.name]
 
 
-def _linear_nodes(g: _Graph, t: _Target, prefix: str, x: str, out: str, kernel: str) -> tuple[list, str]:
-    """Nodes computing out = x W^T from the module's codes, with the chosen kernel."""
+def _linear_nodes(
+    g: _Graph, t: _Target, prefix: str, x: str, out: str, kernel: str, bias: str | None = None
+) -> tuple[list, str]:
+    """Nodes computing out = x W^T (+ bias) from the module's codes, with the chosen kernel."""
     packed, scales, codes = _module_codes(g, t)
     n, k = t.shape
     blocks = -(-k // codes.block)
@@ -274,11 +306,14 @@ def _linear_nodes(g: _Graph, t: _Target, prefix: str, x: str, out: str, kernel: 
         level = 0 if kernel == "exact" else 4
         attrs = {"K": k, "N": n, "bits": codes.bits, "block_size": codes.block, "accuracy_level": level}
         b = f"{prefix}.b"
+        product = f"{prefix}.product" if bias else out
         nodes = [
             g.node("Reshape", [packed, g.const(torch.tensor([n, blocks, -1]), f"{prefix}.b_shape")], [b], b),
             g.node("Reshape", [scales, g.const(torch.tensor([-1]), "zoo.flat")], [f"{prefix}.s"], f"{prefix}.s"),
-            g.node("MatMulNBits", [x, b, f"{prefix}.s"], [out], prefix, **attrs),
+            g.node("MatMulNBits", [x, b, f"{prefix}.s"], [product], prefix, **attrs),
         ]
+        if bias:
+            nodes.append(g.node("Add", [product, bias], [out], f"{prefix}.bias"))
         return nodes, f"MatMulNBits, {what}"
     # int8: the stored values, decoded and put on one int8 grid per row (zoo's kernel mode does the same,
     # loaders/kernels.py), by nodes whose inputs are all initializers, which ONNX Runtime computes once when
@@ -322,7 +357,7 @@ def _linear_nodes(g: _Graph, t: _Target, prefix: str, x: str, out: str, kernel: 
     q8 = op("Cast", [op("Round", [op("Div", [w, safe], "r")], "rr")], "q8", to=g.onnx.TensorProto.INT8)
     b = op("Transpose", [q8], "b", perm=[1, 0])
     b_scale = op("Reshape", [row_scale, const([n], "shape1")], "bs")
-    nodes.append(g.node("DynamicQuantizeMatMul", [x, b, b_scale], [out], prefix))
+    nodes.append(g.node("DynamicQuantizeMatMul", [x, b, b_scale, "", bias] if bias else [x, b, b_scale], [out], prefix))
     return nodes, f"DynamicQuantizeMatMul on int8 rows made at load from {what}"
 
 
@@ -369,7 +404,14 @@ def _rewrite_one(g: _Graph, t: _Target, node, value: str, transposed: bool, pref
         )
         return [what]
     if node.op_type == "MatMul" and inputs[1] == value and transposed:
-        nodes, what = _linear_nodes(g, t, prefix, inputs[0], node.output[0], kernel)
+        out, bias = node.output[0], None
+        after = g.consumers(out)
+        if len(after) == 1 and after[0].op_type == "Add" and out not in {o.name for o in g.graph.output}:
+            other = [v for v in after[0].input if v != out]
+            if len(other) == 1 and other[0] in g.inits and list(g.inits[other[0]].dims) == [t.shape[0]]:
+                bias, out = other[0], after[0].output[0]  # the layer's bias, added by the matmul node itself
+                g.graph.node.remove(after[0])
+        nodes, what = _linear_nodes(g, t, prefix, inputs[0], out, kernel, bias)
         g.replace(node, nodes)
         return [what]
     if (
@@ -380,11 +422,8 @@ def _rewrite_one(g: _Graph, t: _Target, node, value: str, transposed: bool, pref
         and _attr(node, "alpha", 1.0) == 1.0
         and _attr(node, "beta", 1.0) == 1.0
     ):
-        biased = len(inputs) > 2 and bool(inputs[2])
-        product = f"{prefix}.product" if biased else node.output[0]
-        nodes, what = _linear_nodes(g, t, prefix, inputs[0], product, kernel)
-        if biased:
-            nodes.append(g.node("Add", [product, inputs[2]], [node.output[0]], f"{prefix}.bias"))
+        bias = inputs[2] if len(inputs) > 2 and inputs[2] else None
+        nodes, what = _linear_nodes(g, t, prefix, inputs[0], node.output[0], kernel, bias)
         g.replace(node, nodes)
         return [what]
     raise ExportError(
@@ -392,6 +431,26 @@ def _rewrite_one(g: _Graph, t: _Target, node, value: str, transposed: bool, pref
         module=t.name,
         hint="please report the model; `zoo unpack` gives a dense model other exporters take",
     )
+
+
+def _share_quantized_inputs(g: _Graph) -> None:
+    """Quantize an activation once for all the int8 matmuls that read it (attention's query, key and value), as
+    ONNX Runtime's own quantize_dynamic does: one DynamicQuantizeLinear, then MatMulIntegerToFloat for each."""
+    readers: dict[str, list] = {}
+    for node in g.graph.node:
+        if node.op_type == "DynamicQuantizeMatMul" and node.name.startswith("zoo."):
+            readers.setdefault(node.input[0], []).append(node)
+    for x, nodes in readers.items():
+        if len(nodes) < 2:
+            continue
+        q = f"zoo.quantized.{nodes[0].name}"
+        quantize = g.node("DynamicQuantizeLinear", [x], [f"{q}.x", f"{q}.scale", f"{q}.zero"], q)
+        for i, node in enumerate(nodes):
+            b, b_scale = node.input[1], node.input[2]
+            bias = node.input[4] if len(node.input) > 4 else ""
+            ins = [f"{q}.x", b, f"{q}.scale", b_scale, f"{q}.zero", ""] + ([bias] if bias else [])
+            new = g.node("MatMulIntegerToFloat", ins, list(node.output), node.name)
+            g.replace(node, [quantize, new] if i == 0 else [new])
 
 
 def export_onnx(
@@ -451,6 +510,11 @@ def export_onnx(
         if hit is not None:
             t, transposed = hit
             ops.setdefault(t.name, []).extend(_rewrite(g, t, name, transposed, kernel))
+    if kernel == "int8":
+        _share_quantized_inputs(g)
+    nodes = g.prologue + list(g.graph.node)
+    del g.graph.node[:]
+    g.graph.node.extend(nodes)
     g.drop_unused_inits()
     unused = [t.name for t in targets if t.name not in ops]
     shapes = {tuple(g.array(n).shape) for n in g.inits if g.array(n).dtype.kind == "f"}

@@ -178,15 +178,17 @@ def grid_bounds(cols: int, group: int) -> list[tuple[int, int]]:
 
 @dataclass
 class BlockCodes:
-    """W (rows, cols) as unsigned `bits`-bit codes in column blocks of `block` weights (a power of two, >= 16),
-    one scale per block of a row: W[r, c] == (codes[r, c] - 2**(bits - 1)) * scale[r, c // block], exactly.
-    ONNX Runtime's block-quantized operators (MatMulNBits, GatherBlockQuantized) compute with this layout,
-    so the ONNX export (zoo/export.py) writes a codec's stored values through it."""
+    """W (rows, cols) as unsigned `bits`-bit codes with one scale per `group` columns of a row:
+    W[r, c] == (codes[r, c] - 2**(bits - 1)) * scale[r, c // group], exactly. `block` (a power of two, >= 16)
+    divides `group`: ONNX Runtime's block-quantized operators (MatMulNBits, GatherBlockQuantized) take one
+    scale per block, so the ONNX export (zoo/export.py) repeats a group's scale over its group // block blocks
+    when the session starts, and the file keeps one per group."""
 
     codes: torch.Tensor  # uint8 (rows, cols), each < 2**bits
-    scale: torch.Tensor  # float32 (rows, ceil(cols / block))
+    scale: torch.Tensor  # float32 (rows, ceil(cols / group))
     bits: int  # 2, 4 or 8
     block: int
+    group: int  # a multiple of block
 
 
 EXPORT_BITS = (2, 4, 8)  # the widths ONNX Runtime's block-quantized operators take
@@ -195,9 +197,8 @@ MIN_EXPORT_BLOCK = 16
 
 def block_codes(grid: IntGrid, bits_allowed: tuple[int, ...] = EXPORT_BITS) -> BlockCodes | None:
     """The integer grid as block codes, or None when no layout fits: the column groups must be of one width
-    (the last may be shorter) with a power-of-two divisor of at least 16, which becomes the block (a group
-    wider than a block repeats its scale over its blocks); the codes take the narrowest width in
-    `bits_allowed` that holds every q."""
+    (the last may be shorter) with a power-of-two divisor of at least 16, the block (at most 256); the codes
+    take the narrowest width in `bits_allowed` that holds every q."""
     if grid.q.numel() == 0:
         return None
     widths = {b - a for a, b in grid.bounds[:-1]}
@@ -212,11 +213,9 @@ def block_codes(grid: IntGrid, bits_allowed: tuple[int, ...] = EXPORT_BITS) -> B
     bits = next((b for b in sorted(bits_allowed) if -(1 << (b - 1)) <= lo and hi < 1 << (b - 1)), None)
     if bits is None:
         return None
-    cols = grid.q.shape[1]
-    blocks = -(-cols // block)
-    scale = grid.scale.to(torch.float32).repeat_interleave(width // block, dim=1)[:, :blocks]
     codes = (grid.q.to(torch.int16) + (1 << (bits - 1))).to(torch.uint8)
-    return BlockCodes(codes=codes, scale=scale.contiguous(), bits=bits, block=block)
+    scale = grid.scale.to(torch.float32).contiguous()
+    return BlockCodes(codes=codes, scale=scale, bits=bits, block=block, group=width)
 
 
 @dataclass(frozen=True)
