@@ -302,12 +302,13 @@ def _linear_nodes(
     n, k = t.shape
     blocks = -(-k // codes.block)
     what = f"{codes.bits}-bit codes, block {codes.block}"
+    nodes: list = []
     if kernel != "int8":  # MatMulNBits reads B as (N, blocks, bytes per block), its scales flat
         level = 0 if kernel == "exact" else 4
         attrs = {"K": k, "N": n, "bits": codes.bits, "block_size": codes.block, "accuracy_level": level}
         b = f"{prefix}.b"
         product = f"{prefix}.product" if bias else out
-        nodes = [
+        nodes += [
             g.node("Reshape", [packed, g.const(torch.tensor([n, blocks, -1]), f"{prefix}.b_shape")], [b], b),
             g.node("Reshape", [scales, g.const(torch.tensor([-1]), "zoo.flat")], [f"{prefix}.s"], f"{prefix}.s"),
             g.node("MatMulNBits", [x, b, f"{prefix}.s"], [product], prefix, **attrs),
@@ -320,7 +321,6 @@ def _linear_nodes(
     # the session starts (constant folding); then DynamicQuantizeMatMul, int8 x int8 with activations
     # quantized per tensor on the fly.
     p = f"{prefix}.unpack"
-    nodes: list = []
 
     def op(kind: str, inputs: list[str], name: str, **attrs) -> str:
         nodes.append(g.node(kind, inputs, [f"{p}.{name}"], f"{p}.{name}", **attrs))
