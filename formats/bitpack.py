@@ -148,7 +148,7 @@ GATHER_CHUNK = 1 << 16  # bytes gathered per piece: their int32 indices stay in 
 
 
 def gather_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``rows[index]`` for a small 2-D table and a 1-D uint8 index: (len(index), rows.shape[1]). A row of 1, 2,
+    """``rows[index]`` for a small 2-D table and a 1-D integer index: (len(index), rows.shape[1]). A row of 1, 2,
     4 or 8 bytes is gathered as one integer word (torch copies scalars several times faster than rows); the bytes
     are moved, never converted. The indices are widened to int32 a piece at a time into one small buffer: a
     whole-tensor int32 copy would cost more than the gather (every fresh page is a page fault)."""
