@@ -103,26 +103,43 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
         return packed.to(torch.int32)
     if 8 % bits == 0:  # 1, 2, 4 bits: one table row per byte
         return _lookup(packed, bits, count, _identity(bits, packed.device))
-    out = torch.empty(count, dtype=torch.int32, device=packed.device)
-    for start in range(0, count, CHUNK):
-        n = min(CHUNK, count - start)
-        first = start * bits // 8
-        out[start : start + n] = _unpack(packed[first : first + packed_nbytes(n, bits)], bits, n)
-    return out
+    return _unpack_pieces(packed, bits, count, None)
 
 
 def unpack_table(packed: torch.Tensor, bits: int, count: int, table: torch.Tensor) -> torch.Tensor:
-    """``table[unpack_bits(packed, bits, count)]`` (1-D, ``table``'s dtype; ``table`` holds 2**bits entries),
-    without the int32 codes in between where codes never straddle a byte (1, 2, 4, 8 bits): every byte gathers
-    its codes' table entries at once. The entries are copied, never computed, so the result is bit for bit the
-    table's values (a codec's decoded levels, say)."""
+    """``table[unpack_bits(packed, bits, count)]`` (1-D, ``table``'s dtype; ``table`` holds 2**bits entries).
+    Where codes never straddle a byte (1, 2, 4, 8 bits) there are no codes in between: every byte gathers its
+    codes' table entries at once; other widths look codes up a piece at a time, while the piece is in cache.
+    The entries are copied, never computed, so the result is bit for bit the table's values (a codec's decoded
+    levels, say)."""
     _check_packed(packed, bits, count)
     if table.dim() != 1 or table.numel() != 1 << bits:
         raise CodecError(f"a {bits}-bit code table needs {1 << bits} entries, got {tuple(table.shape)}")
     table = table.to(packed.device)
     if 8 % bits:
-        return table[unpack_bits(packed, bits, count)]
+        return _unpack_pieces(packed, bits, count, table)
     return _lookup(packed, bits, count, table)
+
+
+# codes unpacked per piece: a multiple of every block's codes (pieces start on a byte), small enough that a
+# piece's temporaries stay in cache
+UNPACK_CHUNK = 1 << 17
+
+
+def _unpack_pieces(packed: torch.Tensor, bits: int, count: int, table: torch.Tensor | None) -> torch.Tensor:
+    """Codes of widths that straddle bytes (3, 5, 6, 7, 9..16 bits), a piece at a time, as int32 or through
+    `table`."""
+    out = torch.empty(count, dtype=torch.int32 if table is None else table.dtype, device=packed.device)
+    step = UNPACK_CHUNK if packed.device.type == "cpu" else CHUNK
+    for start in range(0, count, step):
+        n = min(step, count - start)
+        first = start * bits // 8
+        codes = _unpack(packed[first : first + packed_nbytes(n, bits)], bits, n)
+        if table is None:
+            out[start : start + n] = codes
+        else:
+            torch.index_select(table, 0, codes, out=out[start : start + n])
+    return out
 
 
 @functools.cache
