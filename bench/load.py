@@ -69,14 +69,16 @@ def child(path: str, mode: str, latency: bool) -> None:
     import zoo
 
     baseline = _status_mb("VmRSS")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if mode == "dense":
         model = AutoModel.from_pretrained(path)
     else:
         model = zoo.from_pretrained(path, mode=mode)
     load_s = time.perf_counter() - start
+    # CPU seconds of every thread: on a machine others load, wall time counts their work, this mostly does not
+    load_cpu_s = time.process_time() - cpu
     loaded = _status_mb("VmRSS")
-    out = {"load_s": load_s, "baseline_mb": baseline, "loaded_mb": loaded}
+    out = {"load_s": load_s, "load_cpu_s": load_cpu_s, "baseline_mb": baseline, "loaded_mb": loaded}
     if latency:
         generator = torch.Generator().manual_seed(0)
         batches = {
@@ -120,29 +122,40 @@ def run_config(path: Path, mode: str, repeat: int) -> dict:
     }
 
 
-def measure_with(python: str, cwd: Path | None, path: Path, mode: str) -> float:
-    """One fresh process's `from_pretrained` time: `python -m bench.load --child` run in `cwd` (another checkout's
-    bench and code, to compare before and after)."""
+def measure_with(python: str, cwd: Path | None, path: Path, mode: str) -> tuple[float, float]:
+    """One fresh process's `from_pretrained` time, wall and CPU seconds: `python -m bench.load --child` run in `cwd`
+    (another checkout's bench and code, to compare before and after; one without CPU time reports its wall time)."""
     cmd = [python, "-m", "bench.load", "--child", str(path), mode]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=cwd)
     if done.returncode != 0:
         raise RuntimeError(f"{path} {mode}: {done.stderr.strip().splitlines()[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["load_s"]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return out["load_s"], out.get("load_cpu_s", out["load_s"])
 
 
 def load_ratios(
     configs: list[tuple[str, str, Path]], repeat: int, python: str = sys.executable, cwd: Path | None = None
 ) -> dict[str, dict]:
-    """Median load time of each (label, mode, path) over `repeat` fresh processes, and its ratio to the first
-    configuration's (dense): the configurations take turns, round after round."""
-    times: dict[str, list[float]] = {f"{label}/{mode}": [] for label, mode, _ in configs}
+    """Median load time (wall and CPU) of each (label, mode, path) over `repeat` fresh processes, and its ratio to
+    the first configuration's (dense): the configurations take turns, round after round."""
+    times: dict[str, list[tuple[float, float]]] = {f"{label}/{mode}": [] for label, mode, _ in configs}
     for _ in range(repeat):
         for label, mode, path in configs:
             times[f"{label}/{mode}"].append(measure_with(python, cwd, path, mode))
-    medians = {key: statistics.median(t) for key, t in times.items()}
-    base = medians[next(iter(medians))]
-    return {key: {"load_s": m, "vs_dense": m / base, "runs": times[key]} for key, m in medians.items()}
+    wall = {key: statistics.median(w for w, _ in t) for key, t in times.items()}
+    cpu = {key: statistics.median(c for _, c in t) for key, t in times.items()}
+    first = next(iter(times))
+    return {
+        key: {
+            "load_s": wall[key],
+            "vs_dense": wall[key] / wall[first],
+            "load_cpu_s": cpu[key],
+            "cpu_vs_dense": cpu[key] / cpu[first],
+            "runs": times[key],
+        }
+        for key in times
+    }
 
 
 def load_only(recipes: list[str], modes: list[str], repeat: int) -> dict[str, dict]:
@@ -152,10 +165,13 @@ def load_only(recipes: list[str], modes: list[str], repeat: int) -> dict[str, di
         configs += [(r, mode, dirs[r]) for r in recipes for mode in modes if mode != "kernel" or r in KERNEL_RECIPES]
         results = load_ratios(configs, repeat)
     print(f"from_pretrained, median of {repeat} fresh processes (imports not timed), configurations interleaved\n")
-    print("| recipe | mode | load (s) | vs dense |\n|---|---|---:|---:|")
+    print("| recipe | mode | load (s) | vs dense | CPU (s) | vs dense |\n|---|---|---:|---:|---:|---:|")
     for key, r in results.items():
         label, mode = key.split("/")
-        print(f"| {label} | {mode} | {r['load_s']:.3f} | {r['vs_dense']:.2f}x |")
+        print(
+            f"| {label} | {mode} | {r['load_s']:.3f} | {r['vs_dense']:.2f}x | {r['load_cpu_s']:.3f} "
+            f"| {r['cpu_vs_dense']:.2f}x |"
+        )
     return results
 
 

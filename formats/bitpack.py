@@ -122,8 +122,9 @@ def unpack_table(packed: torch.Tensor, bits: int, count: int, table: torch.Tenso
 
 
 # codes unpacked per piece: a multiple of every block's codes (pieces start on a byte), small enough that a
-# piece's temporaries stay in cache
-UNPACK_CHUNK = 1 << 17
+# piece's temporaries stay in cache and that torch runs each op on it in the calling thread (at most its grain
+# of 32768 elements): many small multi-threaded ops stall on a busy machine, each waiting for a descheduled thread
+UNPACK_CHUNK = 1 << 15
 
 
 def _unpack_pieces(packed: torch.Tensor, bits: int, count: int, table: torch.Tensor | None) -> torch.Tensor:
@@ -161,7 +162,7 @@ def _lookup(packed: torch.Tensor, bits: int, count: int, table: torch.Tensor) ->
 
 
 _WORDS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-GATHER_CHUNK = 1 << 16  # bytes gathered per piece: their int32 indices stay in cache, reused piece after piece
+GATHER_CHUNK = 1 << 15  # bytes gathered per piece (in cache, and one thread's work: see UNPACK_CHUNK)
 
 
 def gather_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
