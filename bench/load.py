@@ -1,6 +1,7 @@
 """Loading and running compressed models: from_pretrained time and memory, CPU latency.
 
     python -m bench.load [--quick] [--out bench/results] [--repeat 5]
+    python -m bench.load --load-only [--recipes int8 4bit-2of4] [--modes materialize kernel] [--repeat 5]
 
 For dense fp32 all-MiniLM-L6-v2 and every built-in recipe x mode, each measurement runs in a
 fresh process (`--child`): imports first (not timed), then `from_pretrained` (timed; median over
@@ -9,6 +10,10 @@ the process's resident set: after imports (baseline), after loading, and its hig
 inference (VmHWM). Only then does the process load the dense model too and time the two
 interleaved (16 of each after warm-up, the order alternating pair by pair): on a shared 2-core VM,
 latencies from different processes drift by 10-30%, the ratio of interleaved medians does not.
+
+--load-only times `from_pretrained` alone, as a ratio to the dense model's: the configurations take turns
+(dense, then each recipe x mode, round after round, each in a fresh process), so a busy machine slows them
+alike; it prints a table and writes nothing.
 """
 
 from __future__ import annotations
@@ -64,14 +69,16 @@ def child(path: str, mode: str, latency: bool) -> None:
     import zoo
 
     baseline = _status_mb("VmRSS")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if mode == "dense":
         model = AutoModel.from_pretrained(path)
     else:
         model = zoo.from_pretrained(path, mode=mode)
     load_s = time.perf_counter() - start
+    # CPU seconds of every thread: on a machine others load, wall time counts their work, this mostly does not
+    load_cpu_s = time.process_time() - cpu
     loaded = _status_mb("VmRSS")
-    out = {"load_s": load_s, "baseline_mb": baseline, "loaded_mb": loaded}
+    out = {"load_s": load_s, "load_cpu_s": load_cpu_s, "baseline_mb": baseline, "loaded_mb": loaded}
     if latency:
         generator = torch.Generator().manual_seed(0)
         batches = {
@@ -113,6 +120,59 @@ def run_config(path: Path, mode: str, repeat: int) -> dict:
         "speedup_32x64": first["speedup_32x64"],
         "speedup_1x128": first["speedup_1x128"],
     }
+
+
+def measure_with(python: str, cwd: Path | None, path: Path, mode: str) -> tuple[float, float]:
+    """One fresh process's `from_pretrained` time, wall and CPU seconds: `python -m bench.load --child` run in `cwd`
+    (another checkout's bench and code, to compare before and after; one without CPU time reports its wall time)."""
+    cmd = [python, "-m", "bench.load", "--child", str(path), mode]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=cwd)
+    if done.returncode != 0:
+        raise RuntimeError(f"{path} {mode}: {done.stderr.strip().splitlines()[-1]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return out["load_s"], out.get("load_cpu_s", out["load_s"])
+
+
+def load_ratios(
+    configs: list[tuple[str, str, Path]], repeat: int, python: str = sys.executable, cwd: Path | None = None
+) -> dict[str, dict]:
+    """Median load time (wall and CPU) of each (label, mode, path) over `repeat` fresh processes, and its ratio to
+    the first configuration's (dense): the configurations take turns, round after round."""
+    times: dict[str, list[tuple[float, float]]] = {f"{label}/{mode}": [] for label, mode, _ in configs}
+    for _ in range(repeat):
+        for label, mode, path in configs:
+            times[f"{label}/{mode}"].append(measure_with(python, cwd, path, mode))
+    wall = {key: statistics.median(w for w, _ in t) for key, t in times.items()}
+    cpu = {key: statistics.median(c for _, c in t) for key, t in times.items()}
+    first = next(iter(times))
+    return {
+        key: {
+            "load_s": wall[key],
+            "vs_dense": wall[key] / wall[first],
+            "load_cpu_s": cpu[key],
+            "cpu_vs_dense": cpu[key] / cpu[first],
+            "runs": times[key],
+        }
+        for key in times
+    }
+
+
+def load_only(recipes: list[str], modes: list[str], repeat: int) -> dict[str, dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = compress_all(Path(tmp), recipes)
+        configs = [("dense fp32", "dense", minilm_path())]
+        configs += [(r, mode, dirs[r]) for r in recipes for mode in modes if mode != "kernel" or r in KERNEL_RECIPES]
+        results = load_ratios(configs, repeat)
+    print(f"from_pretrained, median of {repeat} fresh processes (imports not timed), configurations interleaved\n")
+    print("| recipe | mode | load (s) | vs dense | CPU (s) | vs dense |\n|---|---|---:|---:|---:|---:|")
+    for key, r in results.items():
+        label, mode = key.split("/")
+        print(
+            f"| {label} | {mode} | {r['load_s']:.3f} | {r['vs_dense']:.2f}x | {r['load_cpu_s']:.3f} "
+            f"| {r['cpu_vs_dense']:.2f}x |"
+        )
+    return results
 
 
 def checkpoint_mb(path: Path) -> float:
@@ -216,10 +276,15 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="one recipe, one process each (a couple of minutes)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--repeat", type=int, default=5, help="fresh processes per configuration for load time")
+    parser.add_argument("--load-only", action="store_true", help="time from_pretrained only, vs dense; writes nothing")
+    parser.add_argument("--recipes", nargs="+", default=RECIPES, help="with --load-only")
+    parser.add_argument("--modes", nargs="+", default=MODES, help="with --load-only")
     parser.add_argument("--child", nargs=2, metavar=("PATH", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--latency", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1], args.latency)
+    elif args.load_only:
+        load_only(args.recipes, args.modes, args.repeat)
     else:
         main(args.out, args.quick, args.repeat)

@@ -33,12 +33,25 @@ def per_row_int8(grid: IntGrid) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 Q, float32 row scale) with W ~ Q * scale[:, None]; exact for one group per row."""
     if len(grid.bounds) == 1:
         return grid.q, grid.scale[:, 0]
-    weight = torch.cat(
-        [grid.q[:, a:b].to(torch.float32) * grid.scale[:, i : i + 1] for i, (a, b) in enumerate(grid.bounds)], 1
-    )
+    weight = _scaled(grid)
     scale = weight.abs().amax(dim=1) / 127
     safe = torch.where(scale == 0, torch.ones_like(scale), scale)
-    return torch.round(weight / safe.unsqueeze(1)).to(torch.int8), scale
+    return weight.div_(safe.unsqueeze(1)).round_().to(torch.int8), scale
+
+
+def _scaled(grid: IntGrid) -> torch.Tensor:
+    """q * scale of each column range, float32 (rows, cols): one broadcast product over the groups (the last
+    one zero-padded) when every range but the last has the first's width, else range by range."""
+    rows, cols = grid.q.shape
+    width = grid.bounds[0][1] - grid.bounds[0][0]
+    if any(a != i * width for i, (a, _) in enumerate(grid.bounds)):
+        return torch.cat(
+            [grid.q[:, a:b].to(torch.float32) * grid.scale[:, i : i + 1] for i, (a, b) in enumerate(grid.bounds)], 1
+        )
+    groups = len(grid.bounds)
+    q = torch.nn.functional.pad(grid.q, (0, groups * width - cols)) if groups * width != cols else grid.q
+    weight = q.reshape(rows, groups, width).to(torch.float32).mul_(grid.scale[:, :groups].unsqueeze(-1))
+    return weight.view(rows, groups * width)[:, :cols]
 
 
 # Adding then subtracting 1.5 * 2**23 rounds a float32 of magnitude < 2**22 to the nearest integer

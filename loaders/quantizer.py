@@ -114,7 +114,11 @@ class ZooHfQuantizer(HfQuantizer):
             _check_structure(model.config, manifest.structure)
             apply_structure(model, manifest.structure.attention_heads, manifest.structure.intermediate_sizes)
         modules = manifest.modules
-        paths = model_paths(model, modules)
+        # every name at once, before any swap: each call renames through transformers' conversion mapping and the
+        # model's state dict, a cost per call, not per name
+        tied_names = sorted({t for entry in modules.values() for t in entry.tied} - set(modules))
+        resolved = model_paths(model, [*modules, *tied_names])  # the names the manifest records as tied, too
+        paths = {name: resolved[name] for name in modules}
         _check_shapes(model, modules, paths)
         partners = tie_partners(model)
         stored_here = {path for path in paths.values() if path}  # a partner with tensors of its own keeps them
@@ -128,8 +132,8 @@ class ZooHfQuantizer(HfQuantizer):
             owner = _swap(model, path, name, entry, dtype)
             self.modules[name] = path
             # the modules the model ties to this one (and those the manifest says were stored with it) share it
-            recorded = model_paths(model, entry.tied)
-            for other in sorted((set(partners.get(path, [])) | {p for p in recorded.values() if p}) - stored_here):
+            recorded = {resolved[t] for t in entry.tied}
+            for other in sorted((set(partners.get(path, [])) | {p for p in recorded if p}) - stored_here):
                 _swap(model, other, other, entry, dtype, owner)
                 self.shared[other] = path
         self._take_over_ties(model)

@@ -88,6 +88,19 @@ def from_groups(x: torch.Tensor, cols: int) -> torch.Tensor:
     return x.reshape(rows, -1)[:, :cols]
 
 
+def scale_groups_(x: torch.Tensor, scale: torch.Tensor, group_size: int | None, zero: torch.Tensor | None = None):
+    """(x - zero) * scale for a (rows, cols) float32 matrix and its (rows, groups) scales (and zero points), the
+    arithmetic of `to_groups(x) ... from_groups` element for element (so bit for bit), done in place on `x` when
+    its groups tile its rows: no padded copy. `x` must be a fresh tensor the caller owns."""
+    rows, cols = x.shape
+    g, n = group_count(cols, group_size)
+    grouped = x.view(rows, n, g) if n * g == cols and x.is_contiguous() else to_groups(x, group_size)
+    if zero is not None:
+        grouped = grouped.sub_(zero.to(torch.float32).unsqueeze(-1))
+    grouped = grouped.mul_(scale.to(torch.float32).unsqueeze(-1))
+    return from_groups(grouped, cols)
+
+
 def scale_layout(shape: Shape, group_size: int | None, dtype_name: str) -> TensorLayout:
     """One scale per group of each row."""
     rows, cols = matrix_shape(shape)

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from ..bitpack import pack_bits, packed_nbytes, unpack_bits
+from ..bitpack import pack_bits, packed_nbytes, unpack_table
 from .base import (
     Codec,
     FakeOptions,
@@ -22,7 +22,6 @@ from .base import (
     SpecBase,
     TensorLayout,
     as_matrix,
-    from_groups,
     grid_bounds,
     group_count,
     group_sizes,
@@ -31,6 +30,7 @@ from .base import (
     register,
     round_to_dtype,
     row_codes,
+    scale_groups_,
     scale_layout,
     side_bits,
     to_groups,
@@ -54,10 +54,12 @@ def _alpha(groups: torch.Tensor, sizes: torch.Tensor, spec: BinarySpec) -> torch
     return round_to_dtype(groups.abs().sum(dim=-1) / sizes, spec.scale_dtype)
 
 
-def _values(bits: torch.Tensor, scale: torch.Tensor, spec: BinarySpec) -> torch.Tensor:
-    signs = bits.to(torch.float32) * 2 - 1
-    alpha = scale.to(torch.float32).unsqueeze(-1)
-    return from_groups(to_groups(signs, spec.group_size) * alpha, bits.shape[1])
+_SIGNS = torch.tensor([-1.0, 1.0])  # stored bit -> sign, float32
+
+
+def _values(signs: torch.Tensor, scale: torch.Tensor, spec: BinarySpec) -> torch.Tensor:
+    """(rows, cols) float32 signs (a fresh tensor: scaled in place) times each group's alpha."""
+    return scale_groups_(signs, scale, spec.group_size)
 
 
 @register
@@ -71,12 +73,13 @@ class Binary(Codec):
 
     def decode(self, tensors, spec: BinarySpec, shape) -> torch.Tensor:
         rows, cols = matrix_shape(shape)
-        bits = unpack_bits(tensors["packed"], 1, rows * cols).view(rows, cols)
-        return _values(bits, tensors["scale"], spec).reshape(shape)
+        signs = unpack_table(tensors["packed"], 1, rows * cols, _SIGNS).view(rows, cols)
+        return _values(signs, tensors["scale"], spec).reshape(shape)
 
     def decode_rows(self, tensors, spec: BinarySpec, shape, rows: torch.Tensor) -> torch.Tensor:
         total, cols = matrix_shape(shape)
-        return _values(row_codes(tensors["packed"], 1, total, cols, rows), tensors["scale"][rows], spec)
+        bits = row_codes(tensors["packed"], 1, total, cols, rows)
+        return _values(_SIGNS.to(bits.device)[bits], tensors["scale"][rows], spec)
 
     def layout(self, shape, spec: BinarySpec) -> dict[str, TensorLayout]:
         rows, cols = matrix_shape(shape)
@@ -99,7 +102,7 @@ class Binary(Codec):
         return rows * cols + side_bits(self.layout(shape, spec))
 
     def int_grid(self, tensors, spec: BinarySpec, rows: int, cols: int) -> IntGrid:
-        q = unpack_bits(tensors["packed"], 1, rows * cols).view(rows, cols) * 2 - 1
+        q = unpack_table(tensors["packed"], 1, rows * cols, _SIGNS.to(torch.int8)).view(rows, cols)
         g, _ = group_count(cols, spec.group_size)
         return IntGrid(q=q.to(torch.int8), scale=tensors["scale"].to(torch.float32), bounds=grid_bounds(cols, g))
 

@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..bitpack import pack_bits, packed_nbytes, unpack_bits
+from ..bitpack import UNPACK_CHUNK, pack_bits, packed_nbytes, unpack_bits, unpack_table
 from .base import (
     DTYPES,
     Codec,
@@ -206,6 +206,28 @@ class CodebookFake(nn.Module):
         return (values + 0.0 * w.reshape(values.shape)).reshape(w.shape).to(w.dtype)
 
 
+def _decode_blocks(
+    indices: torch.Tensor, bits: int, rows: int, cols: int, per: int, book: torch.Tensor
+) -> torch.Tensor:
+    """(rows * cols,) float32 centroids of several codebooks (one per `per` rows), a block of whole rows at a time:
+    each index, offset to its codebook's row of the flattened books (int32), picks its centroid with one
+    index_select per block, while the block is in cache. Centroids are copied, so values are exactly the book's."""
+    k = 1 << bits
+    flat = book.reshape(-1)
+    out = torch.empty(rows * cols, dtype=torch.float32, device=book.device)
+    unit = 8 // math.gcd(cols * bits, 8)  # rows whose indices end on a byte
+    step = max(unit, UNPACK_CHUNK // cols // unit * unit)
+    offset = (torch.arange(rows, dtype=torch.int32, device=book.device) // per * k).unsqueeze(1)
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        n = (stop - start) * cols
+        first = start * cols * bits // 8
+        codes = unpack_bits(indices[first : first + packed_nbytes(n, bits)], bits, n).view(stop - start, cols)
+        codes += offset[start:stop]
+        torch.index_select(flat, 0, codes.view(-1), out=out[start * cols : stop * cols])
+    return out
+
+
 @register
 class Codebook(Codec):
     spec = CodebookSpec
@@ -235,10 +257,10 @@ class Codebook(Codec):
     def decode(self, tensors, spec: CodebookSpec, shape) -> torch.Tensor:
         rows, cols = matrix_shape(shape)
         per, _ = codebook_count(rows, spec)
-        idx = unpack_bits(tensors["indices"], spec.bits, rows * cols).view(rows, cols).long()
         book = tensors["codebook"].to(torch.float32)
-        which = (torch.arange(rows, device=book.device) // per).unsqueeze(1)
-        return book[which, idx].reshape(shape)
+        if per == rows:  # one codebook: the packed bytes index it directly
+            return unpack_table(tensors["indices"], spec.bits, rows * cols, book[0]).reshape(shape)
+        return _decode_blocks(tensors["indices"], spec.bits, rows, cols, per, book).reshape(shape)
 
     def decode_rows(self, tensors, spec: CodebookSpec, shape, rows: torch.Tensor) -> torch.Tensor:
         total, cols = matrix_shape(shape)

@@ -23,7 +23,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from ..bitpack import pack_bits, packed_nbytes, unpack_bits
+from ..bitpack import pack_bits, packed_nbytes, unpack_bits, unpack_table
 from ..errors import CodecError
 from .base import (
     Codec,
@@ -43,6 +43,7 @@ from .base import (
     round_ste,
     round_to_dtype,
     row_codes,
+    scale_groups_,
     scale_layout,
     side_bits,
     stored,
@@ -98,19 +99,23 @@ def _safe(scale: torch.Tensor) -> torch.Tensor:
     return torch.where(s == 0, torch.ones_like(s), s)
 
 
-def _values(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, spec: IntSpec) -> torch.Tensor:
-    """(rows, cols) float32 values from unsigned codes, each row's group scales and (asymmetric) zero points."""
-    cols = codes.shape[1]
-    x = to_groups(codes.to(torch.float32), spec.group_size)
-    s = scale.to(torch.float32).unsqueeze(-1)
+def _levels(spec: IntSpec) -> torch.Tensor:
+    """Each unsigned code's value before scaling, float32, indexed by code: u - 2^(N-1) (+ 1/2 mid-rise) for
+    symmetric grids, u itself for asymmetric ones (its zero point is subtracted per group)."""
+    levels = torch.arange(1 << spec.bits, dtype=torch.float32)
     if spec.symmetric:
-        q = x - _offset(spec)
+        levels = levels - _offset(spec)
         if not spec.zero_preserving:
-            q = q + 0.5
-    else:
+            levels = levels + 0.5
+    return levels
+
+
+def _values(levels: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, spec: IntSpec) -> torch.Tensor:
+    """(rows, cols) float32 values from each code's level (`_levels`, a fresh tensor: scaled in place), each
+    row's group scales and (asymmetric) zero points."""
+    if not spec.symmetric:
         assert zero is not None, "asymmetric codes come with zero points (decode and decode_rows read them)"
-        q = x - zero.to(torch.float32).unsqueeze(-1)
-    return from_groups(q * s, cols)
+    return scale_groups_(levels, scale, spec.group_size, zero)
 
 
 class IntFake(nn.Module):
@@ -195,16 +200,16 @@ class Int(Codec):
     def decode(self, tensors, spec: IntSpec, shape) -> torch.Tensor:
         rows, cols = matrix_shape(shape)
         _, n = group_count(cols, spec.group_size)
-        codes = unpack_bits(tensors["packed"], spec.bits, rows * cols).view(rows, cols)
+        levels = unpack_table(tensors["packed"], spec.bits, rows * cols, _levels(spec)).view(rows, cols)
         zero = None if spec.symmetric else unpack_bits(tensors["zero_point"], spec.bits, rows * n).view(rows, n)
-        return _values(codes, tensors["scale"], zero, spec).reshape(shape)
+        return _values(levels, tensors["scale"], zero, spec).reshape(shape)
 
     def decode_rows(self, tensors, spec: IntSpec, shape, rows: torch.Tensor) -> torch.Tensor:
         total, cols = matrix_shape(shape)
         _, n = group_count(cols, spec.group_size)
         codes = row_codes(tensors["packed"], spec.bits, total, cols, rows)
         zero = None if spec.symmetric else row_codes(tensors["zero_point"], spec.bits, total, n, rows)
-        return _values(codes, tensors["scale"][rows], zero, spec)
+        return _values(_levels(spec).to(codes.device)[codes], tensors["scale"][rows], zero, spec)
 
     def layout(self, shape, spec: IntSpec) -> dict[str, TensorLayout]:
         rows, cols = matrix_shape(shape)
@@ -233,20 +238,22 @@ class Int(Codec):
     def int_grid(self, tensors, spec: IntSpec, rows: int, cols: int) -> IntGrid | None:
         g, n = group_count(cols, spec.group_size)
         scale = tensors["scale"].to(torch.float32)
-        codes = unpack_bits(tensors["packed"], spec.bits, rows * cols).view(rows, cols)
         half = _offset(spec)
+        codes = torch.arange(1 << spec.bits, dtype=torch.int32)
         if spec.symmetric and spec.zero_preserving:
-            q = codes - half
+            q = unpack_table(tensors["packed"], spec.bits, rows * cols, (codes - half).to(torch.int8))
         elif spec.symmetric:  # mid-rise (u - half + 1/2) * s == (2(u - half) + 1) * (s/2)
             if spec.bits > 7:
                 return None
-            q, scale = 2 * (codes - half) + 1, scale / 2
+            q = unpack_table(tensors["packed"], spec.bits, rows * cols, (2 * (codes - half) + 1).to(torch.int8))
+            scale = scale / 2
         else:
             if spec.bits > 7:
                 return None
             zero = unpack_bits(tensors["zero_point"], spec.bits, rows * n).view(rows, n)
-            q = codes - zero.repeat_interleave(g, dim=1)[:, :cols]
-        return IntGrid(q=q.to(torch.int8), scale=scale, bounds=grid_bounds(cols, g))
+            u = unpack_bits(tensors["packed"], spec.bits, rows * cols).view(rows, cols)
+            q = (u - zero.repeat_interleave(g, dim=1)[:, :cols]).to(torch.int8)
+        return IntGrid(q=q.view(rows, cols), scale=scale, bounds=grid_bounds(cols, g))
 
     def fake(self, spec: IntSpec, weight, options: FakeOptions) -> nn.Module:
         if spec.symmetric and spec.zero_preserving:

@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from .. import codecs as _codecs
-from ..bitpack import pack_bits, packed_nbytes, unpack_bits
+from ..bitpack import gather_rows, pack_bits, packed_nbytes, unpack_bits
 from ..errors import CodecError
 from .base import (
     Codec,
@@ -107,8 +107,21 @@ def positions_table(n: int, m: int) -> torch.Tensor:
 
 
 def kept_positions(codes: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """(groups, N) ascending positions of the kept weights, from their pattern codes."""
-    return positions_table(n, m).to(codes.device)[codes]
+    """(groups, N) ascending positions (int64) of the kept weights, from their pattern codes: gathered as uint8
+    rows (one word per group for N <= 8: advanced indexing of an int64 table costs several times more)."""
+    return gather_rows(_positions_u8(n, m).to(codes.device), codes.reshape(-1)).long()
+
+
+@functools.cache
+def _positions_u8(n: int, m: int) -> torch.Tensor:
+    return positions_table(n, m).to(torch.uint8)  # positions < M <= 16
+
+
+def _checked(codes: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Pattern codes, after checking each names a pattern (a 3-bit 2:4 code could say 6 or 7)."""
+    if codes.numel() and int(codes.max()) >= math.comb(m, n):
+        raise CodecError(f"invalid {n}:{m} pattern code {int(codes.max())} (at most {math.comb(m, n) - 1})")
+    return codes
 
 
 def _groups(cols: int, m: int) -> int:
@@ -210,9 +223,7 @@ class NM(Codec):
         rows, cols = matrix_shape(shape)
         n, m = spec.n, spec.m
         groups = _groups(cols, m)
-        codes = unpack_bits(tensors["nm_codes"], pattern_bits(n, m), rows * groups).long()
-        if codes.numel() and int(codes.max()) >= math.comb(m, n):
-            raise CodecError(f"invalid {n}:{m} pattern code {int(codes.max())} (at most {math.comb(m, n) - 1})")
+        codes = _checked(unpack_bits(tensors["nm_codes"], pattern_bits(n, m), rows * groups), n, m)
         values = {k: v for k, v in tensors.items() if k != "nm_codes"}
         kept = _codecs.decode_checked(values, spec.values, (rows, groups * n)).reshape(rows * groups, n)
         dense = torch.zeros(rows * groups, m, dtype=torch.float32, device=kept.device)
@@ -225,9 +236,7 @@ class NM(Codec):
         total, cols = matrix_shape(shape)
         n, m = spec.n, spec.m
         groups = _groups(cols, m)
-        codes = row_codes(tensors["nm_codes"], pattern_bits(n, m), total, groups, rows).long().reshape(-1)
-        if codes.numel() and int(codes.max()) >= math.comb(m, n):
-            raise CodecError(f"invalid {n}:{m} pattern code {int(codes.max())} (at most {math.comb(m, n) - 1})")
+        codes = _checked(row_codes(tensors["nm_codes"], pattern_bits(n, m), total, groups, rows).reshape(-1), n, m)
         values = {k: v for k, v in tensors.items() if k != "nm_codes"}
         kept = _codecs.decode_rows(values, spec.values, (total, groups * n), rows).reshape(-1, n)
         dense = torch.zeros(len(rows) * groups, m, dtype=torch.float32, device=kept.device)
@@ -275,7 +284,7 @@ class NM(Codec):
         kept_group, _ = group_count(groups * n, getattr(spec.values, "group_size", None))
         if kept_group % n:  # a group of kept values would split an N:M group: no per-column scale
             return None
-        codes = unpack_bits(tensors["nm_codes"], pattern_bits(n, m), rows * groups).long()
+        codes = _checked(unpack_bits(tensors["nm_codes"], pattern_bits(n, m), rows * groups), n, m)
         q = torch.zeros(rows * groups, m, dtype=torch.int8, device=codes.device)
         q.scatter_(1, kept_positions(codes, n, m), kept_grid.q.reshape(rows * groups, n))
         q = q.view(rows, groups * m)[:, :cols]

@@ -13,12 +13,14 @@ trit ``i`` of the stream goes to byte ``i // 5``. The last byte is padded with t
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
 import torch
 from pydantic import Field
 
+from ..bitpack import gather_rows
 from ..errors import CodecError
 from .base import (
     Codec,
@@ -38,6 +40,7 @@ from .base import (
     register,
     round_to_dtype,
     row_positions,
+    scale_groups_,
     scale_layout,
     side_bits,
     to_groups,
@@ -89,13 +92,25 @@ def pack_trits(trits: torch.Tensor) -> torch.Tensor:
 
 def unpack_trits(packed: torch.Tensor, count: int) -> torch.Tensor:
     """Inverse of :func:`pack_trits`: the first ``count`` trits as int32."""
+    return unpack_trits_table(packed, count, torch.arange(3, dtype=torch.int32))
+
+
+def unpack_trits_table(packed: torch.Tensor, count: int, table: torch.Tensor) -> torch.Tensor:
+    """``table[unpack_trits(packed, count)]`` for a 3-entry ``table`` (any dtype), gathered a byte at a time:
+    each byte value's five entries come from a (243, 5) table, so nothing is divided per trit and the result is
+    bit for bit the table's values."""
     need = trit_nbytes(count)
     if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != need:
         raise CodecError(f"packed trits must be a 1-D uint8 tensor of {need} bytes, got {tuple(packed.shape)}")
-    data = packed.to(torch.int32)
-    if packed.numel() and int(data.max()) >= 3**TRITS_PER_BYTE:
+    if packed.numel() and int(packed.max()) >= 3**TRITS_PER_BYTE:
         raise CodecError("packed trit byte out of range (>= 243)")
-    return ((data.unsqueeze(1) // _POW3.to(data.device)) % 3).reshape(-1)[:count]
+    return gather_rows(table.to(packed.device)[_byte_trits().to(packed.device)], packed).view(-1)[:count]
+
+
+@functools.cache
+def _byte_trits() -> torch.Tensor:
+    """(243, 5) int64: the trits t0..t4 of each valid byte value."""
+    return (torch.arange(3**TRITS_PER_BYTE).unsqueeze(1) // _POW3) % 3
 
 
 def unpack_trits_at(packed: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -120,10 +135,12 @@ def _ternary(groups: torch.Tensor, sizes: torch.Tensor, spec: TernarySpec) -> tu
     return t, round_to_dtype(alpha, spec.scale_dtype)
 
 
-def _values(trits: torch.Tensor, scale: torch.Tensor, spec: TernarySpec) -> torch.Tensor:
-    t = trits.to(torch.float32) - 1
-    alpha = scale.to(torch.float32).unsqueeze(-1)
-    return from_groups(to_groups(t, spec.group_size) * alpha, trits.shape[1])
+_LEVELS = torch.tensor([-1.0, 0.0, 1.0])  # stored trit -> t, float32
+
+
+def _values(t: torch.Tensor, scale: torch.Tensor, spec: TernarySpec) -> torch.Tensor:
+    """(rows, cols) float32 t (a fresh tensor: scaled in place) times each group's alpha."""
+    return scale_groups_(t, scale, spec.group_size)
 
 
 def _fake_values(groups: torch.Tensor, sizes: torch.Tensor, spec: TernarySpec) -> torch.Tensor:
@@ -142,14 +159,14 @@ class Ternary(Codec):
 
     def decode(self, tensors, spec: TernarySpec, shape) -> torch.Tensor:
         rows, cols = matrix_shape(shape)
-        trits = unpack_trits(tensors["packed"], rows * cols).view(rows, cols)
-        return _values(trits, tensors["scale"], spec).reshape(shape)
+        t = unpack_trits_table(tensors["packed"], rows * cols, _LEVELS).view(rows, cols)
+        return _values(t, tensors["scale"], spec).reshape(shape)
 
     def decode_rows(self, tensors, spec: TernarySpec, shape, rows: torch.Tensor) -> torch.Tensor:
         """Only the trits of the given rows (a row seldom starts on a byte: 5 trits share each one)."""
         _, cols = matrix_shape(shape)
         trits = unpack_trits_at(tensors["packed"], row_positions(rows, cols))
-        return _values(trits, tensors["scale"][rows], spec)
+        return _values(_LEVELS.to(trits.device)[trits], tensors["scale"][rows], spec)
 
     def layout(self, shape, spec: TernarySpec) -> dict[str, TensorLayout]:
         rows, cols = matrix_shape(shape)
@@ -172,7 +189,7 @@ class Ternary(Codec):
         return rows * cols * math.log2(3) + side_bits(self.layout(shape, spec))
 
     def int_grid(self, tensors, spec: TernarySpec, rows: int, cols: int) -> IntGrid:
-        q = unpack_trits(tensors["packed"], rows * cols).view(rows, cols) - 1
+        q = unpack_trits_table(tensors["packed"], rows * cols, _LEVELS.to(torch.int8)).view(rows, cols)
         g, _ = group_count(cols, spec.group_size)
         return IntGrid(q=q.to(torch.int8), scale=tensors["scale"].to(torch.float32), bounds=grid_bounds(cols, g))
 

@@ -184,8 +184,27 @@ def test_packing_in_pieces_gives_the_same_stream(monkeypatch, bits):
     codes = torch.randint(0, 1 << bits, (64 * 7 + 5,), generator=torch.Generator().manual_seed(bits), dtype=torch.int32)
     whole = pack_bits(codes, bits)
     monkeypatch.setattr(bitpack, "CHUNK", 64)
+    monkeypatch.setattr(bitpack, "UNPACK_CHUNK", 64)  # unpacking's own pieces (widths that straddle bytes)
+    monkeypatch.setattr(bitpack, "GATHER_CHUNK", 24)  # and the byte lookups' (1, 2, 4 bits)
     assert torch.equal(pack_bits(codes, bits), whole)
     assert torch.equal(unpack_bits(whole, bits, codes.numel()), codes)
+
+
+@pytest.mark.parametrize("bits", range(1, MAX_BITS + 1))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8, torch.float16])
+def test_unpacking_through_a_table_copies_its_entries(monkeypatch, bits, dtype):
+    """unpack_table is table[unpack_bits(...)], bit for bit, whole or in pieces, for any entry width."""
+    gen = torch.Generator().manual_seed(bits)
+    codes = torch.randint(0, 1 << bits, (64 * 7 + 5,), generator=gen, dtype=torch.int32)
+    table = (torch.randn(1 << bits, generator=gen) * 50).to(dtype)
+    packed = pack_bits(codes, bits)
+    want = table[codes.long()]
+    assert torch.equal(bitpack.unpack_table(packed, bits, codes.numel(), table), want)
+    monkeypatch.setattr(bitpack, "UNPACK_CHUNK", 64)
+    monkeypatch.setattr(bitpack, "GATHER_CHUNK", 24)
+    assert torch.equal(bitpack.unpack_table(packed, bits, codes.numel(), table), want)
+    with pytest.raises(CodecError, match="entries"):
+        bitpack.unpack_table(packed, bits, codes.numel(), table[:-1])
 
 
 @pytest.mark.parametrize("bits", range(1, MAX_BITS + 1))
