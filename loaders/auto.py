@@ -149,7 +149,7 @@ def load(
 
     `compile=True` compiles the loaded model in place (`model.compile()`: torch.compile, inductor), which fuses
     kernel mode's activation quantization and scaling with the elementwise work around each matmul (about 2x
-    kernel mode's eager speed on our CPU, bench/kernel.py). The first forward of each new input shape compiles
+    kernel mode's eager speed on our CPU, python -m bench.kernel). The first forward of each new input shape compiles
     (tens of seconds; a second shape recompiles once with dynamic shapes), and inductor needs a C++ compiler.
 
     Every failure is a ZooError: check_local runs first (with `verify`, every file's sha256 too), and what
