@@ -139,6 +139,7 @@ def load(
     mode: str = DEFAULT_MODE,
     new_head: bool = False,
     verify: bool = False,
+    compile: bool = False,
     **kwargs,
 ):
     """`from_pretrained` for zoo checkpoints (and plain ones): picks the class, sets the mode. Without `task`,
@@ -146,10 +147,15 @@ def load(
     checkpoint lacks, initialised at random by transformers, are named in one warning, unless `new_head` says
     the caller builds a new head on purpose (to fine-tune it).
 
+    `compile=True` compiles the loaded model in place (`model.compile()`: torch.compile, inductor), which fuses
+    kernel mode's activation quantization and scaling with the elementwise work around each matmul (about 2x
+    kernel mode's eager speed on our CPU, python -m bench.kernel). The first forward of each new input shape compiles
+    (tens of seconds; a second shape recompiles once with dynamic shapes), and inductor needs a C++ compiler.
+
     Every failure is a ZooError: check_local runs first (with `verify`, every file's sha256 too), and what
     transformers raises on a broken file becomes a FormatError."""
     try:
-        return _load(path_or_id, task=task, mode=mode, new_head=new_head, verify=verify, **kwargs)
+        model = _load(path_or_id, task=task, mode=mode, new_head=new_head, verify=verify, **kwargs)
     except ZooError:
         raise
     except _BROKEN as exc:
@@ -158,6 +164,9 @@ def load(
         if type(exc).__module__.split(".")[0] not in ("safetensors", "huggingface_hub", "transformers"):
             raise
         raise _broken(path_or_id, exc) from exc
+    if compile:
+        (model[0] if isinstance(model, tuple) else model).compile()  # a tuple with output_loading_info=True
+    return model
 
 
 def _broken(path_or_id, exc: BaseException) -> FormatError:

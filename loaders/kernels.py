@@ -54,16 +54,32 @@ def _scaled(grid: IntGrid) -> torch.Tensor:
     return weight.view(rows, groups * width)[:, :cols]
 
 
-# Adding then subtracting 1.5 * 2**23 rounds a float32 of magnitude < 2**22 to the nearest integer
-# (ties to even, like torch.round), about 9x faster than torch.round on our CPU.
+# Adding 1.5 * 2**23 to a float32 v of magnitude < 2**22 rounds it to the nearest integer (ties to even, like
+# torch.round), about 9x faster than torch.round on our CPU: the sum's bits, read as an int32, are
+# 0x4B400000 + round(v), whose low byte is round(v) as an int8 for |v| <= 127. So a cast int32 -> int8 that
+# wraps (keeps the low byte, as torch's does on CPU) quantizes without subtracting 1.5 * 2**23 back, one pass
+# fewer over the activations; `_CAST_WRAPS` checks that once, and a torch whose cast saturates instead
+# subtracts. Under torch.compile the plain torch.round is used: inductor fuses it into one loop anyway.
 _ROUNDER = 12582912.0
+
+
+def _cast_wraps() -> bool:
+    probe = torch.tensor([-127.0, -1.5, -0.5, 0.0, 0.5, 2.5, 127.0]).add_(_ROUNDER).view(torch.int32)
+    return torch.equal(probe.to(torch.int8), torch.tensor([-127, -2, 0, 0, 0, 2, 127], dtype=torch.int8))
+
+
+_CAST_WRAPS = _cast_wraps()
 
 
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 values, float32 scale per row) with x ~ values * scale, scale = max|x| / 127."""
-    scale = x.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127
-    values = (x * (1 / scale)).add_(_ROUNDER).sub_(_ROUNDER)
-    return values.to(torch.int8), scale
+    scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=torch.finfo(torch.float32).tiny).div_(127)
+    if torch.compiler.is_compiling():
+        return torch.round(x / scale).to(torch.int8), scale
+    values = (x * scale.reciprocal()).add_(_ROUNDER)
+    if _CAST_WRAPS:
+        return values.view(torch.int32).to(torch.int8), scale
+    return values.sub_(_ROUNDER).to(torch.int8), scale
 
 
 class Int8Matmul(torch.nn.Module):

@@ -251,7 +251,12 @@ class ZooEmbedding(ZooModule):
                 self.scale_grad_by_freq,
                 self.sparse,
             )
-        rows, inverse = torch.unique(ids, return_inverse=True)
+        if torch.compiler.is_compiling():
+            # torch.unique's output size depends on the data, which breaks a compiled graph here (and
+            # recompiles the rest per embedding): decoding each looked-up id's row, repeats and all, does not
+            rows, inverse = ids.reshape(-1), torch.arange(ids.numel(), device=ids.device).reshape(ids.shape)
+        else:
+            rows, inverse = torch.unique(ids, return_inverse=True)
         if self.factored and self.mode != "packed":
             table = codecs.codec_for(self.codec).factor_rows(*self.factors(), rows)
         else:

@@ -144,3 +144,22 @@ def test_transformers_is_a_module_whose_loader_zoo_can_wrap():
     registers the method once transformers is imported: the spec's loader has the two methods it calls."""
     spec = importlib.util.find_spec("transformers")
     assert spec is not None and callable(spec.loader.create_module) and callable(spec.loader.exec_module)
+
+
+@pytest.mark.parametrize("wraps", [True, False])
+def test_per_token_quantization_rounds_like_torch_round(wraps, monkeypatch):
+    """kernels.quantize_per_token rounds by adding 1.5 * 2**23 and, where torch's int32 -> int8 cast keeps the
+    low byte (checked at import: `_CAST_WRAPS`), reads the int8 straight from the sum's bits; either way its
+    values are torch.round's, ties to even included, for every magnitude up to 127."""
+    from zoo.loaders import kernels
+
+    monkeypatch.setattr(kernels, "_CAST_WRAPS", wraps and kernels._CAST_WRAPS)
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(63, 200) * 5, torch.linspace(-127, 127, 509).unsqueeze(0)[:, :200]])
+    x[0, :5] = torch.tensor([0.5, -0.5, 1.5, -2.5, 127.0])
+    values, scale = kernels.quantize_per_token(x)
+    assert values.dtype == torch.int8 and scale.shape == (64, 1)
+    assert torch.equal(values, torch.round(x / scale).to(torch.int8))
+    assert values.abs().max().item() == 127
+    zero, zero_scale = kernels.quantize_per_token(torch.zeros(2, 8))  # an all-zero token: no division by zero
+    assert torch.equal(zero, torch.zeros(2, 8, dtype=torch.int8)) and bool((zero_scale > 0).all())
