@@ -358,7 +358,7 @@ def _linear_nodes(
     b = op("Transpose", [q8], "b", perm=[1, 0])
     b_scale = op("Reshape", [row_scale, const([n], "shape1")], "bs")
     nodes.append(g.node("DynamicQuantizeMatMul", [x, b, b_scale, "", bias] if bias else [x, b, b_scale], [out], prefix))
-    return nodes, f"DynamicQuantizeMatMul on int8 rows made at load from {what}"
+    return nodes, f"int8 x int8 on int8 rows made at session start from {what}"
 
 
 def _gather_inits(g: _Graph, t: _Target) -> tuple[list[str], dict[str, Any], str]:

@@ -25,11 +25,11 @@ def export(
         str,
         typer.Option(
             "--kernel",
-            help="How linear layers compute. [bold]int8[/bold]: int8 x int8 (DynamicQuantizeMatMul) on one int8 "
+            help="How linear layers compute. int8: int8 x int8 (DynamicQuantizeMatMul) on one int8 "
             "grid per row that ONNX Runtime makes from the stored codes when the session starts, activations "
             "quantized per tensor: the fastest on x86 for batches, approximate like zoo's kernel mode. "
-            "[bold]nbits[/bold]: MatMulNBits on the stored 2/4/8-bit codes, int8 activations per block. "
-            "[bold]exact[/bold]: MatMulNBits with float activations: the outputs of materialize mode.",
+            "nbits: MatMulNBits on the stored 2/4/8-bit codes, int8 activations per block. "
+            "exact: MatMulNBits with float activations: the outputs of materialize mode.",
         ),
     ] = "int8",
     task: Annotated[
