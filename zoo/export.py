@@ -5,16 +5,19 @@ materialize mode. Every compressed module's weight is then found in that graph (
 renames and transposes initializers) and replaced by the codec's own codes (`Codec.block_codes`, the codec
 registry's export hook): 2-, 4- or 8-bit codes with one scale per block of 16-256 weights of a row, in the
 layout of ONNX Runtime's block-quantized operators. int8 with one scale per row, int4 with one per group,
-2:4 + int4 (a pruned weight is code 0), binary and ternary all fit; the scale of a group wider than a block
-is repeated over its blocks, so the stored values come back exactly. 3-bit codes are written as 4-bit.
+2:4 + int4 (a pruned weight is code 0), binary and ternary all fit, and the stored values come back exactly:
+the file keeps one scale per group (float16 where that holds it exactly, as zoo stores it), which nodes the
+session folds repeat over the group's blocks. 3-bit codes are written as 4-bit.
 
 Linear layers compute with the chosen `kernel`:
 
   int8   (the default) nodes whose inputs are all initializers decode the codes and put each row on one
          int8 grid, as zoo's kernel mode does (loaders/kernels.py); ONNX Runtime computes them once, when the
-         session starts (constant folding), so the file keeps the stored codes. The matmul is
-         `DynamicQuantizeMatMul` (com.microsoft): int8 x int8, activations quantized per tensor on the fly
-         (zoo's kernel mode quantizes them per token). The fastest on x86 CPUs for batches.
+         session starts (constant folding), so the file keeps the stored codes. The matmuls are int8 x int8
+         as ONNX Runtime's own quantize_dynamic graph has them: activations quantized per tensor on the fly
+         (zoo's kernel mode quantizes them per token), once for the layers that share an input (query, key,
+         value: DynamicQuantizeLinear, then MatMulIntegerToFloat each), else `DynamicQuantizeMatMul`, the
+         layer's bias inside the node. The fastest of the three on x86 CPUs for batches.
   nbits  `MatMulNBits` (com.microsoft) on the codes, activations quantized to int8 per block.
   exact  `MatMulNBits` with float32 activations: the outputs of materialize mode, to float rounding.
 
@@ -78,7 +81,7 @@ class ExportResult:
     checkpoint_nbytes: int  # the checkpoint's weight files
     kernel: str
     outputs: tuple[str, ...]
-    ops: dict[str, str]  # compressed module -> what carries it in the graph ("MatMulNBits 4-bit, block 128")
+    ops: dict[str, str]  # compressed module -> what carries it in the graph ("MatMulNBits, 4-bit codes, block 128")
     unused: list[str] = field(default_factory=list)  # compressed modules the exported outputs do not use
     checked: dict[str, float] | None = None  # onnxruntime vs zoo: max_rel_diff, cosine; None: not run
     manifest_sha256: str = ""
@@ -96,6 +99,11 @@ def _need(module: str):
 
 def _outputs_for(model) -> tuple[str, ...]:
     name = type(model).__name__
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise ExportError(
+            f"{name} is an encoder-decoder model; the ONNX export writes encoder models only",
+            hint="`zoo unpack` gives a dense model other exporters take",
+        )
     for suffix, outputs in _OUTPUTS.items():
         if name.endswith(suffix):
             return outputs
@@ -170,19 +178,18 @@ def _targets(model) -> tuple[list[_Target], list[str]]:
             continue
         if module.owner is not None:  # a tied weight (an MLM decoder): its owner's codes carry both uses
             continue
-        owner = module
-        codec = owner.codec
+        codec = module.codec
         if codec.codec == "dense":  # kept as floats: it stays in the dense graph
             continue
         shape = (int(module.weight_shape[0]), int(module.weight_shape[1]))
-        stored = owner.stored()
+        stored = module.stored()
         allowed = (4, 8) if isinstance(module, ZooEmbedding) else None
         if block_codes(stored, codec, shape, allowed) is None:
             why = "stored as factors" if codec_for(codec).factored else "no block layout ONNX Runtime computes with"
             refused.append(f"{name} ({codec.describe()}: {why})")
             continue
         kind = "embedding" if isinstance(module, ZooEmbedding) else "linear"
-        weight = owner.dense_weight().detach().to(torch.float32).reshape(shape)
+        weight = module.dense_weight().detach().to(torch.float32).reshape(shape)
         targets.append(_Target(name, kind, stored, codec, shape, weight))
     return targets, refused
 
@@ -498,9 +505,8 @@ def export_onnx(
     for t in targets:
         w = t.weight.contiguous().numpy()
         by_value.setdefault((w.shape, _digest(w)), (t, False))
-        if t.kind == "linear":
-            wt = t.weight.t().contiguous().numpy()
-            by_value.setdefault((wt.shape, _digest(wt)), (t, True))
+        wt = t.weight.t().contiguous().numpy()  # an embedding's too: a tied decoder's matmul may read it so
+        by_value.setdefault((wt.shape, _digest(wt)), (t, True))
     ops: dict[str, list[str]] = {}
     for name in list(g.inits):
         a = g.array(name)

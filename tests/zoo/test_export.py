@@ -276,3 +276,17 @@ def test_other_heads_export_exactly(head, compressed_models, tmp_path_factory, t
         assert [n.op_type for n in graph.node if reshaped in n.input] == ["MatMulNBits"]
     else:
         assert [i.name for i in graph.input] == ["pixel_values"]
+
+
+def test_encoder_decoder_models_are_refused():
+    from types import SimpleNamespace
+
+    from zoo.export import _outputs_for
+
+    class MarianMTModel:  # what matters: the class name ends with "Model", the config is encoder-decoder
+        config = SimpleNamespace(is_encoder_decoder=True)
+
+    with pytest.raises(ExportError, match="encoder-decoder"):
+        _outputs_for(MarianMTModel())
+    MarianMTModel.config = SimpleNamespace(is_encoder_decoder=False)
+    assert _outputs_for(MarianMTModel()) == ("last_hidden_state",)
