@@ -245,15 +245,14 @@ def model_rows(
     compiled models: each new batch shape would compile again; they compute what kernel mode does). `compiled`:
     the recipes also timed in kernel mode with compile=True."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     import zoo
 
     torch.set_num_threads(THREADS)
     classifier = eval_data is not None
     fp32 = export_dense(dense_dir, work / f"{dense_dir.name}-fp32.onnx", classifier=classifier)
-    dense_cls = AutoModelForSequenceClassification if classifier else None
-    dense = (dense_cls or _auto()).from_pretrained(dense_dir).eval()
+    dense = (AutoModelForSequenceClassification if classifier else AutoModel).from_pretrained(dense_dir).eval()
     systems: dict = {
         "torch fp32": Torch(dense, dense_dir),
         "ORT fp32": Ort(fp32),
@@ -281,12 +280,6 @@ def model_rows(
             print(f"{label}: evaluating {name} ...", file=sys.stderr, flush=True)
             result["systems"][name]["accuracy"] = accuracy(run, batches, labels)
     return result
-
-
-def _auto():
-    from transformers import AutoModel
-
-    return AutoModel
 
 
 def table(result: dict) -> list[str]:

@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import logging
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,7 @@ import torch
 
 from zoo.formats import Checkpoint, companion_files
 from zoo.formats.codecs import BlockCodes, block_codes, codec_for
-from zoo.formats.writer import ensure_writable, replace_dir, write_output_mark
+from zoo.formats.writer import ensure_writable, replace_dir, write_file_atomic, write_output_mark
 
 from .errors import ExportError, ExportUnavailable
 
@@ -523,8 +525,10 @@ def export_onnx(
     g.graph.node.extend(nodes)
     g.drop_unused_inits()
     unused = [t.name for t in targets if t.name not in ops]
-    shapes = {tuple(g.array(n).shape) for n in g.inits if g.array(n).dtype.kind == "f"}
-    lost = [n for n in unused if next(t for t in targets if t.name == n).shape in shapes | {s[::-1] for s in shapes}]
+    floats = {g.onnx.TensorProto.FLOAT, g.onnx.TensorProto.FLOAT16, g.onnx.TensorProto.DOUBLE}
+    shapes = {tuple(i.dims) for i in g.inits.values() if i.data_type in floats}
+    by_name = {t.name: t for t in targets}
+    lost = [n for n in unused if {by_name[n].shape, by_name[n].shape[::-1]} & shapes]
     if lost:
         raise ExportError(
             f"the exporter changed the weights of {', '.join(lost[:4])} (they are not in the graph as stored), "
@@ -550,7 +554,7 @@ def export_onnx(
             (staged / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / name, staged / name)
         config = {k: v for k, v in ckpt.config.items() if k != "quantization_config"}
-        _write_json(staged / "config.json", config)
+        write_file_atomic(staged / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         onnx_nbytes = sum(p.stat().st_size for p in staged.glob(ONNX_FILE + "*"))
         write_output_mark(
             staged,
@@ -577,15 +581,7 @@ def export_onnx(
     )
 
 
-def _write_json(path: Path, data: dict) -> None:
-    import json
-
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _run_exporter(wrapped, inputs: dict[str, torch.Tensor], outputs, dynamic: dict[str, dict[int, str]], opset):
-    import warnings
-
     kwargs = {} if opset is None else {"opset_version": opset}
     dims: dict[str, Any] = {}
     shapes = {k: {axis: dims.setdefault(d, torch.export.Dim(d)) for axis, d in v.items()} for k, v in dynamic.items()}
