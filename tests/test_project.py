@@ -190,3 +190,19 @@ def test_transformers_is_capped_and_the_installed_dependencies_fit():
     for requirement in dependencies.values():
         installed = Version(importlib.metadata.version(requirement.name))
         assert requirement.specifier.contains(installed, prereleases=True), (str(requirement), str(installed))
+
+
+def test_lazy_packages_export_what_they_load():
+    """zoo.formats and zoo.recipes load their names on first use (so the CLI starts without torch): their
+    `__all__`, their name tables and what those names resolve to must not drift apart."""
+    import zoo.formats
+
+    import zoo.recipes
+
+    # SPECS is loaded for __getattr__'s spec lookup (zoo.formats.IntSpec), not exported
+    assert sorted(zoo.formats.__all__) == sorted(set(zoo.formats._FROM) - {"SPECS"})
+    local = {"builtin_description", "builtin_names", "builtin_text"}
+    assert sorted(zoo.recipes.__all__) == sorted({*zoo.recipes._FROM_RECIPE, *local})
+    for package in (zoo.formats, zoo.recipes):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"
