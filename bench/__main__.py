@@ -5,7 +5,8 @@ memory and latency per recipe and mode (load), growth with model size (scale), o
 per recipe (--accuracy: 13-52 minutes per recipe on 2 CPU cores, several hours in all, plus about 1.5 hours
 for Kronecker and block pruning (structure); resumable), zoo beside compressed-tensors and dense fp32/fp16
 (peer: needs a fine-tuned teacher, made once under bench/work/ when absent, 17-26 minutes), the headline table
-and plot (summary), and registry upload/pull/list times (registry; not with --quick). --quick runs each part
+and plot (summary), deploy speed against ONNX Runtime (speed; not with --quick) and registry upload/pull/list
+times (registry; not with --quick). --quick runs each part
 reduced (a small teacher on 256 examples, one or two recipes, small models, one load per row, 128 test
 examples) to check the machinery in about ten minutes; its numbers are not the results, so it writes to
 bench/results/quick unless --out says otherwise."""
@@ -17,7 +18,7 @@ import importlib.util
 import time
 from pathlib import Path
 
-from bench import accuracy, compress, load, peer, registry, scale, structure, summary
+from bench import accuracy, compress, load, peer, registry, scale, speed, structure, summary
 
 parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
 parser.add_argument("--quick", action="store_true", help="a reduced run for CI-like checks (under ten minutes)")
@@ -44,7 +45,8 @@ if args.accuracy:
         structure.main(out, structure.RECIPES, teacher, acc_work)
 peer.main(teacher, acc_work, args.work / ("peer-quick" if args.quick else "peer"), out, 1 if args.quick else 5, limit)
 summary.main(out)
-if not args.quick:
+if not args.quick:  # deploy speed: torch modes, zoo export and ONNX Runtime's int8 (about 25 minutes)
+    speed.main(teacher, acc_work, args.work / "speed", out, quick=False)
     if importlib.util.find_spec("olah") is None:
         print("bench: registry timings skipped (olah is not installed: pip install -e '.[test]')")
     else:
